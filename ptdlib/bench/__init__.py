@@ -1,0 +1,1 @@
+"""Benchmarks behind ``ptd bench <name>``; each prints a JSON object as its last line."""

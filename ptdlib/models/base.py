@@ -1,0 +1,67 @@
+"""The one small interface every D-LLM adapter offers to the sampler, the probes and the FLOP counter.
+
+A :class:`DiffusionLM` wraps a network and its tokenizer and answers:
+
+* ``logits(ids, attention_mask)`` -> (B, T, V) float logits where ``logits[:, i]`` predicts token ``i``
+  (adapters of models whose outputs are shifted by one position, like Dream, undo the shift here);
+* ``mask_id``, ``eos_id``, ``end_ids`` (EOS and EOT: any of them ends a response), ``pad_id``;
+* ``max_positions`` (prompt + canvas tokens the model can place), ``model_id`` (for provenance);
+* ``encode_prompt(text)`` -> chat-formatted prompt ids ending where the canvas starts, ``decode(ids)``.
+
+Everything else (sampling loops, FLOP counting, canvas policies) talks to this interface only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class DiffusionLM:
+    """A masked diffusion LM behind one interface (see module docstring)."""
+
+    network: torch.nn.Module  # returns an object with ``.logits`` (or a tensor) from (input_ids, attention_mask)
+    tokenizer: object
+    mask_id: int
+    eos_id: int
+    end_ids: tuple[int, ...]  # token ids that end a response (EOS first)
+    pad_id: int
+    max_positions: int
+    model_id: str
+    logits_shift: int = 0  # 1 for models whose logits at i predict token i + 1 (Dream)
+    prompt_encoder: object = field(default=None, repr=False)  # callable(text) -> ids; default: chat template
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.network.parameters()).device
+
+    @torch.no_grad()
+    def logits(self, ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        out = self.network(input_ids=ids, attention_mask=attention_mask)
+        logits = out if isinstance(out, torch.Tensor) else out.logits
+        if self.logits_shift:
+            # Dream-style: position i's logits predict token i+1; move them so that index i predicts token i.
+            logits = torch.cat([logits[:, :1], logits[:, :-1]], dim=1)
+        return logits
+
+    def encode_prompt(self, text: str) -> list[int]:
+        if self.prompt_encoder is not None:
+            return list(self.prompt_encoder(text))
+        tok = self.tokenizer
+        if getattr(tok, "chat_template", None):
+            ids = tok.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
+                                          tokenize=True)
+            return list(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids)
+        return tok(text)["input_ids"]
+
+    def decode(self, ids) -> str:
+        return self.tokenizer.decode(list(ids), skip_special_tokens=True)
+
+    def check_length(self, total: int) -> None:
+        """Raise if prompt + canvas of ``total`` tokens exceeds the model's positions."""
+        if total > self.max_positions:
+            raise ValueError(
+                f"prompt + canvas of {total} tokens exceeds the model's {self.max_positions} positions"
+            )

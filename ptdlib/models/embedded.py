@@ -1,0 +1,77 @@
+"""Building, saving and loading the embedded model exactly as a Hugging Face checkpoint.
+
+A model directory holds ``config.json`` + ``model.safetensors`` (``save_pretrained``), the tokenizer
+files, and ``training_card.json``. Loading goes through ``AutoModelForMaskedLM`` / ``AutoTokenizer``, the
+same path as any LLaDA-style checkpoint, with checks that turn a broken directory into one clear error.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+import ptdlib.models  # noqa: F401  (registers the architecture with the Auto classes)
+from ptdlib.models.modeling import PtdLladaConfig, PtdLladaModel
+
+#: Where the project's data lives (the repository's ``data/`` folder).
+DATA_DIR = Path(__file__).resolve().parents[2] / "data"
+#: The embedded default model's name and directory.
+DEFAULT_MODEL_NAME = "ptd-tiny"
+DEFAULT_MODEL_DIR = DATA_DIR / "models" / DEFAULT_MODEL_NAME
+CARD_FILE = "training_card.json"
+
+
+def build_model(tokenizer, **overrides) -> PtdLladaModel:
+    """A freshly initialised model whose vocabulary and special ids come from ``tokenizer``."""
+    ids = dict(
+        vocab_size=len(tokenizer),
+        mask_token_id=tokenizer.mask_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        eot_token_id=tokenizer.convert_tokens_to_ids("<|eot|>"),
+        bos_token_id=tokenizer.bos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return PtdLladaModel(PtdLladaConfig(**{**ids, **overrides}))
+
+
+def save_model(model, tokenizer, out_dir: str | Path, card: dict | None = None) -> Path:
+    """Save weights (safetensors), config, tokenizer and training card into ``out_dir``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+    if card is not None:
+        (out_dir / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")
+    return out_dir
+
+
+def load_model(path: str | Path | None = None, device: str = "cpu", dtype: torch.dtype = torch.float32):
+    """(model, tokenizer) from a saved directory (default: the embedded model), in eval mode.
+
+    Raises ``FileNotFoundError`` for a missing directory and ``ValueError`` for a corrupt one (no config,
+    unreadable weights, or weights whose shapes disagree with the config).
+    """
+    path = Path(path) if path is not None else DEFAULT_MODEL_DIR
+    if not path.is_dir():
+        raise FileNotFoundError(f"model directory {path} does not exist")
+    if not (path / "config.json").exists():
+        raise ValueError(f"model directory {path} has no config.json")
+    try:
+        model = AutoModelForMaskedLM.from_pretrained(path, dtype=dtype)
+    except Exception as e:  # transformers raises several types for unreadable or mismatched weights
+        raise ValueError(f"cannot load model weights from {path}: {type(e).__name__}: {e}") from e
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if len(tokenizer) != model.config.vocab_size:
+        raise ValueError(
+            f"tokenizer in {path} has {len(tokenizer)} tokens but the config says vocab_size={model.config.vocab_size}"
+        )
+    return model.to(device).eval(), tokenizer
+
+
+def training_card(path: str | Path | None = None) -> dict:
+    """The training card saved with a model (empty if there is none)."""
+    p = (Path(path) if path is not None else DEFAULT_MODEL_DIR) / CARD_FILE
+    return json.loads(p.read_text()) if p.exists() else {}

@@ -1,0 +1,213 @@
+"""Training the embedded model with LLaDA's SFT recipe (``ptd train-model``).
+
+Recipe (Nie et al., 2025, "Large Language Diffusion Models", SFT section): the prompt is never masked;
+the response is padded with EOS to the canvas; each sample draws a mask ratio t ~ U(0, 1] (as
+``(1 - eps) t + eps``), masks each response token with probability t, and the loss is the cross-entropy on
+masked positions weighted by 1/t, divided by the canvas length.
+
+Two choices of this project, both measured on a prototype (see DESIGN.md §6):
+
+* **Length-bucketed canvases**: batches are grouped by answer length and most are cropped to the longest
+  answer plus a slack drawn uniformly up to the full canvas (so the canvas end carries no information on
+  the answer length), the rest use the full canvas (where the length signal is read). Steps get cheaper.
+* **Exact resumption**: the data and masks of step ``s`` are a function of (seed, s) only, so a run resumed
+  from a checkpoint sees exactly the batches it would have seen.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ptdlib.models.batching import answer_canvas, left_pad, with_canvas
+from ptdlib.models.embedded import build_model, save_model
+from ptdlib.models.tokenizer import build_tokenizer, encode_prompt
+from ptdlib.tasks import iter_split
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training run settings; written into the training card."""
+
+    steps: int = 8000  # optimizer steps (the cosine schedule spans them)
+    batch_size: int = 32  # queries per step
+    lr: float = 2e-3  # peak AdamW learning rate
+    warmup: int = 200  # linear warm-up steps
+    min_lr_frac: float = 0.05  # cosine floor as a fraction of lr
+    weight_decay: float = 0.01  # AdamW decoupled weight decay (matrices only)
+    grad_clip: float = 1.0  # global gradient-norm clip
+    canvas: int = 128  # full response canvas
+    full_canvas_frac: float = 0.25  # share of batches trained at the full canvas (the probe's setting)
+    bucket_batches: int = 16  # batches drawn together and grouped by answer length
+    mask_eps: float = 1e-3  # lowest mask ratio, as in LLaDA
+    seed: int = 0  # seeds data, masks and initialisation
+    threads: int = 0  # torch CPU threads (0: torch's default)
+    checkpoint_every: int = 200  # steps between resumable checkpoints
+    eval_every: int = 1000  # steps between held-out evaluations (0: only at the end)
+    time_limit_s: float = 0.0  # stop early (and save) after this many seconds (0: no limit)
+    model: dict = field(default_factory=dict)  # PtdLladaConfig overrides
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown training settings {sorted(unknown)}; allowed: {sorted(cls.__dataclass_fields__)}")
+        return cls(**d)
+
+
+def lr_at(step: int, cfg: TrainConfig, elapsed_s: float = 0.0) -> float:
+    """Linear warm-up then cosine decay to ``min_lr_frac * lr``.
+
+    With a time limit, the decay follows whichever is further along, steps or time, so a run that the
+    clock stops early still ends at the floor of its schedule.
+    """
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    if cfg.time_limit_s:
+        progress = max(progress, elapsed_s / cfg.time_limit_s)
+    progress = min(1.0, progress)
+    return cfg.lr * (cfg.min_lr_frac + (1 - cfg.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+class BatchSource:
+    """Deterministic batches: step ``s`` gets the same data whatever step the run started from."""
+
+    def __init__(self, tokenizer, cfg: TrainConfig, split: str = "train"):
+        self.tok, self.cfg, self.split = tokenizer, cfg, split
+        self.eos = tokenizer.eos_token_id
+        self._group, self._batches = None, None
+
+    def _make_group(self, g: int):
+        cfg = self.cfg
+        stream = iter_split(self.split, seed=cfg.seed * 1_000_003 + g)
+        qs = [next(stream) for _ in range(cfg.batch_size * cfg.bucket_batches)]
+        qs.sort(key=lambda q: q.answer_length)
+        batches = [qs[i : i + cfg.batch_size] for i in range(0, len(qs), cfg.batch_size)]
+        random.Random(f"{cfg.seed}|{g}").shuffle(batches)
+        return batches
+
+    def batch(self, step: int):
+        cfg = self.cfg
+        g, j = divmod(step, cfg.bucket_batches)
+        if g != self._group:
+            self._group, self._batches = g, self._make_group(g)
+        qs = self._batches[j]
+        rng = random.Random(f"{cfg.seed}|canvas|{step}")
+        answers = [self.tok(q.answer, add_special_tokens=False)["input_ids"] for q in qs]
+        longest = max(len(a) for a in answers)
+        if rng.random() < cfg.full_canvas_frac:
+            canvas_len = cfg.canvas
+        else:
+            canvas_len = rng.randint(min(longest + 1, cfg.canvas), cfg.canvas)
+        prompt_ids, prompt_attn = left_pad([encode_prompt(self.tok, q.prompt) for q in qs], self.tok.pad_token_id)
+        target = answer_canvas(answers, canvas_len, self.eos)
+        return prompt_ids, prompt_attn, target
+
+
+def diffusion_loss(model, prompt_ids, prompt_attn, target, mask_id: int, eps: float, gen: torch.Generator):
+    """LLaDA SFT loss on one batch: masked-token cross-entropy weighted by 1/t, per canvas token."""
+    B, L = target.shape
+    t = (1 - eps) * torch.rand(B, 1, generator=gen) + eps
+    masked = torch.rand(B, L, generator=gen) < t
+    canvas = torch.where(masked, torch.full_like(target, mask_id), target)
+    ids, attn = with_canvas(prompt_ids, prompt_attn, canvas)
+    logits = model(input_ids=ids, attention_mask=attn).logits[:, prompt_ids.shape[1]:]
+    ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), target.reshape(-1), reduction="none")
+    return ((ce.view(B, L) * masked) / t).sum() / (B * L)
+
+
+def _atomic_save(obj, path: Path):
+    tmp = path.with_suffix(".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def train(cfg: TrainConfig, out_dir: str | Path, work_dir: str | Path | None = None, evaluate=None) -> dict:
+    """Train (or resume) the embedded model; save it with ``save_pretrained`` and a training card.
+
+    ``work_dir`` holds the resumable ``checkpoint.pt`` (default: ``out_dir/../<name>.ckpt``). ``evaluate``
+    is called as ``evaluate(model, tokenizer) -> dict`` for the held-out metrics of the card.
+    """
+    out_dir = Path(out_dir)
+    work_dir = Path(work_dir) if work_dir else out_dir.parent / f"{out_dir.name}.ckpt"
+    work_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    tok = build_tokenizer()
+    model = build_model(tok, **cfg.model)
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr, betas=(0.9, 0.95),
+    )
+    ckpt_path = work_dir / "checkpoint.pt"
+    start, elapsed, history = 0, 0.0, []
+    if ckpt_path.exists():
+        ck = torch.load(ckpt_path, weights_only=False)
+        if ck["config"] != asdict(cfg):
+            raise ValueError(f"{ckpt_path} was written by another training config; remove it or use the same one")
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        start, elapsed, history = ck["step"], ck["elapsed_s"], ck["history"]
+    source = BatchSource(tok, cfg)
+    model.train()
+    t0 = time.time() - elapsed
+    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="train", dynamic_ncols=True)
+    step, ema = start, None
+    for step in bar:
+        lr = lr_at(step, cfg, time.time() - t0)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+        loss = diffusion_loss(model, *source.batch(step), tok.mask_token_id, cfg.mask_eps, gen)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
+        bar.set_postfix(loss=f"{ema:.4f}", lr=f"{lr:.1e}")
+        done = step + 1
+        timed_out = cfg.time_limit_s and time.time() - t0 > cfg.time_limit_s
+        if evaluate and cfg.eval_every and done % cfg.eval_every == 0 and done < cfg.steps:
+            model.eval()
+            history.append({"step": done, "elapsed_s": round(time.time() - t0, 1), "loss": ema, **evaluate(model, tok)})
+            model.train()
+            tqdm.write(json.dumps(history[-1]))
+        if done % cfg.checkpoint_every == 0 or done == cfg.steps or timed_out:
+            _atomic_save(
+                {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": done,
+                 "elapsed_s": time.time() - t0, "history": history, "config": asdict(cfg)},
+                ckpt_path,
+            )
+        if timed_out:
+            tqdm.write(f"time limit of {cfg.time_limit_s:.0f} s reached at step {done}")
+            break
+    else:
+        done = cfg.steps
+    model.eval()
+    card = {
+        "steps_done": done,
+        "steps_planned": cfg.steps,
+        "train_seconds": round(time.time() - t0, 1),
+        "loss_ema": ema,
+        "config": asdict(cfg),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "history": history,
+    }
+    if evaluate:
+        card["heldout"] = evaluate(model, tok)
+    save_model(model, tok, out_dir, card)
+    return card

@@ -1,0 +1,119 @@
+"""Named, seeded splits of the synthetic suite.
+
+* ``train``, ``calib``, ``test``: every family but the held-out one, base scale, equal proportions. A
+  prompt belongs to exactly one of the three (by a hash of its text), so test prompts are never trained
+  on. Families whose prompt space is closed (``spell``) are shared by the three and measure fitting.
+* ``shift_length``: the families that have a ``long`` scale, with arguments beyond training.
+* ``shift_mix``: test-bucket prompts with other proportions (long-answer and hard families dominate).
+* ``heldout_family``: only the family that no training split contains.
+
+``make_split(name, n, seed)`` is deterministic: the same arguments give the same queries.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterator
+
+from ptdlib.tasks.families import FAMILIES, HELDOUT_FAMILY, get_family
+
+SPLITS = ("train", "calib", "test", "shift_length", "shift_mix", "heldout_family")
+
+# Hash buckets out of ten: 0-7 train, 8 calib, 9 test (an 80/10/10 partition of the prompt space).
+_BUCKETS = {"train": range(0, 8), "calib": range(8, 9), "test": range(9, 10)}
+
+_MAX_REDRAWS = 10_000  # a family whose prompt space misses a bucket entirely fails loudly, not forever
+
+#: Family weights of the mix-shifted split (unnamed families get weight 1).
+MIX_SHIFT_WEIGHTS = {"count": 4, "repeat": 4, "collatz": 3, "primes": 3, "animals": 3, "max": 0.25, "sum": 0.25}
+
+
+@dataclass(frozen=True)
+class Query:
+    """One query: ``answer`` is a reference answer (for ``random`` families, one valid answer)."""
+
+    qid: str
+    split: str
+    family: str
+    prompt: str
+    answer: str
+
+    @property
+    def answer_length(self) -> int:
+        return len(self.answer.split())
+
+
+def prompt_bucket(family: str, prompt: str) -> int:
+    """Stable bucket 0-9 of a prompt; decides its split among train/calib/test."""
+    digest = hashlib.sha1(f"{family}|{prompt}".encode()).hexdigest()
+    return int(digest, 16) % 10
+
+
+def _split_spec(split: str) -> tuple[dict[str, float], str, range | None]:
+    """(family weights, scale, allowed hash buckets or None) of a split."""
+    trained = [f for f in FAMILIES if f != HELDOUT_FAMILY]
+    if split in _BUCKETS:
+        return {f: 1.0 for f in trained}, "base", _BUCKETS[split]
+    if split == "shift_length":
+        return {f: 1.0 for f in trained if FAMILIES[f].has_long}, "long", None
+    if split == "shift_mix":
+        return {f: MIX_SHIFT_WEIGHTS.get(f, 1.0) for f in trained}, "base", _BUCKETS["test"]
+    if split == "heldout_family":
+        return {HELDOUT_FAMILY: 1.0}, "base", None
+    raise ValueError(f"unknown split {split!r}; choose from {', '.join(SPLITS)}")
+
+
+def iter_split(split: str, seed: int = 0) -> Iterator[Query]:
+    """An endless, deterministic stream of queries of ``split`` (the training loop draws from it)."""
+    weights, scale, buckets = _split_spec(split)
+    names, w = list(weights), list(weights.values())
+    rng = random.Random(f"ptdlib|{split}|{seed}")
+    i = 0
+    while True:
+        fam = get_family(rng.choices(names, w)[0])
+        # Redraw within the family until the prompt falls in this split's buckets, so that the split
+        # keeps its family proportions however small a family's share of the bucket is.
+        for _ in range(_MAX_REDRAWS):
+            prompt, answer = fam.draw(rng, scale)
+            if buckets is None or not fam.open_space or prompt_bucket(fam.name, prompt) in buckets:
+                break
+        else:
+            raise RuntimeError(f"family {fam.name!r} found no prompt for split {split!r} in {_MAX_REDRAWS} draws")
+        yield Query(f"{split}-{seed}-{i:06d}", split, fam.name, prompt, answer)
+        i += 1
+
+
+def make_split(split: str, n: int, seed: int = 0) -> list[Query]:
+    """The first ``n`` queries of ``split`` for ``seed``."""
+    if n <= 0:
+        raise ValueError(f"n must be a positive number of queries, got {n}")
+    it = iter_split(split, seed)
+    return [next(it) for _ in range(n)]
+
+
+def save_queries(queries: list[Query], path: str | Path) -> None:
+    """Write queries as JSON lines (one object per query)."""
+    with open(path, "w") as f:
+        for q in queries:
+            f.write(json.dumps(asdict(q)) + "\n")
+
+
+def load_queries(path: str | Path) -> list[Query]:
+    """Read queries written by :func:`save_queries`."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"query file {path} does not exist")
+    out = []
+    with open(path) as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                out.append(Query(**json.loads(line)))
+            except (json.JSONDecodeError, TypeError) as e:
+                raise ValueError(f"{path}:{lineno}: not a query record ({e})") from None
+    return out
