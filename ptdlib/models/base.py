@@ -46,6 +46,12 @@ class DiffusionLM:
             logits = torch.cat([logits[:, :1], logits[:, :-1]], dim=1)
         return logits
 
+    @torch.no_grad()
+    def last_hidden(self, ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T, D) last-layer hidden states (the D-LLM's own representation, e.g. of a prompt)."""
+        out = self.network(input_ids=ids, attention_mask=attention_mask, output_hidden_states=True)
+        return out.hidden_states[-1]
+
     def encode_prompt(self, text: str) -> list[int]:
         if self.prompt_encoder is not None:
             return list(self.prompt_encoder(text))

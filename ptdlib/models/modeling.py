@@ -140,7 +140,8 @@ class PtdLladaModel(PreTrainedModel):
             for lin in (module.attn_out, module.down):
                 nn.init.normal_(lin.weight, std=std / math.sqrt(2 * self.config.n_layers))
 
-    def forward(self, input_ids, attention_mask=None, position_ids=None, **kwargs) -> MaskedLMOutput:
+    def forward(self, input_ids, attention_mask=None, position_ids=None, output_hidden_states: bool = False,
+                **kwargs) -> MaskedLMOutput:
         B, T = input_ids.shape
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
@@ -157,6 +158,11 @@ class PtdLladaModel(PreTrainedModel):
             x = x + self.pos_embed(position_ids)
         cos, sin = rotary_tables(position_ids, self.config.d_model // self.config.n_heads, self.config.rope_theta)
         key_mask = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T): padding keys are ignored
+        hidden = [x]
         for block in self.blocks:
             x = block(x, cos, sin, key_mask)
-        return MaskedLMOutput(logits=self.lm_head(self.norm(x)))
+            hidden.append(x)
+        hidden[-1] = self.norm(x)  # as in transformers: the last hidden state is the normed one
+        return MaskedLMOutput(
+            logits=self.lm_head(hidden[-1]), hidden_states=tuple(hidden) if output_hidden_states else None
+        )
