@@ -1,0 +1,48 @@
+"""Canvas-length strategies behind one interface and one registry.
+
+``make_policy("smartcrop", tau=0.9)`` builds a policy by name; an unknown name or parameter fails loudly,
+naming what is allowed.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+from ptdlib.canvas.base import CanvasLimits, CanvasPolicy, round_canvas
+from ptdlib.canvas.evaluate import ROW_COLUMNS, evaluate_strategy
+from ptdlib.canvas.policies import FixedCanvas, GrowthCanvas, HeuristicCanvas, OracleCanvas, SmartCrop
+from ptdlib.canvas.predicted import PredictedCanvas
+from ptdlib.canvas.recovery import RECOVERIES
+
+#: name -> policy class
+POLICIES: dict[str, type[CanvasPolicy]] = {
+    cls.name: cls for cls in (FixedCanvas, OracleCanvas, HeuristicCanvas, PredictedCanvas, SmartCrop, GrowthCanvas)
+}
+
+
+def policy_parameters(name: str) -> list[str]:
+    """The keyword parameters policy ``name`` accepts."""
+    return [p for p in inspect.signature(get_policy_class(name).__init__).parameters if p != "self"]
+
+
+def get_policy_class(name: str) -> type[CanvasPolicy]:
+    try:
+        return POLICIES[name]
+    except KeyError:
+        raise ValueError(f"unknown canvas policy {name!r}; choose from {', '.join(POLICIES)}") from None
+
+
+def make_policy(name: str, **params) -> CanvasPolicy:
+    """Build policy ``name`` with ``params``; unknown names and parameters are errors naming the choices."""
+    allowed = policy_parameters(name)
+    unknown = sorted(set(params) - set(allowed))
+    if unknown:
+        raise ValueError(f"canvas policy {name!r} has no parameter(s) {unknown}; allowed: {allowed or 'none'}")
+    return get_policy_class(name)(**params)
+
+
+__all__ = [
+    "POLICIES", "RECOVERIES", "ROW_COLUMNS", "CanvasLimits", "CanvasPolicy", "FixedCanvas", "GrowthCanvas",
+    "HeuristicCanvas", "OracleCanvas", "PredictedCanvas", "SmartCrop", "evaluate_strategy", "get_policy_class",
+    "make_policy", "policy_parameters", "round_canvas",
+]

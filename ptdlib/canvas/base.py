@@ -1,0 +1,65 @@
+"""The canvas-policy interface: choose each query's canvas before sampling.
+
+A policy is a small object with one job (DESIGN.md §5.1): ``choose(lm, prompts, query_ids, callbacks)``
+returns one canvas length per query. It may run its own forward passes (a SmartCrop probe, a predictor's
+prompt pass) and reports them to ``callbacks`` so that the FLOP ledger counts them. It never owns the
+sampling loop; what a truncated result gets is decided by a :mod:`~ptdlib.canvas.recovery` rule.
+
+Every chosen canvas is rounded up to the sampler's block length and capped at the maximum canvas by
+:func:`round_canvas`, so the sampler always receives a valid length.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar, Sequence
+
+import numpy as np
+
+from ptdlib.sampler import SamplerConfig
+
+
+@dataclass(frozen=True)
+class CanvasLimits:
+    """The lengths a policy may choose from: multiples of ``round_to`` up to ``max_canvas``."""
+
+    max_canvas: int = 128  # the longest canvas (the fixed baseline's, and the re-run's)
+    round_to: int = 32  # the sampler's block length: canvases are whole blocks
+
+    def __post_init__(self):
+        if self.round_to <= 0 or self.max_canvas <= 0:
+            raise ValueError(f"max_canvas and round_to must be positive, got {self.max_canvas}, {self.round_to}")
+        if self.max_canvas % self.round_to:
+            raise ValueError(f"max_canvas {self.max_canvas} must be a multiple of round_to {self.round_to}")
+
+
+def round_canvas(lengths, limits: CanvasLimits) -> np.ndarray:
+    """Round token counts up to whole blocks, at least one block, at most ``max_canvas``."""
+    x = np.ceil(np.maximum(np.asarray(lengths, dtype=float), 1) / limits.round_to) * limits.round_to
+    return np.minimum(x, limits.max_canvas).astype(int)
+
+
+class CanvasPolicy(ABC):
+    """Chooses a canvas length per query. Subclasses set ``name`` and implement :meth:`choose`."""
+
+    name: ClassVar[str]
+    #: True for policies that cannot be deployed (they read the answer's length).
+    oracle: ClassVar[bool] = False
+
+    def fit(self, lm, train, train_lengths, calib=None, calib_lengths=None,
+            limits: "CanvasLimits | None" = None) -> "CanvasPolicy":
+        """Learn from ``train`` queries and their own lengths; calibrate on ``calib`` (default: nothing)."""
+        return self
+
+    def sampler_config(self, base: SamplerConfig) -> SamplerConfig:
+        """The sampler settings this policy runs with (default: unchanged)."""
+        return base
+
+    @abstractmethod
+    def choose(self, lm, queries: Sequence, limits: CanvasLimits, callbacks=()) -> np.ndarray:
+        """Canvas length per query (whole blocks, capped), reporting any forward pass to ``callbacks``."""
+
+    def params(self) -> dict:
+        """The policy's parameters, for result rows (JSON-serialisable)."""
+        return {}

@@ -1,0 +1,98 @@
+"""Run one canvas strategy over a set of queries and return one result row per query.
+
+The flow of DESIGN.md §3: the policy chooses the canvases (its probe or predictor passes reported), the
+sampler denoises them, truncated results are recovered (re-runs reported as ``rerun``), the scorer scores
+the responses, and a :class:`~ptdlib.flops.FlopLedger` prices every forward pass the query took part in.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict
+
+import numpy as np
+
+from ptdlib.canvas.base import CanvasLimits, CanvasPolicy
+from ptdlib.canvas.recovery import check_recovery, recover
+from ptdlib.events import FORWARD_KINDS
+from ptdlib.flops import FlopLedger
+from ptdlib.sampler import SamplerConfig, sample
+from ptdlib.tasks import get_family, score
+
+#: Columns of a result row, in order (the runner adds run-level provenance).
+ROW_COLUMNS = [
+    "split", "family", "qid", "seed", "strategy", "params", "recovery", "model_id", "prompt_len", "own_length",
+    "chosen_canvas", "final_canvas", "truncated", "truncated_final", "reruns", "forward_passes",
+    *[f"flops_{k}" for k in FORWARD_KINDS], "flops_total", "wall_s", "length", "response", "score", "metric",
+]
+
+
+class WallClock:
+    """Callback splitting wall time among queries: the time since the previous forward pass ended is
+    shared evenly by the rows of the pass that just ended (so sampler overhead is charged too)."""
+
+    def __init__(self):
+        self.seconds = defaultdict(float)
+        self.mark()
+
+    def mark(self) -> None:
+        self._last = time.perf_counter()
+
+    def on_forward(self, event) -> None:
+        now = time.perf_counter()
+        share = (now - self._last) / max(1, len(event.query_ids))
+        for q in event.query_ids:
+            self.seconds[q] += share
+        self._last = now
+
+
+def evaluate_strategy(lm, queries, policy: CanvasPolicy, counter, *, recovery: str = "max",
+                      sampler: SamplerConfig = SamplerConfig(), limits: CanvasLimits = CanvasLimits(),
+                      seed: int = 0, batch_size: int = 32, own_lengths: dict | None = None, callbacks=(),
+                      progress: bool = False) -> list[dict]:
+    """One result row per query (columns :data:`ROW_COLUMNS`) for ``policy`` on ``queries``.
+
+    ``counter`` prices a forward pass (``forward_flops(seq_len)``); ``own_lengths`` (qid -> length) fills the
+    ``own_length`` column when given.
+    """
+    check_recovery(recovery)
+    if not queries:
+        raise ValueError("no queries to evaluate")
+    ledger, clock = FlopLedger(counter), WallClock()
+    cbs = [ledger, clock, *callbacks]
+    cfg = policy.sampler_config(sampler)
+    qids = [q.qid for q in queries]
+    prompts = [q.prompt for q in queries]
+
+    clock.mark()
+    chosen = np.asarray(policy.choose(lm, queries, limits, cbs), dtype=int)
+    clock.mark()
+    outputs = sample(lm, prompts, chosen.tolist(), cfg, seed=seed, callbacks=cbs, query_ids=qids,
+                     batch_size=batch_size, progress=progress)
+    truncated = [o.truncated for o in outputs]
+
+    def resample(indices, canvases, init):
+        clock.mark()
+        return sample(lm, [prompts[i] for i in indices], canvases, cfg, seed=seed, callbacks=cbs, kind="rerun",
+                      query_ids=[qids[i] for i in indices], batch_size=batch_size, init_canvas=init)
+
+    outputs, final, reruns = recover(recovery, outputs, chosen, limits.max_canvas, lm.mask_id, resample)
+    flops = ledger.per_query()
+    params = json.dumps(policy.params(), sort_keys=True)
+    rows = []
+    for i, (q, o) in enumerate(zip(queries, outputs)):
+        f = {k: int(flops.get(q.qid, {}).get(k, 0)) for k in FORWARD_KINDS}
+        rows.append({
+            "split": q.split, "family": q.family, "qid": q.qid, "seed": seed, "strategy": policy.name,
+            "params": params, "recovery": recovery, "model_id": lm.model_id,
+            "prompt_len": len(lm.encode_prompt(q.prompt)),
+            "own_length": (own_lengths or {}).get(q.qid, np.nan),
+            "chosen_canvas": int(chosen[i]), "final_canvas": int(final[i]),
+            "truncated": bool(truncated[i]), "truncated_final": bool(o.truncated), "reruns": int(reruns[i]),
+            "forward_passes": len(ledger.forward_lengths(q.qid)),
+            **{f"flops_{k}": v for k, v in f.items()}, "flops_total": sum(f.values()),
+            "wall_s": clock.seconds[q.qid], "length": o.length, "response": o.text,
+            "score": score(q, o.text), "metric": get_family(q.family).metric,
+        })
+    return rows

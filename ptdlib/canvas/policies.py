@@ -1,0 +1,181 @@
+"""The canvas policies that need no trained predictor: fixed, oracle, heuristic, SmartCrop, EOS-led growth.
+
+(The AdaRLP ``predicted`` policy lives in :mod:`ptdlib.canvas.predicted`.)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from ptdlib.canvas.base import CanvasLimits, CanvasPolicy, round_canvas
+from ptdlib.events import counted_logits
+from ptdlib.models.batching import left_pad, with_canvas
+from ptdlib.sampler import SamplerConfig
+
+
+def _check_positive(name: str, value) -> None:
+    if value is None or value <= 0:
+        raise ValueError(f"{name} must be a positive number of tokens, got {value}")
+
+
+class FixedCanvas(CanvasPolicy):
+    """One canvas ``L`` for every query: LLaDA's reference setting and the baseline."""
+
+    name = "fixed"
+
+    def __init__(self, L: int = 128):
+        _check_positive("L", L)
+        self.L = int(L)
+
+    def choose(self, lm, queries, limits: CanvasLimits, callbacks=()) -> np.ndarray:
+        if self.L > limits.max_canvas:
+            raise ValueError(f"fixed canvas L={self.L} exceeds the maximum canvas {limits.max_canvas}")
+        return round_canvas([self.L] * len(queries), limits)
+
+    def params(self) -> dict:
+        return {"L": self.L}
+
+
+class OracleCanvas(CanvasPolicy):
+    """The model's own length (from the labelling run at the maximum canvas) plus its EOS, in whole blocks.
+
+    The lower bound on cost of any policy that does not change the sampler; not deployable.
+    """
+
+    name = "oracle"
+    oracle = True
+
+    def __init__(self):
+        self.own: dict = {}
+
+    def with_labels(self, labels: dict) -> "OracleCanvas":
+        """Give the oracle the own lengths of the queries it will be asked about (qid -> length)."""
+        self.own = dict(labels)
+        return self
+
+    def choose(self, lm, queries, limits: CanvasLimits, callbacks=()) -> np.ndarray:
+        missing = [q.qid for q in queries if q.qid not in self.own]
+        if missing:
+            raise ValueError(f"oracle has no own-length label for {len(missing)} queries, e.g. {missing[:3]}")
+        return round_canvas([self.own[q.qid] + 1 for q in queries], limits)
+
+
+class HeuristicCanvas(CanvasPolicy):
+    """A linear function of the prompt length fitted on ``train`` plus an additive margin (in tokens).
+
+    The heuristic baseline of Predict-then-Diffuse: length ≈ a + b · (prompt tokens).
+    """
+
+    name = "heuristic"
+
+    def __init__(self, margin: float = 16.0):
+        if margin < 0:
+            raise ValueError(f"margin must be >= 0 tokens, got {margin}")
+        self.margin = float(margin)
+        self.coef: tuple[float, float] | None = None
+
+    def fit(self, lm, train, train_lengths, calib=None, calib_lengths=None, limits=None) -> "HeuristicCanvas":
+        x = np.array([len(lm.encode_prompt(q.prompt)) for q in train], dtype=float)
+        y = np.asarray(train_lengths, dtype=float)
+        if len(x) < 2 or len(x) != len(y):
+            raise ValueError(f"heuristic needs >= 2 queries with one label each, got {len(x)} and {len(y)}")
+        slope, intercept = np.polyfit(x, y, 1)
+        self.coef = (float(intercept), float(slope))
+        return self
+
+    def choose(self, lm, queries, limits: CanvasLimits, callbacks=()) -> np.ndarray:
+        if self.coef is None:
+            raise ValueError("heuristic policy is not fitted: call fit() on training queries first")
+        x = np.array([len(lm.encode_prompt(q.prompt)) for q in queries], dtype=float)
+        return round_canvas(self.coef[0] + self.coef[1] * x + self.margin + 1, limits)
+
+    def params(self) -> dict:
+        return {"margin": self.margin}
+
+
+@torch.no_grad()
+def eos_probabilities(lm, queries, canvas: int, callbacks=(), batch_size: int = 32) -> np.ndarray:
+    """P(EOS or EOT) at every canvas position from one probe pass over prompt + all-mask canvas: (n, canvas).
+
+    Each batch's pass is reported to ``callbacks`` as a ``probe``.
+    """
+    out = []
+    for i in range(0, len(queries), batch_size):
+        qs = queries[i : i + batch_size]
+        ids, attn = left_pad([lm.encode_prompt(q.prompt) for q in qs], lm.pad_id)
+        ids, attn = with_canvas(ids, attn, torch.full((len(qs), canvas), lm.mask_id, dtype=torch.long))
+        lm.check_length(ids.shape[1])
+        logits = counted_logits(lm, ids.to(lm.device), attn.to(lm.device), "probe", [q.qid for q in qs], callbacks)
+        p = logits[:, -canvas:].float().softmax(-1)[..., list(lm.end_ids)].sum(-1)
+        out.append(p.cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, canvas))
+
+
+def ended_by(p_eos: np.ndarray, rule: str) -> np.ndarray:
+    """P(the answer has ended by position i) from per-position EOS probabilities.
+
+    ``product``: 1 − ∏_{j≤i}(1 − p_j), treating positions as independent (SmartCrop, "Diffusion LMs are
+    natively length-aware"); ``running_max``: max_{j≤i} p_j, reading p_i as P(length ≤ i) made monotone.
+    """
+    if rule == "product":
+        return 1.0 - np.cumprod(1.0 - np.clip(p_eos, 0.0, 1.0), axis=1)
+    if rule == "running_max":
+        return np.maximum.accumulate(p_eos, axis=1)
+    raise ValueError(f"unknown SmartCrop rule {rule!r}; choose from product, running_max")
+
+
+class SmartCrop(CanvasPolicy):
+    """Crop the canvas where the model's own EOS probabilities say the answer has ended.
+
+    One probe pass over prompt + an all-mask canvas at the maximum length gives p_i = P(EOS at i); the crop
+    is the first i where P(ended by i) (see :func:`ended_by`) passes ``tau``, plus ``pad`` tokens; if it
+    never passes, the maximum canvas. The probe pass is counted as kind ``probe``.
+    """
+
+    name = "smartcrop"
+
+    def __init__(self, tau: float = 0.9, rule: str = "product", pad: int = 0):
+        if not 0 < tau <= 1:
+            raise ValueError(f"tau must be in (0, 1], got {tau}")
+        if pad < 0:
+            raise ValueError(f"pad must be >= 0 tokens, got {pad}")
+        ended_by(np.zeros((1, 1)), rule)  # validates the rule name
+        self.tau, self.rule, self.pad = float(tau), rule, int(pad)
+
+    def estimate(self, lm, queries, limits: CanvasLimits, callbacks=()) -> np.ndarray:
+        """Estimated response length per query (the crop before padding and rounding)."""
+        ended = ended_by(eos_probabilities(lm, queries, limits.max_canvas, callbacks), self.rule)
+        crossed = ended >= self.tau
+        return np.where(crossed.any(axis=1), crossed.argmax(axis=1), limits.max_canvas)
+
+    def choose(self, lm, queries, limits: CanvasLimits, callbacks=()) -> np.ndarray:
+        return round_canvas(self.estimate(lm, queries, limits, callbacks) + 1 + self.pad, limits)
+
+    def params(self) -> dict:
+        return {"tau": self.tau, "rule": self.rule, "pad": self.pad}
+
+
+class GrowthCanvas(CanvasPolicy):
+    """EOS-led growth (dLLM-Var; LLaDA2-style pipelines): decode block by block and stop after the block
+    in which EOS is committed. The canvas is the maximum; the saving comes from the passes not run."""
+
+    name = "growth"
+
+    def __init__(self, block: int = 32):
+        _check_positive("block", block)
+        self.block = int(block)
+
+    def sampler_config(self, base: SamplerConfig) -> SamplerConfig:
+        return dataclasses.replace(base, block_length=self.block, stop_after_eos_block=True)
+
+    def choose(self, lm, queries: Sequence, limits: CanvasLimits, callbacks=()) -> np.ndarray:
+        if limits.max_canvas % self.block:
+            raise ValueError(f"growth block {self.block} must divide the maximum canvas {limits.max_canvas}")
+        return np.full(len(queries), limits.max_canvas, dtype=int)
+
+    def params(self) -> dict:
+        return {"block": self.block}

@@ -1,0 +1,74 @@
+"""The ``predicted`` policy: AdaRLP (Predict-then-Diffuse) with a calibrated safety margin.
+
+A light predictor (``ptdlib.predictor``) estimates each query's own length from its prompt (its features
+may need one prompt-only pass of the D-LLM, reported as ``predictor``); a margin rule fitted on the
+``calib`` split turns the estimate into a canvas.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ptdlib.canvas.base import CanvasLimits, CanvasPolicy
+from ptdlib.predictor import FeatureSet, LengthPredictor, PredictorConfig, calibrate, check_disjoint
+from ptdlib.predictor.calibration import MARGIN_METHODS
+
+
+class PredictedCanvas(CanvasPolicy):
+    """AdaRLP length prediction plus a margin calibrated on ``calib`` (never on the evaluated split).
+
+    ``margin``: ``percentile`` (Predict-then-Diffuse: a percentile of the positive residuals),
+    ``conformal`` / ``conformal_log`` (split conformal, P(length ≥ canvas) ≤ alpha), ``cost_optimal``
+    (least expected FLOPs with re-runs), ``aci`` (adaptive conformal inference, Gibbs & Candès 2021).
+    """
+
+    name = "predicted"
+
+    def __init__(self, margin: str = "conformal", alpha: float = 0.05, percentile: float = 90.0,
+                 regressor: str = "ridge_log", features: str = "text+hidden"):
+        if margin not in MARGIN_METHODS:
+            raise ValueError(f"unknown margin method {margin!r}; choose from {', '.join(MARGIN_METHODS)}")
+        self.margin, self.alpha, self.percentile = margin, float(alpha), float(percentile)
+        self.regressor, self.features = regressor, features
+        groups = tuple(features.split("+"))
+        self.predictor = LengthPredictor(PredictorConfig(regressor=regressor, features=FeatureSet(groups=groups)))
+        self.rule = None
+        if margin in ("conformal", "conformal_log", "aci") and not 0 < alpha < 1:
+            raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+        if margin == "percentile" and not 0 <= percentile <= 100:
+            raise ValueError(f"percentile must be in [0, 100], got {percentile}")
+
+    def _margin_params(self, limits: CanvasLimits, prompt_lengths) -> dict:
+        if self.margin == "percentile":
+            return {"percentile": self.percentile}
+        if self.margin == "cost_optimal":
+            return {"max_canvas": limits.max_canvas, "round_to": limits.round_to, "prompt_lengths": prompt_lengths}
+        return {"alpha": self.alpha}
+
+    def fit(self, lm, train, train_lengths, calib=None, calib_lengths=None,
+            limits: CanvasLimits = CanvasLimits()) -> "PredictedCanvas":
+        """Fit the predictor on ``train`` and the margin on ``calib`` (their passes are training cost, not counted)."""
+        if calib is None or calib_lengths is None:
+            raise ValueError("the predicted policy needs a calibration split (calib queries and their own lengths)")
+        self.predictor.fit_prompts(train, train_lengths, lm)
+        pred = self.predictor.predict_prompts(calib, lm)
+        prompt_lengths = np.array([len(lm.encode_prompt(q.prompt)) for q in calib])
+        self.rule = calibrate(self.margin, pred, calib_lengths, calib_queries=calib,
+                              **self._margin_params(limits, prompt_lengths))
+        self._calib = list(calib)
+        return self
+
+    def choose(self, lm, queries, limits: CanvasLimits, callbacks=()) -> np.ndarray:
+        if self.rule is None:
+            raise ValueError("predicted policy is untrained: call fit() with train and calib splits first")
+        check_disjoint(self._calib, queries)  # never report on the split the margin was calibrated on
+        pred = self.predictor.predict_prompts(queries, lm, callbacks)
+        return np.asarray(self.rule.canvas(pred, limits.max_canvas, limits.round_to), dtype=int)
+
+    def params(self) -> dict:
+        p = {"margin": self.margin, "regressor": self.regressor, "features": self.features}
+        if self.margin == "percentile":
+            p["percentile"] = self.percentile
+        elif self.margin != "cost_optimal":
+            p["alpha"] = self.alpha
+        return p

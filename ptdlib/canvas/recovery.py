@@ -1,0 +1,54 @@
+"""What a truncated result gets: a canvas that held no EOS may have cut the answer.
+
+* ``max`` — re-run from scratch at the maximum canvas (Predict-then-Diffuse's rule);
+* ``double`` — re-run from scratch at twice the canvas until the result is not truncated or the maximum is
+  reached;
+* ``extend`` — keep what was decoded, append masks to twice the canvas and continue denoising (the committed
+  tokens stay; only the new positions are decoded);
+* ``none`` — keep the truncated result.
+
+Every re-run's forward passes are reported with kind ``rerun`` so the ledger counts them.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+RECOVERIES = ("max", "double", "extend", "none")
+
+
+def check_recovery(name: str) -> str:
+    if name not in RECOVERIES:
+        raise ValueError(f"unknown truncation recovery {name!r}; choose from {', '.join(RECOVERIES)}")
+    return name
+
+
+def recover(name: str, outputs: list, canvases: np.ndarray, max_canvas: int, mask_id: int,
+            resample: Callable[[list[int], list[int], list | None], list]) -> tuple[list, np.ndarray, np.ndarray]:
+    """Apply recovery ``name`` to the truncated entries of ``outputs``.
+
+    ``resample(indices, canvases, init)`` samples the queries at ``indices`` (positions in ``outputs``) with
+    the given canvases, continuing from ``init`` canvases when not None, reporting passes as re-runs.
+    Returns (final outputs, final canvases, number of re-runs per query).
+    """
+    check_recovery(name)
+    outputs, canvases = list(outputs), np.array(canvases, dtype=int)
+    reruns = np.zeros(len(outputs), dtype=int)
+    if name == "none":
+        return outputs, canvases, reruns
+    while True:
+        todo = [i for i, o in enumerate(outputs) if o.truncated and canvases[i] < max_canvas]
+        if not todo:
+            return outputs, canvases, reruns
+        if name == "max":
+            new = [max_canvas] * len(todo)
+        else:
+            new = [min(2 * int(canvases[i]), max_canvas) for i in todo]
+        init = None
+        if name == "extend":
+            init = [list(outputs[i].tokens) + [mask_id] * (n - len(outputs[i].tokens)) for i, n in zip(todo, new)]
+        for i, o, n in zip(todo, resample(todo, new, init), new):
+            outputs[i], canvases[i] = o, n
+            reruns[i] += 1

@@ -1,0 +1,77 @@
+"""Own-length labels: the length a model produces at the maximum canvas (DESIGN.md §4).
+
+Length labels are the model's own, not the reference answer's: the labelling run samples every query at
+the maximum canvas and records the length before the first end token. It is cached on disk per (model
+fingerprint, sampler settings, canvas, seed), one JSON line per query, so every run, predictor and notebook
+shares one labelling run and a killed labelling run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from ptdlib.sampler import SamplerConfig, sample
+
+#: Default cache folder (the repository's ``data/cache/labels``; override with ``PTD_CACHE_DIR``).
+DEFAULT_CACHE = Path(__file__).resolve().parents[1] / "data" / "cache"
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("PTD_CACHE_DIR", DEFAULT_CACHE)) / "labels"
+
+
+def model_fingerprint(lm) -> str:
+    """A short hash of the model's weights (exact for small models; config + weight shapes for large ones)."""
+    h = hashlib.sha256(lm.model_id.encode())
+    n = sum(p.numel() for p in lm.network.parameters())
+    for name, p in lm.network.state_dict().items():
+        h.update(name.encode() + str(tuple(p.shape)).encode())
+        if n <= 50_000_000:  # hashing every weight of an 8B model would take minutes: shapes only there
+            h.update(p.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _cache_path(lm, canvas: int, sampler: SamplerConfig, seed: int) -> Path:
+    key = json.dumps({"canvas": canvas, "sampler": asdict(sampler), "seed": seed}, sort_keys=True)
+    name = f"{lm.model_id}-{model_fingerprint(lm)}-{hashlib.sha256(key.encode()).hexdigest()[:10]}.jsonl"
+    return cache_dir() / name
+
+
+def label_queries(lm, queries, *, canvas: int = 128, sampler: SamplerConfig = SamplerConfig(), seed: int = 0,
+                  batch_size: int = 32, use_cache: bool = True, progress: bool = False) -> dict:
+    """{qid: {"length", "truncated", "text"}} of every query at the maximum canvas (cached)."""
+    path = _cache_path(lm, canvas, sampler, seed)
+    done: dict = {}
+    if use_cache and path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:  # a line cut by a killed process: that query is labelled again
+                continue
+            done[(rec["qid"], rec["prompt"])] = rec
+    todo = [q for q in queries if (q.qid, q.prompt) not in done]
+    if todo:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for i in range(0, len(todo), batch_size * 4):
+            chunk = todo[i : i + batch_size * 4]
+            outs = sample(lm, [q.prompt for q in chunk], canvas, sampler, seed=seed,
+                          query_ids=[q.qid for q in chunk], batch_size=batch_size, progress=progress)
+            recs = [{"qid": q.qid, "prompt": q.prompt, "length": o.length, "truncated": o.truncated,
+                     "text": o.text} for q, o in zip(chunk, outs)]
+            if use_cache:
+                with open(path, "a") as f:
+                    f.write("".join(json.dumps(r) + "\n" for r in recs))
+            done.update({(r["qid"], r["prompt"]): r for r in recs})
+    return {q.qid: done[(q.qid, q.prompt)] for q in queries}
+
+
+def own_lengths(lm, queries, canvas: int = 128, seed: int = 0, **kwargs) -> np.ndarray:
+    """The model's own response length for each query (tokens before the first end token at ``canvas``)."""
+    labels = label_queries(lm, queries, canvas=canvas, seed=seed, **kwargs)
+    return np.array([labels[q.qid]["length"] for q in queries], dtype=int)
