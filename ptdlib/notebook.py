@@ -1,0 +1,62 @@
+"""Helpers every notebook shares: checking papermill parameters, and where figures and results go.
+
+A notebook's first code cell after its ``parameters`` cell calls :func:`check_params`, so that a parameter
+of the wrong type or out of range stops the notebook right there with one clear message, instead of a
+traceback deep in a computation.
+"""
+
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+
+class ParameterError(ValueError):
+    """A notebook parameter has the wrong type or value."""
+
+
+@dataclass(frozen=True)
+class Param:
+    """What a parameter must be: a type, and optionally a closed range or a set of choices."""
+
+    kind: type | tuple[type, ...]  # int, float (ints accepted), bool, str, list, or a tuple of them
+    low: float | None = None  # smallest allowed value (inclusive)
+    high: float | None = None  # largest allowed value (inclusive)
+    choices: Sequence[Any] | None = None  # allowed values
+    optional: bool = False  # None is allowed
+
+
+def _type_ok(value, kind) -> bool:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    for k in kinds:
+        if k is float and isinstance(value, numbers.Real) and not isinstance(value, bool):
+            return True
+        if k is int and isinstance(value, numbers.Integral) and not isinstance(value, bool):
+            return True
+        if k not in (int, float) and isinstance(value, k):
+            return True
+    return False
+
+
+def check_param(name: str, value, spec: Param):
+    """Return ``value`` if it satisfies ``spec``; raise :class:`ParameterError` naming it otherwise."""
+    if value is None and spec.optional:
+        return value
+    if not _type_ok(value, spec.kind):
+        kinds = spec.kind if isinstance(spec.kind, tuple) else (spec.kind,)
+        want = " or ".join(k.__name__ for k in kinds) + (" or None" if spec.optional else "")
+        raise ParameterError(f"parameter {name!r} must be {want}, got {value!r} ({type(value).__name__})")
+    if spec.choices is not None and value not in spec.choices:
+        raise ParameterError(f"parameter {name!r} must be one of {list(spec.choices)}, got {value!r}")
+    if spec.low is not None and value < spec.low or spec.high is not None and value > spec.high:
+        lo = "-inf" if spec.low is None else spec.low
+        hi = "inf" if spec.high is None else spec.high
+        raise ParameterError(f"parameter {name!r} must be in [{lo}, {hi}], got {value!r}")
+    return value
+
+
+def check_params(**specs: tuple) -> None:
+    """``check_params(n=(n, Param(int, 1)), tau=(tau, Param(float, 0, 1)))``: check each (value, spec)."""
+    for name, (value, spec) in specs.items():
+        check_param(name, value, spec)

@@ -1,0 +1,27 @@
+"""Notebook parameter checks name the parameter, the rule and the bad value."""
+
+import pytest
+
+from ptdlib.notebook import Param, ParameterError, check_param, check_params
+
+
+def test_ints_are_accepted_where_floats_are_expected_but_bools_are_not_numbers():
+    assert check_param("tau", 1, Param(float, 0, 1)) == 1
+    with pytest.raises(ParameterError, match="'n' must be int, got True"):
+        check_param("n", True, Param(int, 1))
+
+
+def test_out_of_range_value_is_named_with_its_range():
+    with pytest.raises(ParameterError, match=r"'tau' must be in \[0, 1\], got 1.5"):
+        check_params(tau=(1.5, Param(float, 0, 1)))
+
+
+def test_wrong_type_and_bad_choice_are_named():
+    with pytest.raises(ParameterError, match="'n_queries' must be int, got '300' \\(str\\)"):
+        check_param("n_queries", "300", Param(int, 1))
+    with pytest.raises(ParameterError, match=r"'split' must be one of \['test', 'calib'\]"):
+        check_param("split", "tset", Param(str, choices=["test", "calib"]))
+
+
+def test_optional_parameters_accept_none():
+    assert check_param("model_path", None, Param(str, optional=True)) is None
