@@ -1,0 +1,330 @@
+"""Safety margins that turn predicted lengths into canvases, calibrated on a ``calib`` split (never ``test``).
+
+A margin rule maps a predicted length to an upper bound ``U`` on the length, and the bound to a canvas
+(:func:`canvas_from_upper`). A response of length ``ℓ`` needs ``ℓ + 1`` canvas positions (the answer and
+its EOS; a canvas without EOS is *truncated*), so the canvas is ``floor(U) + 1``, rounded up to a multiple
+of ``round_to`` (the sampler's block length), capped at ``max_canvas``. For integer lengths,
+``ℓ ≥ canvas  ⇔  ℓ > U``: a rule that bounds ``P(length > U)`` bounds the truncation rate.
+
+Rules (:func:`calibrate` builds each by name from calibration predictions and own lengths):
+
+* ``percentile`` -- Predict-then-Diffuse (AdaRLP): the margin is a percentile of the *positive* residuals
+  ``length - prediction`` (under-predictions) on calib.
+* ``conformal`` / ``conformal_log`` -- one-sided split conformal prediction (Vovk, Gammerman & Shafer,
+  *Algorithmic Learning in a Random World*, 2005; Lei, G'Sell, Rinaldo, Tibshirani & Wasserman,
+  "Distribution-free predictive inference for regression", JASA 2018; Angelopoulos & Bates, "A gentle
+  introduction to conformal prediction", 2021): scores ``s = length - pred`` (additive, ``U = pred + q``)
+  or ``s = log((1 + length) / (1 + pred))`` (log, ``U = (1 + pred)·e^q - 1``), ``q`` = the
+  ``ceil((n+1)(1-α))``-th smallest score. On exchangeable data ``P(length > U) ≤ α`` (and ``≥ α - 1/(n+1)``
+  without ties).
+* ``cost_optimal`` -- the margin on a grid minimising the expected cost on calib, re-runs included.
+* ``aci`` -- :class:`~ptdlib.predictor.online.AdaptiveConformalMargin`, for a drifting stream.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+
+from ptdlib.predictor.regressors import check_lengths
+
+#: Ways to recover a truncated answer that the cost-optimal margin can price.
+RECOVERIES = ("max", "double")
+
+
+# ---------------------------------------------------------------- checks and shared helpers
+def check_alpha(alpha: float, name: str = "alpha") -> float:
+    if not isinstance(alpha, numbers.Real) or not 0 < alpha < 1:
+        raise ValueError(f"{name} must be in (0, 1), got {alpha!r}")
+    return float(alpha)
+
+
+def check_predictions(predictions, name: str = "predictions") -> np.ndarray:
+    """Predictions as floats; non-finite values are rejected, negative ones clipped to 0 (a length)."""
+    arr = np.asarray(predictions, dtype=float).reshape(-1)
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} must be finite, got {arr[~np.isfinite(arr)][:3].tolist()}")
+    return np.clip(arr, 0.0, None)
+
+
+def _calibration_pair(predictions, lengths) -> tuple[np.ndarray, np.ndarray]:
+    pred = check_predictions(predictions)
+    if pred.size == 0:
+        raise ValueError("empty calibration data: no predictions")
+    y = check_lengths(lengths, "calibration lengths")
+    if len(pred) != len(y):
+        raise ValueError(f"got {len(pred)} predictions but {len(y)} calibration lengths")
+    return pred, y
+
+
+def _check_canvas_args(max_canvas: int, round_to: int) -> None:
+    if not isinstance(max_canvas, (int, np.integer)) or max_canvas < 1:
+        raise ValueError(f"max_canvas must be an integer >= 1, got {max_canvas!r}")
+    if not isinstance(round_to, (int, np.integer)) or round_to < 1:
+        raise ValueError(f"round_to must be an integer >= 1, got {round_to!r}")
+
+
+def canvas_from_upper(upper, max_canvas: int, round_to: int = 1) -> np.ndarray:
+    """Canvases that hold any length ≤ ``upper`` and its EOS: ``floor(U) + 1``, rounded up to a multiple of
+    ``round_to``, capped at ``max_canvas``.
+
+    ``U = +inf`` gives ``max_canvas``; ``U = -inf`` (an empty set) the smallest canvas, ``round_to``.
+    """
+    _check_canvas_args(max_canvas, round_to)
+    u = np.clip(np.asarray(upper, dtype=float), 0.0, float(max_canvas))
+    c = np.floor(u) + 1
+    c = np.ceil(c / round_to) * round_to
+    return np.minimum(c, max_canvas).astype(np.int64)
+
+
+def truncation_rate(canvases, lengths) -> float:
+    """Fraction of responses that do not fit their canvas with an EOS (``length ≥ canvas``)."""
+    c, y = np.asarray(canvases).reshape(-1), check_lengths(lengths)
+    if len(c) != len(y):
+        raise ValueError(f"got {len(c)} canvases but {len(y)} lengths")
+    return float(np.mean(y >= c))
+
+
+def conformal_quantile(scores, alpha: float) -> float:
+    """The ``ceil((n+1)(1-α))``-th smallest of ``n`` scores (``+inf`` if that exceeds ``n``).
+
+    Split conformal's finite-sample quantile (Lei et al. 2018; Angelopoulos & Bates 2021, Thm. 1): for a
+    fresh exchangeable score ``s``, ``P(s ≤ q) ≥ 1 - α``.
+    """
+    check_alpha(alpha)
+    s = np.sort(np.asarray(scores, dtype=float).reshape(-1))
+    if s.size == 0:
+        raise ValueError("empty calibration data: no scores")
+    # The small slack keeps (n+1)(1-α) = 90.00000000000001 from rounding up to 91.
+    k = math.ceil((s.size + 1) * (1 - alpha) - 1e-9)
+    return float(s[k - 1]) if k <= s.size else math.inf
+
+
+# ---------------------------------------------------------------- rules
+class MarginRule:
+    """A rule that bounds lengths from predictions (``upper``) and turns the bound into canvases."""
+
+    def upper(self, predictions) -> np.ndarray:
+        raise NotImplementedError
+
+    def canvas(self, predictions, max_canvas: int, round_to: int = 1) -> np.ndarray:
+        """Integer canvases for ``predictions`` (see :func:`canvas_from_upper`)."""
+        return canvas_from_upper(self.upper(check_predictions(predictions)), max_canvas, round_to)
+
+
+@dataclass(frozen=True)
+class AdditiveMargin(MarginRule):
+    """``U = prediction + margin``."""
+
+    margin: float  # tokens added to every prediction
+
+    def upper(self, predictions) -> np.ndarray:
+        return check_predictions(predictions) + self.margin
+
+
+@dataclass(frozen=True)
+class FixedMargin(AdditiveMargin):
+    """A margin chosen by hand (e.g. the heuristic baseline's); it must be ≥ 0."""
+
+    def __post_init__(self):
+        if not np.isfinite(self.margin) or self.margin < 0:
+            raise ValueError(f"margin must be a finite number of tokens >= 0, got {self.margin!r}")
+
+
+@dataclass(frozen=True)
+class PercentileMargin(AdditiveMargin):
+    """Predict-then-Diffuse (AdaRLP): margin = a percentile of the positive residuals on calib."""
+
+    percentile: float = 90.0  # of the under-predictions only; larger: fewer truncations, bigger canvases
+    n: int = 0  # calibration queries
+    n_positive: int = 0  # of which under-predicted (length > prediction)
+
+    @classmethod
+    def fit(cls, predictions, lengths, percentile: float = 90.0) -> "PercentileMargin":
+        """``np.percentile`` (linear interpolation) of ``{length - pred : length > pred}``; 0 if none."""
+        if not isinstance(percentile, numbers.Real) or not 0 <= percentile <= 100:
+            raise ValueError(f"percentile must be in [0, 100], got {percentile!r}")
+        pred, y = _calibration_pair(predictions, lengths)
+        pos = (y - pred)[y > pred]
+        margin = float(np.percentile(pos, percentile)) if pos.size else 0.0
+        return cls(margin, float(percentile), len(y), int(pos.size))
+
+
+def bound(pred: np.ndarray, q: float, scale: str) -> np.ndarray:
+    """Upper bound from prediction and conformal quantile: ``pred + q`` or ``(1 + pred)·e^q - 1``."""
+    if scale == "additive":
+        return pred + q
+    with np.errstate(over="ignore"):
+        return np.expm1(np.log1p(pred) + q)
+
+
+@dataclass(frozen=True)
+class ConformalMargin(MarginRule):
+    """One-sided split conformal bound (see module docstring): ``P(length > U) ≤ α`` on exchangeable data.
+
+    ``margin`` is the conformal quantile ``q`` of the scores; it may be negative (a predictor that
+    over-predicts gets its canvases shrunk: the guarantee needs nothing more) or ``inf`` (too few
+    calibration points for this α: every canvas is the maximum).
+    """
+
+    margin: float  # q: tokens (additive) or log-ratio (log)
+    alpha: float = 0.05  # target miss rate P(length > U)
+    scale: str = "additive"  # "additive": U = pred + q; "log": U = (1 + pred)·exp(q) - 1
+    n: int = 0  # calibration queries
+
+    def __post_init__(self):
+        check_alpha(self.alpha)
+        if self.scale not in ("additive", "log"):
+            raise ValueError(f"scale must be 'additive' or 'log', got {self.scale!r}")
+
+    @staticmethod
+    def scores(predictions, lengths, scale: str = "additive") -> np.ndarray:
+        pred, y = _calibration_pair(predictions, lengths)
+        return y - pred if scale == "additive" else np.log1p(y) - np.log1p(pred)
+
+    @classmethod
+    def fit(cls, predictions, lengths, alpha: float = 0.05, scale: str = "additive") -> "ConformalMargin":
+        check_alpha(alpha)
+        if scale not in ("additive", "log"):
+            raise ValueError(f"scale must be 'additive' or 'log', got {scale!r}")
+        s = cls.scores(predictions, lengths, scale)
+        return cls(conformal_quantile(s, alpha), float(alpha), scale, len(s))
+
+    def upper(self, predictions) -> np.ndarray:
+        return bound(check_predictions(predictions), self.margin, self.scale)
+
+
+def quadratic_cost(canvas, prompt_len):
+    """Relative cost of decoding a canvas of ``L`` after a prompt of ``P`` tokens: ``L · (P + L)``.
+
+    LLaDA's reference sampler takes ``S = L`` steps, each a forward pass over ``P + L`` positions, whose
+    cost is (to first order) proportional to the number of positions. Pass a ledger-based function instead
+    for measured FLOPs; it must accept numpy arrays.
+    """
+    canvas = np.asarray(canvas, dtype=float)
+    return canvas * (np.asarray(prompt_len, dtype=float) + canvas)
+
+
+@dataclass(frozen=True)
+class CostOptimalMargin(AdditiveMargin):
+    """The additive margin on a grid that minimises mean cost on calib, re-runs of truncations included.
+
+    ``cost(m) = mean_i[ c(canvas_i(m), P_i) + 1{length_i ≥ canvas_i(m)} · rerun_i ]`` where ``rerun_i`` is
+    ``c(max_canvas, P_i)`` (Predict-then-Diffuse: re-run at the maximum) or, for ``"double"``, the sum of
+    ``c`` over canvases doubled until the answer fits (or the maximum is reached).
+    """
+
+    recovery: str = "max"  # how a truncated answer is recovered (priced into the choice)
+    margins: tuple[float, ...] = ()  # the grid searched
+    expected_costs: tuple[float, ...] = ()  # mean cost per query at each grid margin (same units as cost_fn)
+
+    @classmethod
+    def fit(cls, predictions, lengths, *, max_canvas: int, round_to: int = 1, prompt_lengths=None,
+            cost_fn: Callable = quadratic_cost, recovery: str = "max", margins=None) -> "CostOptimalMargin":
+        pred, y = _calibration_pair(predictions, lengths)
+        _check_canvas_args(max_canvas, round_to)
+        if recovery not in RECOVERIES:
+            raise ValueError(f"unknown recovery {recovery!r}; choose from {', '.join(RECOVERIES)}")
+        P = np.zeros_like(pred) if prompt_lengths is None else check_lengths(prompt_lengths, "prompt_lengths")
+        if len(P) != len(pred):
+            raise ValueError(f"got {len(P)} prompt lengths for {len(pred)} predictions")
+        grid = np.arange(0, max_canvas + 1, dtype=float) if margins is None else np.asarray(margins, float)
+        grid = grid.reshape(-1)
+        if grid.size == 0 or not np.all(np.isfinite(grid)) or np.any(grid < 0):
+            raise ValueError(f"margins must be a non-empty grid of finite values >= 0, got {grid[:5].tolist()}")
+        costs = np.array([expected_cost(canvas_from_upper(pred + m, max_canvas, round_to), y, P, cost_fn,
+                                        max_canvas, recovery) for m in grid])
+        best = int(np.argmin(costs))  # first minimum: the smallest margin among ties
+        return cls(float(grid[best]), recovery, tuple(grid.tolist()), tuple(costs.tolist()))
+
+
+def expected_cost(canvases, lengths, prompt_lengths, cost_fn: Callable = quadratic_cost,
+                  max_canvas: int = 128, recovery: str = "max") -> float:
+    """Mean over queries of the first attempt's cost plus the re-runs its truncation causes."""
+    c = np.asarray(canvases, dtype=float)
+    y, P = np.asarray(lengths, dtype=float), np.asarray(prompt_lengths, dtype=float)
+    total = np.asarray(cost_fn(c, P), dtype=float).copy()
+    missed = y >= c
+    if recovery == "max":
+        total += np.where(missed, cost_fn(np.full_like(c, max_canvas), P), 0.0)
+    else:
+        while np.any(missed):
+            c = np.where(missed, np.minimum(2 * c, max_canvas), c)
+            total += np.where(missed, cost_fn(c, P), 0.0)
+            missed = missed & (y >= c) & (c < max_canvas)
+    return float(total.mean())
+
+
+# ---------------------------------------------------------------- split hygiene and the registry
+def check_disjoint(calib: Sequence, test: Sequence, closed_families: Sequence[str] | None = None) -> None:
+    """Raise ValueError if calibration queries overlap the test queries, by id or by prompt text.
+
+    Items are ``Query``-like objects (``.qid``, ``.prompt``, optionally ``.split`` and ``.family``) or prompt
+    strings. A calibration query whose ``split`` is ``"test"`` is an overlap. Prompts of families whose prompt
+    space is closed (default: the synthetic suite's families with ``open_space=False``, e.g. ``spell``, shared
+    by design by all splits) are exempt from the text check, never from the id check.
+    """
+    if closed_families is None:
+        from ptdlib.tasks import FAMILIES
+
+        closed_families = [name for name, fam in FAMILIES.items() if not fam.open_space]
+    closed = set(closed_families)
+    if len(calib) == 0:
+        raise ValueError("empty calibration data: no calibration queries")
+    shared_ids = _ids(calib) & _ids(test)
+    if shared_ids:
+        raise ValueError(f"calibration split overlaps test: {len(shared_ids)} shared query ids, "
+                         f"e.g. {sorted(map(str, shared_ids))[:3]}")
+    shared = _open_prompts(calib, closed) & _open_prompts(test, closed)
+    if shared:
+        raise ValueError(f"calibration split overlaps test: {len(shared)} shared prompts, e.g. {sorted(shared)[:3]}")
+    from_test = [getattr(q, "qid", q) for q in calib if getattr(q, "split", None) == "test"]
+    if from_test:
+        raise ValueError(f"calibration queries come from the 'test' split: {from_test[:3]}")
+
+
+def _ids(queries: Sequence) -> set:
+    return {q.qid for q in queries if hasattr(q, "qid")}
+
+
+def _open_prompts(queries: Sequence, closed: set) -> set[str]:
+    """Prompt texts, leaving out queries of closed-prompt-space families (plain strings always count)."""
+    return {q if isinstance(q, str) else q.prompt for q in queries
+            if isinstance(q, str) or getattr(q, "family", None) not in closed}
+
+
+#: Margin methods :func:`calibrate` builds by name.
+MARGIN_METHODS = ("percentile", "conformal", "conformal_log", "cost_optimal", "aci")
+
+
+def calibrate(method: str, predictions, lengths, *, calib_queries: Sequence | None = None,
+              test_queries: Sequence | None = None, **params) -> MarginRule:
+    """Fit margin rule ``method`` on calibration predictions and own lengths.
+
+    ``params`` go to the rule's ``fit`` (``percentile=``; ``alpha=``; ``max_canvas=``, ``round_to=``,
+    ``prompt_lengths=``, ``cost_fn=``, ``recovery=``, ``margins=``; ``alpha=``, ``gamma=``, ``window=``).
+    Pass ``calib_queries`` and ``test_queries`` to have the split checked for overlap first.
+    """
+    if method not in MARGIN_METHODS:
+        raise ValueError(f"unknown margin method {method!r}; choose from {', '.join(MARGIN_METHODS)}")
+    if test_queries is not None:
+        if calib_queries is None:
+            raise ValueError("test_queries given without calib_queries: cannot check the split for overlap")
+        check_disjoint(calib_queries, test_queries)
+    n_lengths = np.asarray(lengths).size
+    if calib_queries is not None and len(calib_queries) != n_lengths:
+        raise ValueError(f"got {len(calib_queries)} calibration queries but {n_lengths} lengths")
+    if method == "percentile":
+        return PercentileMargin.fit(predictions, lengths, **params)
+    if method in ("conformal", "conformal_log"):
+        return ConformalMargin.fit(predictions, lengths, scale="log" if method == "conformal_log" else "additive",
+                                   **params)
+    if method == "cost_optimal":
+        return CostOptimalMargin.fit(predictions, lengths, **params)
+    from ptdlib.predictor.online import AdaptiveConformalMargin
+
+    return AdaptiveConformalMargin.from_calibration(predictions, lengths, **params)

@@ -1,0 +1,150 @@
+"""``ptd train-predictor``: fit the AdaRLP length predictor on the model's own lengths and save it.
+
+Steps: load the embedded D-LLM; draw the ``train`` and ``calib`` splits of the synthetic suite; label each
+query with the length the model itself produces on the maximum canvas (``ptdlib.labels.own_lengths``);
+fit; report held-out MAE, Spearman correlation and under-prediction rate on ``calib``; save the predictor,
+``metrics.json`` and the calib predictions (``calib.npz``, for margin calibration without re-labelling).
+:func:`fit_and_evaluate` and :func:`save_run` do the work on given lengths, so they are testable without
+a sampler.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ptdlib.predictor.calibration import check_disjoint
+from ptdlib.predictor.features import FeatureSet
+from ptdlib.predictor.regressors import REGRESSORS, LengthPredictor, PredictorConfig, check_lengths
+
+CALIB_FILE = "calib.npz"
+
+
+class TokenCounter:
+    """Callback tallying the predictor's forward passes: passes and positions (batch × sequence length)."""
+
+    def __init__(self):
+        self.passes = self.positions = 0
+
+    def on_forward(self, event) -> None:
+        if event.kind == "predictor":
+            self.passes += 1
+            self.positions += event.batch_size * event.seq_len
+
+
+def length_metrics(predictions, lengths) -> dict:
+    """MAE, median absolute error, Spearman ρ and under-prediction rate (length > prediction)."""
+    from scipy.stats import spearmanr
+
+    pred, y = np.asarray(predictions, float).reshape(-1), check_lengths(lengths)
+    if len(pred) != len(y):
+        raise ValueError(f"got {len(pred)} predictions but {len(y)} lengths")
+    rho = spearmanr(pred, y).statistic if np.ptp(pred) > 0 and np.ptp(y) > 0 else float("nan")
+    err = pred - y
+    return {"n": int(len(y)), "mae": float(np.abs(err).mean()), "median_ae": float(np.median(np.abs(err))),
+            "spearman": float(rho), "under_rate": float(np.mean(y > pred)), "bias": float(err.mean()),
+            "mean_length": float(y.mean())}
+
+
+def fit_and_evaluate(lm, train_queries: Sequence, train_lengths, calib_queries: Sequence, calib_lengths,
+                     config: PredictorConfig = PredictorConfig(),
+                     callbacks=()) -> tuple[LengthPredictor, dict, np.ndarray]:
+    """Fit on ``train``, evaluate on ``calib``: ``(predictor, metrics, calib predictions)``.
+
+    Raises ValueError if the two splits share query ids or (open-space) prompts.
+    """
+    check_disjoint(calib_queries, train_queries)
+    counter = TokenCounter()
+    cbs = [counter, *callbacks]
+    t0 = time.perf_counter()
+    predictor = LengthPredictor(config).fit_prompts(train_queries, train_lengths, lm, cbs)
+    fit_s = time.perf_counter() - t0
+    train_pred = predictor.predict_prompts(train_queries, lm, cbs)
+    passes_before, positions_before = counter.passes, counter.positions
+    t0 = time.perf_counter()
+    calib_pred = predictor.predict_prompts(calib_queries, lm, cbs)
+    predict_s = time.perf_counter() - t0
+    metrics = {
+        "model_id": getattr(lm, "model_id", None),
+        "calib": length_metrics(calib_pred, calib_lengths),
+        "train": length_metrics(train_pred, train_lengths),
+        "n_features": predictor.n_features,
+        "fit_seconds": fit_s,
+        "predict_seconds_per_query": predict_s / len(calib_queries),
+        # Positions the prompt pass computes per query (FLOPs ∝ positions; the ledger prices them).
+        "predictor_positions_per_query": (counter.positions - positions_before) / len(calib_queries),
+        "predictor_passes": counter.passes - passes_before,
+        **predictor.model_flops(),
+    }
+    predictor.metrics = metrics
+    return predictor, metrics, calib_pred
+
+
+def save_run(predictor: LengthPredictor, metrics: dict, out_dir: str | Path, calib_queries: Sequence,
+             calib_predictions, calib_lengths) -> Path:
+    """Save predictor + metrics JSON, and the calib (qid, prediction, length) triples as ``calib.npz``."""
+    out = predictor.save(out_dir, metrics)
+    np.savez(out / CALIB_FILE, qid=np.array([q.qid for q in calib_queries]),
+             prediction=np.asarray(calib_predictions, float), length=check_lengths(calib_lengths))
+    return out
+
+
+def load_calibration(directory: str | Path) -> dict:
+    """The ``calib.npz`` saved by :func:`save_run`: arrays ``qid``, ``prediction``, ``length``."""
+    path = Path(directory) / CALIB_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"no calibration predictions at {path}")
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ptd train-predictor", description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default=None, help="model directory (default: the shipped embedded model)")
+    p.add_argument("--n-train", type=int, default=2000, help="training queries (default 2000)")
+    p.add_argument("--n-calib", type=int, default=500, help="calibration / held-out queries (default 500)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the splits and the labelling run")
+    p.add_argument("--canvas", type=int, default=128, help="maximum canvas of the labelling run (default 128)")
+    p.add_argument("--regressor", default="ridge_log", choices=REGRESSORS, help="regressor (default ridge_log)")
+    p.add_argument("--features", default="text,hidden", help="feature groups, comma-separated (default text,hidden)")
+    p.add_argument("--quantile", type=float, default=0.5, help="gbm_quantile's target quantile (default 0.5)")
+    p.add_argument("--out", default=None, help="output directory (default data/predictors/<model name>/)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from ptdlib.labels import own_lengths  # needs the sampler; imported only when labelling
+    from ptdlib.models.embedded import DATA_DIR
+    from ptdlib.models.embedded_lm import load_embedded
+    from ptdlib.tasks import make_split
+
+    groups = tuple(g.strip() for g in args.features.split(",") if g.strip())
+    config = PredictorConfig(regressor=args.regressor, quantile=args.quantile, seed=args.seed,
+                             features=FeatureSet(groups=groups))
+    lm = load_embedded(args.model)
+    train, calib = make_split("train", args.n_train, args.seed), make_split("calib", args.n_calib, args.seed)
+    t0 = time.perf_counter()
+    y_train = own_lengths(lm, train, canvas=args.canvas, seed=args.seed)
+    y_calib = own_lengths(lm, calib, canvas=args.canvas, seed=args.seed)
+    label_s = time.perf_counter() - t0
+    predictor, metrics, calib_pred = fit_and_evaluate(lm, train, y_train, calib, y_calib, config)
+    metrics.update(label_seconds=label_s, label_canvas=args.canvas, seed=args.seed,
+                   n_train=args.n_train, n_calib=args.n_calib)
+    out = Path(args.out) if args.out else DATA_DIR / "predictors" / lm.model_id
+    save_run(predictor, metrics, out, calib, calib_pred, y_calib)
+    c = metrics["calib"]
+    print(f"predictor {args.regressor} [{args.features}] on {lm.model_id}: {metrics['n_features']} features")
+    print(f"{'split':<6} {'n':>5} {'MAE':>7} {'Spearman':>9} {'under':>7}")
+    for split in ("train", "calib"):
+        m = metrics[split]
+        print(f"{split:<6} {m['n']:>5} {m['mae']:>7.2f} {m['spearman']:>9.3f} {m['under_rate']:>7.3f}")
+    print(f"saved to {out}")
+    print(json.dumps({"out": str(out), "calib_mae": c["mae"], "calib_spearman": c["spearman"],
+                      "calib_under_rate": c["under_rate"]}))
+    return 0
