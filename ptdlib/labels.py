@@ -4,11 +4,18 @@ Length labels are the model's own, not the reference answer's: the labelling run
 the maximum canvas and records the length before the first end token. It is cached on disk per (model
 fingerprint, sampler settings, canvas, seed), one JSON line per query, so every run, predictor and notebook
 shares one labelling run and a killed labelling run resumes where it stopped.
+
+The labelling run stops a query after the first fully committed block that holds an end token
+(``stop_after_eos_block``). This is exact, not an approximation: with semi-autoregressive blocks, the passes
+that decide blocks up to the first EOS are the same whether or not later blocks are decoded afterwards, and
+committed tokens are never remasked, so the response before the first EOS is token-identical to the full
+run's (``tests/test_labels.py`` checks it), at a fraction of the forward passes.
 """
 
 from __future__ import annotations
 
 import hashlib
+import dataclasses
 import json
 import os
 from dataclasses import asdict
@@ -56,11 +63,12 @@ def label_queries(lm, queries, *, canvas: int = 128, sampler: SamplerConfig = Sa
                 continue
             done[(rec["qid"], rec["prompt"])] = rec
     todo = [q for q in queries if (q.qid, q.prompt) not in done]
+    early_stop = dataclasses.replace(sampler, stop_after_eos_block=True)
     if todo:
         path.parent.mkdir(parents=True, exist_ok=True)
         for i in range(0, len(todo), batch_size * 4):
             chunk = todo[i : i + batch_size * 4]
-            outs = sample(lm, [q.prompt for q in chunk], canvas, sampler, seed=seed,
+            outs = sample(lm, [q.prompt for q in chunk], canvas, early_stop, seed=seed,
                           query_ids=[q.qid for q in chunk], batch_size=batch_size, progress=progress)
             recs = [{"qid": q.qid, "prompt": q.prompt, "length": o.length, "truncated": o.truncated,
                      "text": o.text} for q, o in zip(chunk, outs)]

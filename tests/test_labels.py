@@ -1,0 +1,38 @@
+"""The labelling run: own lengths at the maximum canvas, exact under early stopping, cached."""
+
+import pytest
+
+from ptdlib.labels import label_queries, own_lengths
+from ptdlib.sampler import SamplerConfig, sample
+from ptdlib.tasks import make_split
+
+CFG = SamplerConfig(block_length=16)
+
+
+@pytest.fixture(autouse=True)
+def cache_in_tmp(tmp_path, monkeypatch):
+    monkeypatch.setenv("PTD_CACHE_DIR", str(tmp_path))
+
+
+def test_early_stopped_labels_equal_the_full_canvas_run(tiny_lm, monkeypatch):
+    qs = make_split("test", 5, seed=2)
+    # A tiny random model rarely writes EOS; make EOS likely enough that some answers end early.
+    bias = tiny_lm.network.lm_head.weight.data[tiny_lm.eos_id].clone()
+    tiny_lm.network.lm_head.weight.data[tiny_lm.eos_id] *= 40
+    try:
+        labels = label_queries(tiny_lm, qs, canvas=64, sampler=CFG)
+        full = sample(tiny_lm, [q.prompt for q in qs], 64, CFG, query_ids=[q.qid for q in qs])
+    finally:
+        tiny_lm.network.lm_head.weight.data[tiny_lm.eos_id] = bias
+    assert [labels[q.qid]["length"] for q in qs] == [o.length for o in full]
+    assert [labels[q.qid]["text"] for q in qs] == [o.text for o in full]
+    assert any(not o.truncated for o in full), "the test needs at least one answer that ends"
+
+
+def test_labels_are_cached_and_reused(tiny_lm, monkeypatch):
+    qs = make_split("calib", 3)
+    first = own_lengths(tiny_lm, qs, canvas=32, sampler=CFG)
+    import ptdlib.labels as labels_module
+
+    monkeypatch.setattr(labels_module, "sample", lambda *a, **k: pytest.fail("cached labels were recomputed"))
+    assert own_lengths(tiny_lm, qs, canvas=32, sampler=CFG).tolist() == first.tolist()
