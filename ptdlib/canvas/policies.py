@@ -133,18 +133,22 @@ class SmartCrop(CanvasPolicy):
 
     One probe pass over prompt + an all-mask canvas at the maximum length gives p_i = P(EOS at i); the crop
     is the first i where P(ended by i) (see :func:`ended_by`) passes ``tau``, plus ``pad`` tokens; if it
-    never passes, the maximum canvas. The probe pass is counted as kind ``probe``.
+    never passes, the maximum canvas. The probe pass is counted as kind ``probe``. ``early_stop`` also stops a
+    query after the block in which EOS is committed (see :class:`GrowthCanvas`).
     """
 
     name = "smartcrop"
 
-    def __init__(self, tau: float = 0.9, rule: str = "product", pad: int = 0):
+    def __init__(self, tau: float = 0.9, rule: str = "product", pad: int = 0, early_stop: bool = False):
         if not 0 < tau <= 1:
             raise ValueError(f"tau must be in (0, 1], got {tau}")
         if pad < 0:
             raise ValueError(f"pad must be >= 0 tokens, got {pad}")
         ended_by(np.zeros((1, 1)), rule)  # validates the rule name
-        self.tau, self.rule, self.pad = float(tau), rule, int(pad)
+        self.tau, self.rule, self.pad, self.early_stop = float(tau), rule, int(pad), bool(early_stop)
+
+    def sampler_config(self, base: SamplerConfig) -> SamplerConfig:
+        return dataclasses.replace(base, stop_after_eos_block=True) if self.early_stop else base
 
     def estimate(self, lm, queries, limits: CanvasLimits, callbacks=()) -> np.ndarray:
         """Estimated response length per query (the crop before padding and rounding)."""
@@ -156,7 +160,8 @@ class SmartCrop(CanvasPolicy):
         return round_canvas(self.estimate(lm, queries, limits, callbacks) + 1 + self.pad, limits)
 
     def params(self) -> dict:
-        return {"tau": self.tau, "rule": self.rule, "pad": self.pad}
+        p = {"tau": self.tau, "rule": self.rule, "pad": self.pad}
+        return {**p, "early_stop": True} if self.early_stop else p
 
 
 class GrowthCanvas(CanvasPolicy):

@@ -7,15 +7,21 @@ may need one prompt-only pass of the D-LLM, reported as ``predictor``); a margin
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from ptdlib.canvas.base import CanvasLimits, CanvasPolicy
 from ptdlib.predictor import FeatureSet, LengthPredictor, PredictorConfig, calibrate, check_disjoint
 from ptdlib.predictor.calibration import MARGIN_METHODS
+from ptdlib.sampler import SamplerConfig
 
 
 class PredictedCanvas(CanvasPolicy):
     """AdaRLP length prediction plus a margin calibrated on ``calib`` (never on the evaluated split).
+
+    ``early_stop``: also stop a query after the block in which EOS is committed, so a canvas chosen too long
+    costs only the passes up to its answer's end (prediction + EOS-led growth within the predicted canvas).
 
     ``margin``: ``percentile`` (Predict-then-Diffuse: a percentile of the positive residuals),
     ``conformal`` / ``conformal_log`` (split conformal, P(length ≥ canvas) ≤ alpha), ``cost_optimal``
@@ -25,11 +31,11 @@ class PredictedCanvas(CanvasPolicy):
     name = "predicted"
 
     def __init__(self, margin: str = "conformal", alpha: float = 0.05, percentile: float = 90.0,
-                 regressor: str = "ridge_log", features: str = "text+hidden"):
+                 regressor: str = "ridge_log", features: str = "text+hidden", early_stop: bool = False):
         if margin not in MARGIN_METHODS:
             raise ValueError(f"unknown margin method {margin!r}; choose from {', '.join(MARGIN_METHODS)}")
         self.margin, self.alpha, self.percentile = margin, float(alpha), float(percentile)
-        self.regressor, self.features = regressor, features
+        self.regressor, self.features, self.early_stop = regressor, features, bool(early_stop)
         groups = tuple(features.split("+"))
         self.predictor = LengthPredictor(PredictorConfig(regressor=regressor, features=FeatureSet(groups=groups)))
         self.rule = None
@@ -65,8 +71,13 @@ class PredictedCanvas(CanvasPolicy):
         pred = self.predictor.predict_prompts(queries, lm, callbacks)
         return np.asarray(self.rule.canvas(pred, limits.max_canvas, limits.round_to), dtype=int)
 
+    def sampler_config(self, base: SamplerConfig) -> SamplerConfig:
+        return dataclasses.replace(base, stop_after_eos_block=True) if self.early_stop else base
+
     def params(self) -> dict:
         p = {"margin": self.margin, "regressor": self.regressor, "features": self.features}
+        if self.early_stop:
+            p["early_stop"] = True
         if self.margin == "percentile":
             p["percentile"] = self.percentile
         elif self.margin != "cost_optimal":
