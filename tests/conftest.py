@@ -7,6 +7,9 @@ from ptdlib.models.embedded import build_model
 from ptdlib.models.embedded_lm import embedded_lm
 from ptdlib.models.tokenizer import build_tokenizer
 
+# Tiny models gain nothing from several threads, and on a busy 2-core machine threads contend badly.
+torch.set_num_threads(1)
+
 TINY = dict(d_model=32, n_layers=2, n_heads=2, mlp_hidden=64)  # seconds-fast, same architecture
 
 

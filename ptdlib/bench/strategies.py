@@ -1,0 +1,112 @@
+"""``ptd bench strategies``: every canvas strategy on the synthetic ``test`` split, costed honestly.
+
+Runs one experiment grid through the resumable runner (so an interrupted bench resumes) and prints, per
+strategy: mean FLOPs relative to ``oracle`` and to ``fixed(128)`` (probe, predictor and re-run passes
+included), truncation before recovery, re-run rate, final truncation, score (exact match or validity),
+and wall seconds per query. Then the conformal check (realised truncation vs α + 1/(n+1)), the
+predictor's cost as a share of the FLOPs it saves, and the goal check: the best deployable strategy's
+FLOPs vs oracle at ≤ 1 % final truncation beyond the baseline's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import pandas as pd
+
+#: The grid: (policy, parameters) pairs; each runs with re-run-at-maximum recovery unless it says otherwise.
+GRID = [
+    {"name": "fixed", "params": {"L": 128}},
+    {"name": "oracle"},
+    {"name": "heuristic", "params": {"margin": 8}},
+    {"name": "predicted", "params": {"margin": "percentile", "percentile": 90}},  # Predict-then-Diffuse's rule
+    {"name": "predicted", "params": {"margin": "conformal", "alpha": [0.01, 0.05, 0.1]}},
+    {"name": "predicted", "params": {"margin": "cost_optimal"}},
+    {"name": "predicted", "params": {"margin": "conformal", "alpha": 0.01, "early_stop": True}},
+    {"name": "smartcrop", "params": {"tau": 0.9, "rule": ["product", "running_max"]}},
+    {"name": "smartcrop", "params": {"tau": 0.99, "rule": "running_max"}},
+    {"name": "growth", "params": {"block": 32}},
+]
+
+
+def label(row) -> str:
+    params = json.loads(row["params"])
+    inner = ",".join(f"{k}={v}" for k, v in params.items() if k not in ("regressor", "features"))
+    return f"{row['strategy']}({inner})"
+
+
+def summarise(rows: pd.DataFrame, max_canvas: int = 128) -> pd.DataFrame:
+    """One line per strategy arm: FLOPs ratios, truncation, re-runs, score and wall time."""
+    rows = rows.assign(arm=rows.apply(label, axis=1))
+    per = rows.groupby("arm", sort=False).agg(
+        n=("qid", "size"), flops=("flops_total", "mean"), flops_predictor=("flops_predictor", "mean"),
+        flops_probe=("flops_probe", "mean"), truncation=("truncated", "mean"), rerun_rate=("reruns", "mean"),
+        final_truncation=("truncated_final", "mean"), score=("score", "mean"), wall_s=("wall_s", "mean"),
+        passes=("forward_passes", "mean"), mean_canvas=("chosen_canvas", "mean"),
+    )
+    oracle = per.loc[[a for a in per.index if a.startswith("oracle")][0], "flops"]
+    fixed = per.loc[f"fixed(L={max_canvas})", "flops"]
+    per.insert(1, "flops_vs_oracle", per["flops"] / oracle)
+    per.insert(2, "flops_vs_fixed", per["flops"] / fixed)
+    return per
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="ptd bench strategies", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="embedded", help="model directory (default: the embedded model)")
+    p.add_argument("--n-test", type=int, default=300, help="test queries")
+    p.add_argument("--n-train", type=int, default=600, help="train queries the predictor and heuristic learn from")
+    p.add_argument("--n-calib", type=int, default=300, help="calib queries the margins are calibrated on")
+    p.add_argument("--out", default="runs/bench-strategies", help="run directory (resumable)")
+    args = p.parse_args(argv)
+    for name in ("n_test", "n_train", "n_calib"):
+        if getattr(args, name) < 2:
+            p.error(f"--{name.replace('_', '-')} must be at least 2, got {getattr(args, name)}")
+
+    from ptdlib.results import load_results
+    from ptdlib.runconfig import RunConfig
+    from ptdlib.runner import run
+
+    cfg = RunConfig.from_dict({
+        "model": {"path": args.model}, "splits": {"test": args.n_test}, "train": args.n_train,
+        "calib": args.n_calib, "strategies": GRID, "output": args.out,
+    })
+    stats = run(cfg)
+    rows = load_results(args.out)
+    per = summarise(rows, cfg.limits.max_canvas)
+    show = per[["n", "flops_vs_oracle", "flops_vs_fixed", "truncation", "rerun_rate", "final_truncation",
+                "score", "wall_s", "passes", "mean_canvas"]]
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        print(show.round(3).to_string())
+
+    base_final = per.loc["fixed(L=128)", "final_truncation"]
+    deployable = per[[not a.startswith("oracle") and not a.startswith("fixed") for a in per.index]]
+    ok = deployable[deployable["final_truncation"] <= base_final + 0.01]
+    best = ok["flops_vs_oracle"].idxmin() if len(ok) else None
+
+    conformal = {}
+    for arm, r in per.iterrows():
+        if "margin=conformal" in arm and "early_stop" not in arm:
+            alpha = float(arm.split("alpha=")[1].rstrip(")").split(",")[0])
+            bound = alpha + 1 / (args.n_calib + 1)
+            se = np.sqrt(bound * (1 - bound) / r["n"])
+            conformal[arm] = {"alpha": alpha, "realised": round(float(r["truncation"]), 4),
+                              "bound": round(bound, 4), "within_bound_plus_2se": bool(r["truncation"] <= bound + 2 * se)}
+    fixed_flops = per.loc["fixed(L=128)", "flops"]
+    pred_cost = {arm: round(float(r["flops_predictor"] / max(fixed_flops - r["flops"], 1)), 6)
+                 for arm, r in per.iterrows() if r["flops_predictor"] > 0}
+    result = {
+        "n_test": args.n_test, "rows_written": stats.rows_written, "seconds": round(stats.seconds, 1),
+        "strategies": {arm: {k: round(float(v), 4) for k, v in r.items()} for arm, r in show.iterrows()},
+        "best_deployable": best,
+        "best_deployable_flops_vs_oracle": round(float(ok.loc[best, "flops_vs_oracle"]), 4) if best else None,
+        "goal_within_1.10x_oracle": bool(best and ok.loc[best, "flops_vs_oracle"] <= 1.10),
+        "conformal": conformal,
+        "predictor_flops_share_of_saving": pred_cost,
+    }
+    print(f"\nbest deployable (final truncation <= baseline + 1 %): {best}")
+    print(json.dumps(result))
+    return 0
