@@ -24,27 +24,39 @@ from ptdlib.tasks import get_family, score
 ROW_COLUMNS = [
     "split", "family", "qid", "seed", "strategy", "params", "recovery", "model_id", "prompt_len", "own_length",
     "chosen_canvas", "final_canvas", "truncated", "truncated_final", "reruns", "forward_passes",
-    *[f"flops_{k}" for k in FORWARD_KINDS], "flops_total", "wall_s", "length", "response", "score", "metric",
+    *[f"flops_{k}" for k in FORWARD_KINDS], "flops_total", "forward_lens", "wall_s", "length", "response", "score",
+    "metric",
 ]
 
 
 class WallClock:
     """Callback splitting wall time among queries: the time since the previous forward pass ended is
-    shared evenly by the rows of the pass that just ended (so sampler overhead is charged too)."""
+    shared evenly by the rows of the pass that just ended (so sampler overhead is charged too).
+
+    Put it first among the callbacks and its :attr:`restart` marker last: the time the other callbacks take
+    (e.g. fvcore tracing a new shape for the FLOP ledger) is then charged to nobody.
+    """
 
     def __init__(self):
         self.seconds = defaultdict(float)
+        self.restart = _Restart(self)
         self.mark()
 
     def mark(self) -> None:
         self._last = time.perf_counter()
 
     def on_forward(self, event) -> None:
-        now = time.perf_counter()
-        share = (now - self._last) / max(1, len(event.query_ids))
+        share = (time.perf_counter() - self._last) / max(1, len(event.query_ids))
         for q in event.query_ids:
             self.seconds[q] += share
-        self._last = now
+
+
+class _Restart:
+    def __init__(self, clock: WallClock):
+        self.clock = clock
+
+    def on_forward(self, event) -> None:
+        self.clock.mark()
 
 
 def evaluate_strategy(lm, queries, policy: CanvasPolicy, counter, *, recovery: str = "max",
@@ -54,13 +66,14 @@ def evaluate_strategy(lm, queries, policy: CanvasPolicy, counter, *, recovery: s
     """One result row per query (columns :data:`ROW_COLUMNS`) for ``policy`` on ``queries``.
 
     ``counter`` prices a forward pass (``forward_flops(seq_len)``); ``own_lengths`` (qid -> length) fills the
-    ``own_length`` column when given.
+    ``own_length`` column when given. ``forward_lens`` lists the padded sequence length of every pass the query
+    took part in, so :mod:`ptdlib.workload` can re-price the same plan on another model.
     """
     check_recovery(recovery)
     if not queries:
         raise ValueError("no queries to evaluate")
     ledger, clock = FlopLedger(counter), WallClock()
-    cbs = [ledger, clock, *callbacks]
+    cbs = [clock, ledger, *callbacks, clock.restart]
     cfg = policy.sampler_config(sampler)
     qids = [q.qid for q in queries]
     prompts = [q.prompt for q in queries]
@@ -92,6 +105,7 @@ def evaluate_strategy(lm, queries, policy: CanvasPolicy, counter, *, recovery: s
             "truncated": bool(truncated[i]), "truncated_final": bool(o.truncated), "reruns": int(reruns[i]),
             "forward_passes": len(ledger.forward_lengths(q.qid)),
             **{f"flops_{k}": v for k, v in f.items()}, "flops_total": sum(f.values()),
+            "forward_lens": json.dumps(ledger.forward_lengths(q.qid)),  # JSON list: every pass's length
             "wall_s": clock.seconds[q.qid], "length": o.length, "response": o.text,
             "score": score(q, o.text), "metric": get_family(q.family).metric,
         })

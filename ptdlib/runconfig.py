@@ -1,0 +1,328 @@
+"""The experiment-grid configuration of ``ptd run``: a YAML or TOML file parsed into frozen dataclasses.
+
+A run evaluates every *cell* — a canvas strategy with one parameter combination and one truncation recovery —
+on every evaluated split and every sampling seed. A strategy entry's list-valued parameters are grid axes
+that expand to their cartesian product::
+
+    strategies:
+      - {name: fixed, params: {L: [128, 64]}}          # two cells
+      - {name: smartcrop, params: {tau: 0.9, rule: [product, running_max]}}
+
+The work is cut into *chunks* (cell x split x seed x a run of ``chunk_size`` consecutive queries); a chunk
+is the unit that is written, skipped on resume and assigned to a shard. :func:`plan_chunks` derives them
+from the configuration alone, so every process (and ``ptd summarize``) agrees on them.
+
+Unknown keys at any level, unknown strategies or parameters, and unknown split names are ``ValueError``\\ s
+that name the bad value and what is allowed. ``RunConfig.from_dict(asdict(cfg)) == cfg``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import tomllib
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from functools import cached_property
+from pathlib import Path
+
+import yaml
+
+from ptdlib.canvas import RECOVERIES, CanvasLimits, make_policy
+from ptdlib.sampler import SamplerConfig
+from ptdlib.tasks import SPLITS
+
+#: splits used to fit and calibrate policies; never evaluated (DESIGN.md §4: calibrate off the test split)
+FIT_SPLITS = ("train", "calib")
+#: splits a run may evaluate
+EVAL_SPLITS = tuple(s for s in SPLITS if s not in FIT_SPLITS)
+LOADERS = ("auto", "embedded", "hf", "checkpoint")
+DTYPES = ("float32", "bfloat16", "float16")
+#: keys of a run configuration that do not change its results (where it is written)
+NOT_IDENTITY = ("output",)
+
+
+def _choice(where: str, value, allowed):
+    if value not in allowed:
+        raise ValueError(f"unknown {where} {value!r}; choose from {', '.join(allowed)}")
+    return value
+
+
+def _int(where: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{where} must be an integer, got {value!r}")
+
+
+def _positive_int(where: str, value) -> None:
+    _int(where, value)
+    if value <= 0:
+        raise ValueError(f"{where} must be a positive integer, got {value}")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Which model a run evaluates."""
+
+    path: str = "embedded"  # a model directory, a training checkpoint (.pt), or "embedded" (data/models/ptd-tiny)
+    loader: str = "auto"  # auto: embedded architecture -> load_embedded, other directories -> load_hf_dllm
+    style: str = "llada"  # Hugging Face checkpoints: llada (logit i predicts token i) or dream (shifted by one)
+    trust_remote_code: bool = False  # run the checkpoint's own Python code (LLaDA and Dream need it); opt-in
+    dtype: str = "float32"  # weights dtype; float32 is exact on CPU, bfloat16 halves GPU memory
+
+    def __post_init__(self):
+        _choice("model.loader", self.loader, LOADERS)
+        _choice("model.dtype", self.dtype, DTYPES)
+        if not isinstance(self.trust_remote_code, bool):
+            raise ValueError(f"model.trust_remote_code must be true or false, got {self.trust_remote_code!r}")
+
+
+@dataclass(frozen=True)
+class StrategySpec:
+    """One entry of the grid: a policy name, its parameters (lists are grid axes), an optional recovery."""
+
+    name: str  # a canvas policy: fixed, oracle, heuristic, predicted, smartcrop, growth
+    params: dict = field(default_factory=dict)  # parameter -> value, or a list of values to sweep
+    recovery: str | None = None  # what a truncated result gets (ptdlib.canvas.RECOVERIES); None: the run's default
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One expanded grid point: a policy built with ``kwargs``, whose own ``params()`` are ``params``."""
+
+    name: str
+    kwargs: dict  # constructor arguments from the config
+    params: str  # canonical JSON of policy.params(): what result rows carry
+    recovery: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.name}|{self.params}|{self.recovery}"
+
+    @property
+    def label(self) -> str:
+        inner = ", ".join(f"{k}={v}" for k, v in json.loads(self.params).items())
+        return f"{self.name}({inner})" + ("" if self.recovery == "max" else f"/{self.recovery}")
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A unit of work: one cell on queries ``start:stop`` of ``split`` at sampling ``seed``."""
+
+    id: str
+    split: str
+    cell: Cell
+    seed: int
+    start: int
+    stop: int
+
+    @property
+    def size(self) -> int:
+        return self.stop - self.start
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """An experiment grid (see module docstring and ``configs/example.yaml``)."""
+
+    splits: dict  # evaluated split -> number of queries, e.g. {"test": 300, "shift_length": 200}
+    strategies: tuple  # StrategySpec entries; each expands to the product of its list-valued params
+    model: ModelSpec = ModelSpec()  # the shipped embedded model
+    sampler: SamplerConfig = SamplerConfig()  # LLaDA's reference settings (S = L, blocks of 32, greedy)
+    limits: CanvasLimits = CanvasLimits()  # canvases are whole blocks of 32 up to 128 (the model's training canvas)
+    train: int = 600  # queries of the train split that fitted policies learn from (heuristic, predicted)
+    calib: int = 300  # queries of the calib split the predicted policy's margin is calibrated on
+    data_seed: int = 0  # seed of make_split for every split (which queries)
+    seeds: tuple = (0,)  # sampling seeds; every cell runs once per seed and the seed is in every row
+    label_seed: int = 0  # sampling seed of the own-length labelling run at the maximum canvas
+    batch_size: int = 32  # queries per forward pass
+    chunk_size: int | None = None  # queries per result file (a kill loses at most one); None: batch_size
+    recovery: str = "max"  # default truncation recovery (Predict-then-Diffuse: re-run at the maximum)
+    baseline: StrategySpec | None = None  # the arm ptd summarize compares with; None: fixed at max_canvas
+    output: str = "results/run"  # the run directory (relative paths are relative to the working directory)
+
+    def __post_init__(self):
+        if not isinstance(self.splits, Mapping) or not self.splits:
+            raise ValueError(f"splits must map at least one split name to a query count, got {self.splits!r}")
+        for name, n in self.splits.items():
+            if name in FIT_SPLITS:
+                raise ValueError(f"split {name!r} is used to fit and calibrate policies and cannot be evaluated; "
+                                 f"evaluate one of {', '.join(EVAL_SPLITS)}")
+            if name not in SPLITS:
+                raise ValueError(f"unknown split {name!r}; choose from {', '.join(EVAL_SPLITS)} "
+                                 f"({', '.join(FIT_SPLITS)} are for fitting)")
+            _positive_int(f"splits.{name}", n)
+        for key in ("train", "calib", "batch_size"):
+            _positive_int(key, getattr(self, key))
+        for key in ("data_seed", "label_seed"):
+            _int(key, getattr(self, key))
+        if self.chunk_size is not None:
+            _positive_int("chunk_size", self.chunk_size)
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds must be a non-empty list of distinct integers, got {list(self.seeds)}")
+        for s in self.seeds:
+            _int("seeds[]", s)
+        _choice("recovery", self.recovery, RECOVERIES)
+        if self.limits.round_to % self.sampler.block_length:
+            raise ValueError(f"sampler.block_length {self.sampler.block_length} must divide limits.round_to "
+                             f"{self.limits.round_to} (every canvas is a multiple of round_to)")
+        if not self.strategies:
+            raise ValueError("strategies is empty: name at least one strategy (e.g. {name: fixed, params: {L: 128}})")
+        self.cells  # expands and validates the grid
+        self.baseline_arm  # the baseline must be one of the cells
+
+    # ------------------------------------------------------------ derived
+    @property
+    def chunk(self) -> int:
+        return self.chunk_size or self.batch_size
+
+    @cached_property
+    def cells(self) -> tuple[Cell, ...]:
+        """Every grid point, in config order; two entries that build the same policy are an error."""
+        out, seen = [], {}
+        for i, spec in enumerate(self.strategies):
+            for cell in expand(spec, self.recovery, where=f"strategies[{i}]"):
+                if cell.key in seen:
+                    raise ValueError(f"strategies[{i}] repeats the cell {cell.label} of {seen[cell.key]} "
+                                     f"(parameters the policy ignores do not make a new cell)")
+                seen[cell.key] = f"strategies[{i}]"
+                out.append(cell)
+        return tuple(out)
+
+    @cached_property
+    def baseline_arm(self) -> tuple[str, str]:
+        """(strategy, params JSON) of the summary's baseline arm; it must be one of the cells."""
+        spec = self.baseline or StrategySpec("fixed", {"L": self.limits.max_canvas})
+        base = expand(spec, self.recovery, where="baseline")
+        if len(base) != 1:
+            raise ValueError(f"baseline must name one parameter combination, got {len(base)}")
+        arms = {(c.name, c.params) for c in self.cells}
+        if (base[0].name, base[0].params) not in arms:
+            raise ValueError(f"baseline {base[0].label} is not one of the strategies; add it to strategies or set "
+                             f"baseline to one of: {', '.join(sorted({c.label for c in self.cells}))}")
+        return base[0].name, base[0].params
+
+    def identity(self) -> dict:
+        """What must match to resume or merge a run directory: everything but where it is written."""
+        d = asdict(self)
+        for key in NOT_IDENTITY:
+            d.pop(key)
+        return json.loads(json.dumps(d, sort_keys=True))  # tuples -> lists, as stored in run.json
+
+    # ------------------------------------------------------------ parsing
+    @classmethod
+    def from_dict(cls, data: Mapping) -> "RunConfig":
+        """Build from nested mappings (a parsed file or ``asdict`` of a config); unknown keys are errors."""
+        d = _known(cls, data, "config")
+        for key, sub in (("model", ModelSpec), ("sampler", SamplerConfig), ("limits", CanvasLimits)):
+            if key in d:
+                d[key] = _build(sub, d[key], key)
+        if "strategies" in d:
+            if not isinstance(d["strategies"], (list, tuple)):
+                raise ValueError(f"strategies must be a list of {{name, params, recovery}}, got {d['strategies']!r}")
+            d["strategies"] = tuple(_strategy(s, f"strategies[{i}]") for i, s in enumerate(d["strategies"]))
+        if d.get("baseline") is not None:
+            d["baseline"] = _strategy(d["baseline"], "baseline")
+        if "seeds" in d:
+            seeds = d["seeds"]
+            d["seeds"] = tuple(seeds) if isinstance(seeds, (list, tuple)) else (seeds,)
+        if "splits" in d and isinstance(d["splits"], Mapping):
+            d["splits"] = dict(d["splits"])
+        missing = [m for m in ("splits", "strategies") if m not in d]
+        if missing:
+            raise ValueError(f"config lacks required key(s) {missing}")
+        return cls(**d)
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Parse a ``.yaml``/``.yml`` (PyYAML) or ``.toml`` (tomllib) run configuration."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"config file {path} does not exist")
+    text = path.read_text()
+    if path.suffix in (".yaml", ".yml"):
+        data = yaml.safe_load(text)
+    elif path.suffix == ".toml":
+        data = tomllib.loads(text)
+    else:
+        raise ValueError(f"config file {path} must end in .yaml, .yml or .toml")
+    if not isinstance(data, Mapping):
+        raise ValueError(f"config file {path} must hold a mapping at the top level, got {type(data).__name__}")
+    return RunConfig.from_dict(data)
+
+
+def expand(spec: StrategySpec, default_recovery: str, where: str = "strategy") -> list[Cell]:
+    """The cells of one grid entry: the cartesian product of its list-valued parameters, in key order."""
+    recovery = _choice(f"{where}.recovery", spec.recovery or default_recovery, RECOVERIES)
+    axes = []
+    for key, value in spec.params.items():
+        values = list(value) if isinstance(value, (list, tuple)) else [value]
+        if not values:
+            raise ValueError(f"{where}.params.{key} is an empty list; give at least one value")
+        axes.append([(key, v) for v in values])
+    cells = []
+    for combo in itertools.product(*axes):
+        kwargs = dict(combo)
+        try:
+            policy = make_policy(spec.name, **kwargs)
+        except TypeError as e:  # e.g. a YAML string where a number belongs
+            raise ValueError(f"{where}: bad parameter value for {spec.name!r} {kwargs}: {e}") from None
+        params = json.dumps(policy.params(), sort_keys=True)
+        cells.append(Cell(spec.name, kwargs, params, recovery))
+    return cells
+
+
+def plan_chunks(cfg: RunConfig) -> list[Chunk]:
+    """Every chunk of the run, ordered seed -> split -> query chunk -> cell (so partial results stay paired)."""
+    out = []
+    for seed in cfg.seeds:
+        for split, n in cfg.splits.items():
+            for start in range(0, n, cfg.chunk):
+                stop = min(start + cfg.chunk, n)
+                for cell in cfg.cells:
+                    tag = hashlib.sha1(cell.key.encode()).hexdigest()[:10]
+                    cid = f"{split}.{cell.name}.{tag}.s{seed}.q{start:06d}-{stop:06d}"
+                    out.append(Chunk(cid, split, cell, seed, start, stop))
+    return out
+
+
+def shard_of(chunk_id: str, n_shards: int) -> int:
+    """The shard (0..n-1) a chunk belongs to: a stable hash of its id, the same on every machine."""
+    return int(hashlib.sha256(chunk_id.encode()).hexdigest()[:12], 16) % n_shards
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"i/n"`` -> (i, n) with 0 <= i < n."""
+    try:
+        i, n = (int(p) for p in text.split("/"))
+    except ValueError:
+        raise ValueError(f"--shard must look like i/n (e.g. 0/4), got {text!r}") from None
+    if n < 1 or not 0 <= i < n:
+        raise ValueError(f"--shard {text!r}: need n >= 1 and 0 <= i < n")
+    return i, n
+
+
+# ------------------------------------------------------------ validation helpers
+def _known(cls, data, where: str) -> dict:
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{where} must be a mapping, got {data!r}")
+    allowed = [f.name for f in fields(cls)]
+    for key in data:
+        if key not in allowed:
+            raise ValueError(f"unknown key {key!r} in {where}; allowed keys: {', '.join(allowed)}")
+    return dict(data)
+
+
+def _build(cls, data, where: str):
+    return cls(**_known(cls, data, where))
+
+
+def _strategy(data, where: str) -> StrategySpec:
+    d = _known(StrategySpec, data, where)
+    if "name" not in d:
+        raise ValueError(f"{where} has no name; every strategy needs one (e.g. name: fixed)")
+    params = d.get("params") or {}  # a YAML "params:" with nothing after it is no parameters
+    if not isinstance(params, Mapping):
+        raise ValueError(f"{where}.params must be a mapping of parameter -> value(s), got {params!r}")
+    d["params"] = {k: list(v) if isinstance(v, tuple) else v for k, v in params.items()}
+    return StrategySpec(**d)

@@ -1,0 +1,259 @@
+"""``ptd run CONFIG``: run an experiment grid into a resumable, shardable run directory.
+
+A run (configured by :mod:`ptdlib.runconfig`) evaluates every cell — strategy x parameters x recovery — on
+every evaluated split and sampling seed, and writes one result row per (query, strategy, parameters, seed)
+with the columns of :data:`ptdlib.canvas.ROW_COLUMNS` (DESIGN.md §3). The work is cut into chunks; each
+finished chunk is stored atomically (:mod:`ptdlib.results`), so
+
+* re-running the same config skips the chunks already there, and a process killed at any moment loses at
+  most the chunk in flight (one batch by default) and never leaves a duplicate or half-written row;
+* ``--shard i/n`` runs the chunks whose stable hash falls in shard ``i`` of ``n``; shards are independent
+  processes (other GPUs, other machines) and ``ptd summarize DIR...`` merges their directories;
+* re-running a *different* config (or another model's weights) into the same directory is an error.
+
+Own-length labels (the model's length at the maximum canvas, DESIGN.md §4) come from one cached labelling
+run per split (:mod:`ptdlib.labels`); every row carries its query's label. Policies that learn (heuristic,
+predicted) are fitted once per (strategy, parameters) on ``train`` and calibrated on ``calib`` only, then
+reused across splits, seeds and recoveries.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ptdlib.canvas import CanvasPolicy, OracleCanvas, evaluate_strategy, get_policy_class, make_policy
+from ptdlib.runconfig import Cell, ModelSpec, RunConfig, load_config, parse_shard, plan_chunks, shard_of
+
+#: model_type of the embedded architecture's config.json (loaded with its own prompt format)
+EMBEDDED_MODEL_TYPE = "ptd_llada"
+
+
+# ---------------------------------------------------------------- the model
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def load_model(spec: ModelSpec, device: str = "auto"):
+    """The :class:`~ptdlib.models.base.DiffusionLM` that ``spec`` names (see :class:`ModelSpec`)."""
+    from ptdlib.models.embedded import DEFAULT_MODEL_DIR
+
+    device, dtype = resolve_device(device), getattr(torch, spec.dtype)
+    path = DEFAULT_MODEL_DIR if spec.path == "embedded" else Path(spec.path)
+    loader = spec.loader
+    if loader == "auto":
+        if path.is_file():
+            loader = "checkpoint"
+        elif (path / "config.json").exists():
+            model_type = json.loads((path / "config.json").read_text()).get("model_type")
+            loader = "embedded" if model_type == EMBEDDED_MODEL_TYPE else "hf"
+        else:
+            hint = " (train the shipped model with `ptd train-model`)" if spec.path == "embedded" else ""
+            raise FileNotFoundError(f"model.path {path} is neither a model directory (with config.json) nor a "
+                                    f"checkpoint file{hint}")
+    if loader == "embedded":
+        from ptdlib.models.embedded_lm import load_embedded
+
+        return load_embedded(path, device=device, dtype=dtype)
+    if loader == "checkpoint":  # a training checkpoint of the embedded model: its "model" state dict
+        from ptdlib.models.embedded import build_model
+        from ptdlib.models.embedded_lm import embedded_lm
+        from ptdlib.models.tokenizer import build_tokenizer
+
+        tok = build_tokenizer()
+        model = build_model(tok)
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        model.load_state_dict(ckpt["model"])
+        name = path.parent.name if path.parent.name else path.stem
+        return embedded_lm(model.to(device=device, dtype=dtype).eval(), tok, model_id=f"{name}@step{ckpt.get('step', '?')}")
+    from ptdlib.models.hf import load_hf_dllm
+
+    return load_hf_dllm(path, style=spec.style, trust_remote_code=spec.trust_remote_code, device=device, dtype=dtype)
+
+
+# ---------------------------------------------------------------- labels and fitted policies
+class Workbench:
+    """The queries, own-length labels and fitted policies of one run, each computed once and reused."""
+
+    def __init__(self, lm, cfg: RunConfig, progress: bool = False):
+        self.lm, self.cfg, self.progress = lm, cfg, progress
+        self._queries: dict[str, list] = {}
+        self._fitted: dict[tuple[str, str], CanvasPolicy] = {}
+        self._fit_labels: dict | None = None  # own lengths of the train and calib queries
+
+    def queries(self, split: str) -> list:
+        from ptdlib.tasks import make_split
+
+        if split not in self._queries:
+            sizes = {**self.cfg.splits, "train": self.cfg.train, "calib": self.cfg.calib}
+            if split not in sizes:
+                raise ValueError(f"split {split!r} is not part of this run; it has {', '.join(sizes)}")
+            n = sizes[split]
+            self._queries[split] = make_split(split, n, seed=self.cfg.data_seed)
+        return self._queries[split]
+
+    def own_lengths(self, queries) -> dict:
+        """qid -> the model's own length at the maximum canvas (the cached labelling run)."""
+        from ptdlib.labels import label_queries
+
+        labels = label_queries(self.lm, queries, canvas=self.cfg.limits.max_canvas, sampler=self.cfg.sampler,
+                               seed=self.cfg.label_seed, batch_size=self.cfg.batch_size, progress=self.progress)
+        return {qid: int(rec["length"]) for qid, rec in labels.items()}
+
+    def needs_fit(self, cell: Cell) -> bool:
+        """Whether the cell's policy learns from data (and has not been fitted yet)."""
+        cls = get_policy_class(cell.name)
+        return cls.fit is not CanvasPolicy.fit and (cell.name, cell.params) not in self._fitted
+
+    def policy(self, cell: Cell) -> CanvasPolicy:
+        """The cell's policy, fitted on train and calibrated on calib the first time it is needed."""
+        key = (cell.name, cell.params)
+        if key not in self._fitted:
+            policy = make_policy(cell.name, **cell.kwargs)
+            if self.needs_fit(cell):
+                train, calib = self.queries("train"), self.queries("calib")
+                if self._fit_labels is None:
+                    self._fit_labels = self.own_lengths(train + calib)
+                own = self._fit_labels
+                policy.fit(self.lm, train, [own[q.qid] for q in train], calib, [own[q.qid] for q in calib],
+                           self.cfg.limits)
+            self._fitted[key] = policy
+        return self._fitted[key]
+
+
+# ---------------------------------------------------------------- the run
+@dataclass(frozen=True)
+class RunStats:
+    """What one ``ptd run`` invocation did."""
+
+    output: str
+    rows_written: int
+    rows_skipped: int  # already present from an earlier (interrupted) run
+    rows_other_shards: int  # planned rows that belong to other shards
+    chunks_written: int
+    seconds: float
+
+    def line(self) -> str:
+        text = (f"ptd run: {self.rows_written} rows written ({self.chunks_written} chunks), {self.rows_skipped} "
+                f"rows skipped (already present)")
+        if self.rows_other_shards:
+            text += f", {self.rows_other_shards} rows left to other shards"
+        return text + f"; {self.seconds:.1f} s -> {self.output}"
+
+
+def run(cfg: RunConfig, *, output: str | Path | None = None, shard: tuple[int, int] = (0, 1), device: str = "auto",
+        lm=None, progress: bool = True) -> RunStats:
+    """Execute ``cfg`` (shard ``i`` of ``n``) into ``output`` (default ``cfg.output``); see module docstring.
+
+    ``lm`` overrides loading ``cfg.model`` (for callers that hold the model already).
+    """
+    from tqdm.auto import tqdm
+
+    from ptdlib.flops import FlopCounter
+    from ptdlib.labels import cache_dir as label_cache_dir
+    from ptdlib.labels import model_fingerprint
+    from ptdlib.results import finished_chunks, open_run, write_chunk
+
+    t0 = time.perf_counter()
+    i, n = shard
+    if n < 1 or not 0 <= i < n:
+        raise ValueError(f"shard must be (i, n) with 0 <= i < n, got {shard}")
+    out = Path(output or cfg.output)
+    lm = lm if lm is not None else load_model(cfg.model, device)
+    open_run(out, cfg, lm.model_id, model_fingerprint(lm))
+
+    chunks = plan_chunks(cfg)
+    mine = [c for c in chunks if shard_of(c.id, n) == i]
+    done = finished_chunks(out)
+    todo = [c for c in mine if c.id not in done]
+    skipped = sum(c.size for c in mine if c.id in done)
+    others = sum(c.size for c in chunks) - sum(c.size for c in mine)
+
+    def say(text: str) -> None:
+        if progress:
+            print(f"ptd run: {text}", file=sys.stderr, flush=True)
+
+    bench = Workbench(lm, cfg, progress=progress)
+    own: dict = {}
+    for split in cfg.splits:  # one labelling run per evaluated split, over the queries this process needs
+        wanted = sorted({k for c in todo if c.split == split for k in range(c.start, c.stop)})
+        if wanted:
+            say(f"own-length labels of {len(wanted)} {split} queries (cached in {label_cache_dir()})")
+            own.update(bench.own_lengths([bench.queries(split)[k] for k in wanted]))
+    for cell in {c.cell.key: c.cell for c in todo}.values():  # fit before the chunk loop, once per (strategy, params)
+        if bench.needs_fit(cell):
+            say(f"fitting {cell.label} on {cfg.train} train / {cfg.calib} calib queries")
+        bench.policy(cell)
+
+    counter = FlopCounter(lm)
+    written = 0
+    bar = tqdm(todo, unit="chunk", disable=not progress, dynamic_ncols=True)
+    for chunk in bar:
+        bar.set_description(f"{chunk.split} {chunk.cell.label} seed {chunk.seed} q{chunk.start}-{chunk.stop}")
+        queries = bench.queries(chunk.split)[chunk.start : chunk.stop]
+        policy = bench.policy(chunk.cell)
+        if isinstance(policy, OracleCanvas):
+            policy.with_labels({q.qid: own[q.qid] for q in queries})
+        rows = evaluate_strategy(lm, queries, policy, counter, recovery=chunk.cell.recovery, sampler=cfg.sampler,
+                                 limits=cfg.limits, seed=chunk.seed, batch_size=cfg.batch_size,
+                                 own_lengths={q.qid: own[q.qid] for q in queries})
+        write_chunk(out, chunk.id, rows)
+        written += len(rows)
+    bar.close()
+    return RunStats(str(out), written, skipped, others, len(todo), time.perf_counter() - t0)
+
+
+def describe(cfg: RunConfig, out: Path, shard: tuple[int, int]) -> str:
+    """The grid's cells and the chunks and rows of ``shard`` (done and to do), without loading the model."""
+    from ptdlib.results import finished_chunks
+
+    chunks = plan_chunks(cfg)
+    mine = [c for c in chunks if shard_of(c.id, shard[1]) == shard[0]]
+    done = finished_chunks(out)
+    todo = [c for c in mine if c.id not in done]
+    lines = [f"{len(cfg.cells)} cells x splits {dict(cfg.splits)} x seeds {list(cfg.seeds)}: {len(chunks)} chunks of "
+             f"up to {cfg.chunk} queries, {sum(c.size for c in chunks)} rows"]
+    lines += [f"  {c.label}" for c in cfg.cells]
+    lines.append(f"shard {shard[0]}/{shard[1]}: {len(mine)} chunks, {len(mine) - len(todo)} already in {out}, "
+                 f"{len(todo)} to run ({sum(c.size for c in todo)} rows)")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ptd run", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="Example: ptd run configs/example.yaml --shard 0/4   (see docs/runner.md)")
+    parser.add_argument("config", help="run configuration (.yaml, .yml or .toml)")
+    parser.add_argument("--shard", default="0/1", help="run shard i of n (i/n; default 0/1: everything)")
+    parser.add_argument("--output", help="run directory (default: the config's output)")
+    parser.add_argument("--device", default="auto", help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--dry-run", action="store_true", help="print the grid and this shard's work; run nothing")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        cfg = load_config(args.config)
+        if args.dry_run:
+            print(describe(cfg, Path(args.output or cfg.output), parse_shard(args.shard)))
+            return 0
+        stats = run(cfg, output=args.output, shard=parse_shard(args.shard), device=args.device,
+                    progress=not args.no_progress)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"ptd run: error: {e}", file=sys.stderr)
+        return 2
+    print(stats.line())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
