@@ -57,9 +57,11 @@ def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="ptd bench strategies", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="embedded", help="model directory (default: the embedded model)")
-    p.add_argument("--n-test", type=int, default=300, help="test queries")
-    p.add_argument("--n-train", type=int, default=600, help="train queries the predictor and heuristic learn from")
-    p.add_argument("--n-calib", type=int, default=300, help="calib queries the margins are calibrated on")
+    # Defaults match configs/report.yaml, so the bench and the report share their cached labelling runs.
+    p.add_argument("--n-test", type=int, default=256, help="test queries")
+    p.add_argument("--n-train", type=int, default=256, help="train queries the predictor and heuristic learn from")
+    p.add_argument("--n-calib", type=int, default=128,
+                   help="calib queries the margins are calibrated on (alpha=0.01 needs at least 99)")
     p.add_argument("--out", default="runs/bench-strategies", help="run directory (resumable)")
     args = p.parse_args(argv)
     for name in ("n_test", "n_train", "n_calib"):
@@ -96,7 +98,9 @@ def main(argv: list[str]) -> int:
             conformal[arm] = {"alpha": alpha, "realised": round(float(r["truncation"]), 4),
                               "bound": round(bound, 4), "within_bound_plus_2se": bool(r["truncation"] <= bound + 2 * se)}
     fixed_flops = per.loc["fixed(L=128)", "flops"]
-    pred_cost = {arm: round(float(r["flops_predictor"] / max(fixed_flops - r["flops"], 1)), 6)
+    # The predictor's passes as a share of the FLOPs the strategy saves against fixed(128) (None: no saving).
+    pred_cost = {arm: (round(float(r["flops_predictor"] / (fixed_flops - r["flops"])), 6)
+                       if r["flops"] < fixed_flops else None)
                  for arm, r in per.iterrows() if r["flops_predictor"] > 0}
     result = {
         "n_test": args.n_test, "rows_written": stats.rows_written, "seconds": round(stats.seconds, 1),
