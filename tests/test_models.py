@@ -120,3 +120,14 @@ def test_training_resumes_from_its_checkpoint_to_the_same_weights(tmp_path, monk
     b, _ = load_model(tmp_path / "resumed")
     for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values()):
         torch.testing.assert_close(pa, pb, rtol=0, atol=0, msg=name)
+
+
+def test_training_can_start_from_a_saved_models_weights(tiny_model, tokenizer, tmp_path):
+    save_model(tiny_model, tokenizer, tmp_path / "start")
+    cfg = TrainConfig(steps=1, batch_size=2, warmup=1, lr=1e-9, eval_every=0, model=TINY, threads=1,
+                      init_from=str(tmp_path / "start"))
+    train(cfg, tmp_path / "out")
+    out, _ = load_model(tmp_path / "out")
+    ref = tiny_model.state_dict()
+    for name, p in out.state_dict().items():  # one step at a negligible learning rate: still the start weights
+        torch.testing.assert_close(p, ref[name], rtol=0, atol=1e-6, msg=name)

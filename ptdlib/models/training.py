@@ -55,6 +55,7 @@ class TrainConfig:
     eval_every: int = 1000  # steps between held-out evaluations (0: only at the end)
     time_limit_s: float = 0.0  # stop early (and save) after this many seconds (0: no limit)
     model: dict = field(default_factory=dict)  # PtdLladaConfig overrides
+    init_from: str = ""  # a saved model directory whose weights start the run (fine-tuning); "" = random init
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -146,6 +147,11 @@ def train(cfg: TrainConfig, out_dir: str | Path, work_dir: str | Path | None = N
     torch.manual_seed(cfg.seed)
     tok = build_tokenizer()
     model = build_model(tok, **cfg.model)
+    if cfg.init_from:
+        from ptdlib.models.embedded import load_model
+
+        start_model, _ = load_model(cfg.init_from)
+        model.load_state_dict(start_model.state_dict())
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     opt = torch.optim.AdamW(
