@@ -234,10 +234,3 @@ def test_analytic_counter_never_warns():
         assert AnalyticCounter(DREAM_7B).forward_flops(100, 2) == 2 * analytic_flops(DREAM_7B, 100)["total"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tracing tiny models is dominated by overhead; one thread avoids contention on the shared 2 cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)

@@ -11,14 +11,6 @@ from ptdlib.models.tokenizer import build_tokenizer
 from ptdlib.sampler import SamplerConfig, sample
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def llada_dir(tiny_model, tokenizer, tmp_path_factory):
     """The tiny embedded model saved as a LLaDA-style checkpoint (config carries mask_token_id)."""

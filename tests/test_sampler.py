@@ -10,15 +10,6 @@ from ptdlib.commit import select_above_threshold, select_top_k, transfer_schedul
 from ptdlib.models.embedded import DEFAULT_MODEL_DIR
 from ptdlib.sampler import SamplerConfig, TraceRecorder, _query_seed, sample
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: threads only add contention (on 2 shared cores, 2 threads made this file 15x slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 PROMPTS = ["count from 3 to 9", "repeat kiwi 4 times", "reverse : cat dog sun moon tree ship rain", "spell tiger"]
 
 

@@ -1,0 +1,108 @@
+"""Notebooks 01-03 and 07 run headless (papermill, smoke mode) and reject bad parameters at their check.
+
+They run on a tiny random model the test saves (not the shipped one, whose quality a test must not depend
+on), with own-length labels cached in the test's folder; notebook 07 also carries measured behaviour over
+from a small run the test makes.
+"""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+papermill = pytest.importorskip("papermill")
+
+from ptdlib.models.embedded import build_model, save_model  # noqa: E402
+from ptdlib.models.embedded_lm import load_embedded  # noqa: E402
+from ptdlib.runconfig import RunConfig  # noqa: E402
+from ptdlib.runner import run  # noqa: E402
+
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+#: the figures each notebook must write (PNG and PDF)
+FIGURES = {
+    "01_tour.ipynb": ["tour_canvas_fill", "tour_fill_steps", "tour_flops"],
+    "02_length_signal.ipynb": ["length_signal_heatmap", "length_signal_curves", "length_estimators",
+                               "length_estimators_groups", "length_estimate_scatter"],
+    "03_predictor.ipynb": ["predictor_estimates", "predictor_comparison", "predictor_ablation", "predictor_cost"],
+    "07_deployment_cost.ipynb": ["deployment_cost", "deployment_sensitivity"],
+}
+#: a parameter each notebook must refuse at its parameters check, and the message it must give
+BAD = {
+    "01_tour.ipynb": ({"rule": "sum"}, "'rule' must be one of ['running_max', 'product'], got 'sum'"),
+    "02_length_signal.ipynb": ({"taus": [0.5, 1.5]}, "'taus[1]' must be in [1e-06, 1], got 1.5"),
+    "03_predictor.ipynb": ({"n_test": "all"}, "'n_test' must be int, got 'all' (str)"),
+    "07_deployment_cost.ipynb": ({"mfu": 1.5}, "'mfu' must be in [0.001, 1], got 1.5"),
+}
+TINY = dict(d_model=32, n_layers=2, n_heads=2, mlp_hidden=64)
+EOS_BOOST = 3.0  # scales the EOS row of the random head so that answers end at varied lengths
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory, tokenizer):
+    """A tiny model saved to disk, a small finished run of it, and a label cache in the test's folder."""
+    root = tmp_path_factory.mktemp("nb_intro")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("PTD_CACHE_DIR", str(root / "cache"))  # the kernels inherit it
+    torch.manual_seed(0)
+    model = build_model(tokenizer, **TINY).eval()
+    model.lm_head.weight.data[tokenizer.eos_token_id] *= EOS_BOOST
+    model_dir = save_model(model, tokenizer, root / "tiny-model")
+    cfg = RunConfig.from_dict({
+        "model": {"path": str(model_dir)}, "splits": {"test": 4}, "train": 16, "calib": 8, "batch_size": 4,
+        "limits": {"max_canvas": 64, "round_to": 32}, "sampler": {"block_length": 32, "steps": 16},
+        "strategies": [{"name": "fixed", "params": {"L": 64}},
+                       {"name": "predicted", "params": {"margin": "conformal", "alpha": 0.3, "features": "text"}},
+                       {"name": "smartcrop", "params": {"tau": 0.5}}],
+        "output": str(root / "run"),
+    })
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        run(cfg, lm=load_embedded(model_dir), progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    yield {"model": str(model_dir), "results": str(root / "run")}
+    mp.undo()
+
+
+def _execute(env, name, tmp_path, **params):
+    figures = tmp_path / "figures"
+    base = {"smoke": True, "model_path": env["model"], "results_dir": env["results"], "figures_dir": str(figures)}
+    declared = papermill.inspect_notebook(str(NOTEBOOKS / name))
+    given = {k: v for k, v in {**base, **params}.items() if k in declared}
+    nb = papermill.execute_notebook(str(NOTEBOOKS / name), str(tmp_path / name), parameters=given,
+                                    kernel_name="python3", progress_bar=False, cwd=str(NOTEBOOKS))
+    return figures, nb
+
+
+@pytest.mark.parametrize("name", sorted(FIGURES))
+def test_notebook_runs_in_smoke_mode_and_writes_its_figures(env, name, tmp_path):
+    figures, nb = _execute(env, name, tmp_path)
+    for stem in FIGURES[name]:
+        for ext in ("png", "pdf"):
+            path = figures / f"{stem}.{ext}"
+            assert path.exists() and path.stat().st_size > 1000, f"{name} did not write {path.name}"
+    if name.startswith("07"):  # the run exists, so the predicted and smartcrop canvases are carried over
+        text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+        assert "behaviour MEASURED on the embedded model" in text
+
+
+@pytest.mark.parametrize("name", sorted(BAD))
+def test_notebook_rejects_a_bad_parameter_at_its_parameters_check(env, name, tmp_path):
+    params, message = BAD[name]
+    with pytest.raises(papermill.PapermillExecutionError) as err:
+        _execute(env, name, tmp_path, **params)
+    assert "ParameterError" in str(err.value) and message in str(err.value)
+    assert not (tmp_path / "figures").exists()  # it stopped before computing anything
+
+
+def test_notebooks_are_committed_without_outputs_and_with_one_parameters_cell():
+    import nbformat
+
+    for name in FIGURES:
+        nb = nbformat.read(NOTEBOOKS / name, as_version=4)
+        tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+        assert len(tagged) == 1, f"{name} needs exactly one cell tagged 'parameters'"
+        assert "smoke = False" in tagged[0].source and "figures_dir = None" in tagged[0].source
+        assert all(not c.get("outputs") and c.get("execution_count") is None for c in nb.cells if c.cell_type == "code")
+        assert nb.metadata["kernelspec"]["name"] == "python3"
