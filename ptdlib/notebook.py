@@ -8,7 +8,9 @@ traceback deep in a computation.
 from __future__ import annotations
 
 import numbers
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Sequence
 
 
@@ -60,3 +62,15 @@ def check_params(**specs: tuple) -> None:
     """``check_params(n=(n, Param(int, 1)), tau=(tau, Param(float, 0, 1)))``: check each (value, spec)."""
     for name, (value, spec) in specs.items():
         check_param(name, value, spec)
+
+
+#: The checkout's root (an editable install): where relative result folders of the notebooks are looked up.
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def repo_path(path: str | os.PathLike) -> Path:
+    """``path`` itself if absolute, else relative to the repository root rather than the working directory
+    (JupyterLab and papermill run a notebook from ``notebooks/``, while ``results_dir="runs/report"`` means
+    the repository's ``runs/report``)."""
+    p = Path(path)
+    return p if p.is_absolute() else REPO_ROOT / p

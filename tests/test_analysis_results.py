@@ -5,7 +5,6 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from torch import nn
 
 from ptdlib.analysis import margins, shift, significance
@@ -61,14 +60,6 @@ def counter(tiny_lm):
 @pytest.fixture(scope="module")
 def queries():
     return make_split("test", 10, seed=3)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_analytic_sweep_reproduces_evaluate_strategy_flops_and_truncation(end_lm, counter, queries):

@@ -50,12 +50,7 @@ def env(tmp_path_factory, tokenizer):
                        {"name": "smartcrop", "params": {"tau": 0.9}}, {"name": "growth", "params": {"block": 32}}],
         "output": str(root / "run"),
     })
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        run(cfg, lm=load_embedded(model_dir), progress=False)
-    finally:
-        torch.set_num_threads(threads)
+    run(cfg, lm=load_embedded(model_dir), progress=False)
     yield {"root": root, "model": str(model_dir), "results": str(root / "run"), "limits": CanvasLimits(64, 32),
            "sampler": SamplerConfig(block_length=32)}
     mp.undo()

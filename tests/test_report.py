@@ -12,6 +12,7 @@ from ptdlib import report  # noqa: E402
 from ptdlib.analysis.significance import strategy_overview  # noqa: E402
 from ptdlib.models.embedded import build_model, save_model  # noqa: E402
 from ptdlib.results import load_results  # noqa: E402
+from ptdlib.summary import Baseline, summary_table, to_markdown  # noqa: E402
 
 TINY = dict(d_model=32, n_layers=2, n_heads=2, mlp_hidden=64)
 EOS_BOOST = 3.0  # scales the EOS row of the random head so that answers end at varied lengths
@@ -27,13 +28,9 @@ def smoke_report(tmp_path_factory, tokenizer):
     model = build_model(tokenizer, **TINY).eval()
     model.lm_head.weight.data[tokenizer.eos_token_id] *= EOS_BOOST
     model_dir = save_model(model, tokenizer, root / "tiny-model")
-    threads = torch.get_num_threads()
     out = root / "out"
-    try:
-        code = report.main(["--smoke", "--model", str(model_dir), "--out", str(out), "--notebooks", "06",
-                            "--workers", "2"])
-    finally:
-        torch.set_num_threads(threads)
+    code = report.main(["--smoke", "--model", str(model_dir), "--out", str(out), "--notebooks", "06",
+                        "--workers", "2"])
     yield {"code": code, "out": out, "model": model_dir, "root": root}
     mp.undo()
 
@@ -63,9 +60,9 @@ def test_numbers_on_the_page_are_those_of_the_result_rows(smoke_report):
         assert cells[4] == f"{r['flops_vs_fixed']:.2f}" and cells[5] == f"{r['flops_vs_oracle']:.2f}"
         assert cells[6] == f"{100 * r['truncation']:.1f}" and cells[7] == f"{100 * r['rerun_rate']:.1f}"
         assert cells[9] == f"{100 * r['score']:.1f}"
-    summary = pd.read_csv(out / "tables" / "summary.csv")
-    assert (out / "tables" / "summary.md").read_text().strip() in page
-    assert set(summary["strategy"]) == set(rows["strategy"])
+    # the summary on the page is the one recomputed from the stored rows
+    table = summary_table(rows, Baseline("fixed", {"L": 128}), correction="holm", n_resamples=report.SMOKE_RESAMPLES)
+    assert to_markdown(table).strip() in page
     assert re.search(rf"results: `runs` \({len(rows)} rows\)", page)
 
 
@@ -102,3 +99,13 @@ def test_key_numbers_quote_the_summary_table(smoke_report):
     if "largest saving" in line:
         saved = float(re.search(r"\*\*: ([-\d.]+) % of the FLOPs saved", line).group(1))
         assert any(abs(saved - v) < 0.051 for v in summary["flops_saved_pct"].dropna())
+
+
+def test_label_pieces_cover_every_query_the_grid_labels_once():
+    cfg = report.report_config(report.DEFAULT_CONFIG, smoke=False, model=None, results=report.DEFAULT_RESULTS)
+    jobs = report.label_jobs(cfg, workers=3)
+    covered = {}
+    for split, n, start, stop in jobs:
+        covered.setdefault(split, []).extend(range(start, stop))
+    expected = {"train": cfg.train, "calib": cfg.calib, **cfg.splits}
+    assert {s: sorted(v) for s, v in covered.items()} == {s: list(range(n)) for s, n in expected.items()}

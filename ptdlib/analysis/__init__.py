@@ -1,0 +1,1 @@
+"""Analyses behind the notebooks: each module turns library calls into the tables a notebook plots."""

@@ -1,0 +1,280 @@
+"""What each canvas strategy would cost to serve a large D-LLM, for a user's traffic profile.
+
+The cost model is :mod:`ptdlib.cost` (forward passes -> FLOPs -> roofline seconds -> GPU-hours -> money)
+with the hardware presets of :mod:`ptdlib.hardware`; the per-query forward-pass *plans* come from
+:mod:`ptdlib.workload`. This module adds what a deployment question needs on top:
+
+* a traffic profile (:class:`TrafficProfile`): queries per day, log-normal prompt and answer lengths, and a
+  mix of short and long answers (:func:`draw_workload`);
+* the five strategies side by side (:func:`strategy_plans`): ``fixed`` (LLaDA's one canvas), ``oracle``
+  (the answer's own length: the cost lower bound), ``predicted`` (AdaRLP: a prompt pass, an estimate with a
+  margin, re-runs on the maximum canvas when short), ``smartcrop`` (a probe pass, then a crop) and
+  ``growth`` (EOS-led block growth, dLLM-Var / LLaDA2-style: :func:`growth_plans`);
+* carrying measured behaviour over from a run of the embedded model (:func:`measured_arms`,
+  :func:`carried_plans`): how much canvas a strategy chose relative to the oracle's, and how often its
+  first canvas was truncated, instead of the synthetic log-normal estimate error;
+* tables and sweeps (:func:`cost_table`, :func:`cost_sweep`, :func:`mix_sweep`) calling
+  :func:`ptdlib.cost.estimate` for every cell.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections import Counter
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from ptdlib.cost import estimate
+from ptdlib.hardware import hardware
+from ptdlib.shapes import ModelShape
+from ptdlib.workload import StrategyParams, StrategyPlans, canvas_plan, plan_strategy, synthetic_workload
+
+#: Strategies compared, in table order (``fixed`` is the baseline every saving is relative to).
+DEPLOY_STRATEGIES = ("fixed", "oracle", "predicted", "smartcrop", "growth")
+#: Strategies whose canvas choice can be carried over from a measured run.
+CARRIED = ("predicted", "smartcrop")
+HOURS_PER_DAY = 24
+
+
+def whole_blocks(lengths, block: int, max_canvas: int) -> np.ndarray:
+    """Token counts as canvases: rounded up to whole blocks, at least one block, at most ``max_canvas``.
+
+    The rule of :func:`ptdlib.canvas.round_canvas`, restated here so that the cost notebook does not import
+    torch (the canvas package does) just to round numbers; a test checks that the two agree.
+    """
+    x = np.ceil(np.maximum(np.asarray(lengths, dtype=float), 1) / block) * block
+    return np.minimum(x, max_canvas).astype(int)
+
+
+@dataclass(frozen=True)
+class TrafficProfile:
+    """The queries a deployment serves: volume and length distributions (log-normal, see ``synthetic_workload``)."""
+
+    queries_per_day: float = 1_000_000  # daily query volume (for GPU counts and daily cost)
+    prompt_mean: float = 200.0  # mean prompt tokens (chat template included)
+    response_mean: float = 120.0  # mean answer tokens of ordinary queries
+    long_response_mean: float = 380.0  # mean answer tokens of long-answer queries (reports, code)
+    long_fraction: float = 0.15  # share of long-answer queries: the response-length mix
+    spread: float = 0.6  # coefficient of variation of every length distribution
+    n_sim: int = 2000  # simulated queries the cost is averaged over
+    seed: int = 0  # seeds the simulated lengths and the carried-over draws
+
+    def __post_init__(self):
+        for name in ("queries_per_day", "prompt_mean", "response_mean", "long_response_mean", "spread"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0 <= self.long_fraction <= 1:
+            raise ValueError(f"long_fraction must be in [0, 1], got {self.long_fraction}")
+        if not isinstance(self.n_sim, int) or self.n_sim < 1:
+            raise ValueError(f"n_sim must be an integer >= 1, got {self.n_sim!r}")
+
+
+def draw_workload(profile: TrafficProfile, max_response: int) -> tuple[np.ndarray, np.ndarray]:
+    """(prompt lengths, own answer lengths) of ``profile.n_sim`` queries; answers capped at ``max_response``.
+
+    Each query's answer comes from the long distribution with probability ``long_fraction``.
+    """
+    n, seed = profile.n_sim, profile.seed
+    prompts, short = synthetic_workload(profile.prompt_mean, profile.response_mean, n, profile.spread,
+                                        max_response=max_response, seed=seed)
+    _, long = synthetic_workload(profile.prompt_mean, profile.long_response_mean, n, profile.spread,
+                                 max_response=max_response, seed=seed + 1)
+    is_long = np.random.default_rng(seed + 2).random(n) < profile.long_fraction
+    return prompts, np.where(is_long, long, short)
+
+
+def growth_plans(prompts, responses, p: StrategyParams) -> StrategyPlans:
+    """EOS-led growth on the maximum canvas: blocks are decoded left to right until one holds the EOS.
+
+    The answer's EOS sits at position ``response``, so ``ceil((response + 1) / block)`` blocks are decoded
+    (all of them when it does not fit); each of their steps is a forward pass over prompt + the whole
+    canvas (the sampler's ``stop_after_eos_block``; dLLM-Var, LLaDA2-style pipelines). Truncated only
+    where the fixed canvas is.
+    """
+    prompts, responses = np.asarray(prompts, dtype=int), np.asarray(responses, dtype=int)
+    blocks = np.minimum(np.ceil((responses + 1) / p.block), math.ceil(p.canvas / p.block))
+    decoded = np.minimum(blocks * p.block, p.canvas).astype(int)
+    plans = [Counter({int(pr + p.canvas): max(1, math.ceil(p.steps_per_token * d))})
+             for pr, d in zip(prompts, decoded)]
+    return StrategyPlans("growth", plans, np.zeros(len(plans), dtype=bool), responses >= p.canvas)
+
+
+@dataclass(frozen=True)
+class MeasuredArm:
+    """How one strategy of a measured run chose canvases, relative to the oracle's, query by query."""
+
+    strategy: str
+    params: str  # the parameters (JSON) of the measured grid cell
+    canvas_ratio: np.ndarray  # chosen canvas / oracle canvas (own length + EOS in whole blocks) per query
+    truncated: np.ndarray  # bool per query: the first canvas held no EOS (a re-run followed)
+    recovery: str | None = None  # the cell's truncation recovery (None: the table does not say)
+
+    @property
+    def n(self) -> int:
+        return len(self.canvas_ratio)
+
+
+def measured_arms(rows: pd.DataFrame, strategies: Sequence[str] = CARRIED, *, split: str | None = "test",
+                  round_to: int = 32) -> dict[str, MeasuredArm]:
+    """Per strategy in ``rows`` (a result table, ``ptdlib.canvas.ROW_COLUMNS``), its measured canvas choices.
+
+    When a strategy was run with several parameter settings (or recoveries), the one with the least mean ``flops_total``
+    (re-runs and probe or predictor passes included) is kept: the best measured trade-off. The oracle
+    canvas uses the run's maximum canvas (its largest final canvas) and ``round_to``. Strategies absent
+    from ``rows`` are left out of the result.
+    """
+    need = {"strategy", "params", "own_length", "chosen_canvas", "final_canvas", "truncated", "flops_total"}
+    missing = need - set(rows.columns)
+    if missing:
+        raise ValueError(f"result table lacks the columns {sorted(missing)}")
+    if split is not None and "split" in rows.columns:
+        rows = rows[rows["split"] == split]
+    rows = rows.dropna(subset=["own_length"])
+    if rows.empty:
+        return {}
+    max_canvas = int(rows["final_canvas"].max())
+    out = {}
+    for name in strategies:
+        arm = rows[rows["strategy"] == name]
+        if arm.empty:
+            continue
+        keys = [k for k in ("params", "recovery") if k in arm.columns]  # one cell of the grid
+        best = arm.groupby(keys)["flops_total"].mean().idxmin()
+        cell = dict(zip(keys, best if isinstance(best, tuple) else (best,)))
+        for key, value in cell.items():
+            arm = arm[arm[key] == value]
+        oracle = whole_blocks(arm["own_length"].to_numpy() + 1, round_to, max_canvas)
+        out[name] = MeasuredArm(name, str(cell["params"]), arm["chosen_canvas"].to_numpy() / oracle,
+                                arm["truncated"].to_numpy(dtype=bool), cell.get("recovery"))
+    return out
+
+
+def carried_plans(arm: MeasuredArm, prompts, responses, p: StrategyParams, seed: int = 0) -> StrategyPlans:
+    """Plans of ``arm``'s strategy on a new workload, drawing each query's behaviour from the measured queries.
+
+    Query ``j`` draws a measured query ``i``: its canvas is the oracle canvas of its own answer times
+    ``canvas_ratio[i]`` (whole blocks, at most the maximum), and it is re-run on the maximum canvas when
+    ``truncated[i]``; so the measured over-allocation and truncation rate carry over. The extra pass is
+    charged as in :func:`ptdlib.workload.plan_strategy` (a prompt pass for ``predicted``, a probe over
+    prompt + maximum canvas for ``smartcrop``).
+    """
+    if arm.strategy not in CARRIED:
+        raise ValueError(f"cannot carry over strategy {arm.strategy!r}; choose from {', '.join(CARRIED)}")
+    if arm.n == 0:
+        raise ValueError(f"no measured queries for {arm.strategy!r}")
+    prompts, responses = np.asarray(prompts, dtype=int), np.asarray(responses, dtype=int)
+    draw = np.random.default_rng(seed).integers(0, arm.n, size=len(prompts))
+    oracle = whole_blocks(responses + 1, p.block, p.canvas)
+    canvases = whole_blocks(oracle * arm.canvas_ratio[draw], p.block, p.canvas)
+    reruns = arm.truncated[draw] & (canvases < p.canvas)
+    plans, truncated = [], []
+    for prompt, response, canvas, rerun in zip(prompts.tolist(), responses.tolist(), canvases.tolist(), reruns):
+        plan = canvas_plan(prompt, canvas, p.steps_per_token)
+        if rerun:
+            plan += canvas_plan(prompt, p.canvas, p.steps_per_token)
+        if arm.strategy == "predicted":
+            plan[prompt] += 1
+        else:
+            plan[prompt + p.canvas] += 1
+        plans.append(plan)
+        truncated.append(response >= p.canvas)  # only the maximum canvas can cut a re-run answer
+    return StrategyPlans(arm.strategy, plans, reruns, np.array(truncated))
+
+
+def strategy_plans(prompts, responses, p: StrategyParams, measured: Mapping[str, MeasuredArm] | None = None,
+                   strategies: Sequence[str] = DEPLOY_STRATEGIES) -> tuple[dict[str, StrategyPlans], dict[str, str]]:
+    """(name -> plans, name -> source) for ``strategies`` on one workload.
+
+    ``source`` says where a strategy's canvases come from: ``rule`` (fixed, oracle, growth follow from the
+    answer length), ``measured <params>`` (carried over from ``measured``) or ``synthetic`` (the log-normal
+    estimate error and margin of ``p``).
+    """
+    unknown = [s for s in strategies if s not in DEPLOY_STRATEGIES]
+    if unknown:
+        raise ValueError(f"unknown strategies {unknown}; choose from {', '.join(DEPLOY_STRATEGIES)}")
+    if "fixed" not in strategies:
+        raise ValueError("strategies must include 'fixed': every saving is relative to it")
+    plans, sources = {}, {}
+    for name in strategies:
+        if name == "growth":
+            plans[name], sources[name] = growth_plans(prompts, responses, p), "rule"
+        elif measured and name in measured:
+            arm = measured[name]
+            recovery = "" if arm.recovery in (None, "max") else f" / {arm.recovery}"
+            plans[name] = carried_plans(arm, prompts, responses, p, p.seed)
+            sources[name] = f"measured {arm.params}{recovery}"
+        else:
+            plans[name] = plan_strategy(name, prompts, responses, p)
+            sources[name] = "rule" if name in ("fixed", "oracle") else "synthetic"
+    return plans, sources
+
+
+def cost_table(plans: Mapping[str, StrategyPlans], shape: ModelShape, hardware_names: Sequence[str], *,
+               batch: int = 8, mfu: float | None = None, prices: Mapping[str, float] | None = None,
+               queries_per_day: float = 0.0, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """One row per (hardware, strategy): :func:`ptdlib.cost.estimate` against ``plans["fixed"]``.
+
+    ``mfu``: one utilisation for every device (None: each preset's assumed value); ``prices``: hardware ->
+    USD per GPU-hour overriding the preset. Daily columns scale the per-query GPU time to
+    ``queries_per_day`` (``gpus`` = GPU-hours per day / 24, at full utilisation).
+    """
+    if "fixed" not in plans:
+        raise ValueError("plans must include 'fixed': every saving is relative to it")
+    rows = []
+    for hw_name in hardware_names:
+        hw = hardware(hw_name)
+        price = (prices or {}).get(hw_name)
+        for name, ours in plans.items():
+            est = estimate(shape, hw, ours, plans["fixed"], batch=batch, mfu=mfu, price=price, n_boot=n_boot,
+                           seed=seed)
+            arm = est.strategy
+            gpu_h_day = arm.gpu_hours_per_million * queries_per_day / 1e6
+            rows.append({
+                "hardware": hw_name, "strategy": name, "mfu": est.mfu, "price_per_hour": est.price_per_hour,
+                "batch": batch, "flops_per_query": arm.flops_per_query,
+                "passes_per_query": arm.forward_passes_per_query, "latency_p50_s": arm.latency_p50_s,
+                "latency_p95_s": arm.latency_p95_s, "gpu_hours_per_million": arm.gpu_hours_per_million,
+                "cost_per_million": arm.cost_per_million, "saving": est.saving, "saving_low": est.saving_ci[0],
+                "saving_high": est.saving_ci[1], "rerun_rate": arm.rerun_rate, "truncation_rate": arm.truncation_rate,
+                "gpu_hours_per_day": gpu_h_day, "gpus": gpu_h_day / HOURS_PER_DAY,
+                "cost_per_day": gpu_h_day * est.price_per_hour,
+            })
+    return pd.DataFrame(rows)
+
+
+def cost_sweep(plans: Mapping[str, StrategyPlans], shape: ModelShape, hardware_names: Sequence[str], *,
+               mfus: Sequence[float | None] = (None,), prices: Sequence[float | None] = (None,), batch: int = 8,
+               n_boot: int = 200, seed: int = 0) -> pd.DataFrame:
+    """:func:`cost_table` over every (MFU, price) pair: sensitivity of GPU-hours and money to both.
+
+    A price of None keeps each preset's price. The table gains ``mfu`` and ``price_per_hour`` as used.
+    """
+    frames = []
+    for m in mfus:
+        for price in prices:
+            per_hw = None if price is None else {h: price for h in hardware_names}
+            frames.append(cost_table(plans, shape, hardware_names, batch=batch, mfu=m, prices=per_hw,
+                                     n_boot=n_boot, seed=seed))
+    return pd.concat(frames, ignore_index=True)
+
+
+def mix_sweep(profile: TrafficProfile, long_fractions: Sequence[float], p: StrategyParams, shape: ModelShape,
+              hardware_name: str, *, measured: Mapping[str, MeasuredArm] | None = None,
+              strategies: Sequence[str] = DEPLOY_STRATEGIES, batch: int = 8, mfu: float | None = None,
+              price: float | None = None, n_boot: int = 200) -> pd.DataFrame:
+    """:func:`cost_table` on one device as the share of long answers varies (the workload is redrawn)."""
+    frames = []
+    for f in long_fractions:
+        prof = dataclasses.replace(profile, long_fraction=float(f))
+        prompts, responses = draw_workload(prof, max_response=p.canvas - 1)
+        plans, _ = strategy_plans(prompts, responses, p, measured, strategies)
+        frame = cost_table(plans, shape, [hardware_name], batch=batch, mfu=mfu,
+                           prices=None if price is None else {hardware_name: price}, n_boot=n_boot, seed=profile.seed)
+        frame.insert(0, "long_fraction", float(f))
+        frame.insert(1, "mean_response", float(responses.mean()))
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
