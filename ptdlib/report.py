@@ -324,7 +324,8 @@ def key_findings(tables: dict, level: float = 0.05) -> list[str]:
         o = ov[(ov["split"] == split) & (ov["strategy"] == "oracle")]
         if len(o):
             lines.append(f"* {split}: the oracle canvas (own length + EOS, not deployable) costs "
-                         f"{o['flops_vs_fixed'].iloc[0]:.2f} of the fixed {cfg.limits.max_canvas}-token canvas's FLOPs.")
+                         f"{o['flops_vs_fixed'].iloc[0]:.2f} of the fixed {cfg.limits.max_canvas}-token canvas's "
+                         f"FLOPs.")
         t = summary[summary["split"] == split].reset_index(drop=True)
         t = t.assign(arm=short_arm_labels(t))
         ok = t[t["quality_delta"].notna() & ~t["strategy"].map(lambda n: get_policy_class(n).oracle)
@@ -359,7 +360,8 @@ def render_page(tables: dict, notebooks: list[dict], *, page_dir: Path, results:
         "from those rows.",
         "",
         f"* model: `{run['model']['id']}` (weights fingerprint `{run['model']['fingerprint']}`)",
-        f"* git revision: `{git.get('revision', 'unknown')}`" + (" (with uncommitted changes)" if git.get("dirty") else ""),
+        f"* git revision: `{git.get('revision', 'unknown')}`"
+        + (" (with uncommitted changes)" if git.get("dirty") else ""),
         f"* run created: {run.get('created', '?')}; results: `{_rel(results, page_dir)}` ({len(rows)} rows)",
         f"* evaluated splits: {splits}; predictor and heuristic fitted on {cfg.train} train queries, margins "
         f"calibrated on {cfg.calib} calib queries",
@@ -391,9 +393,9 @@ def render_page(tables: dict, notebooks: list[dict], *, page_dir: Path, results:
     if notebooks:
         lines += ["## Notebooks", ""]
     for nb in notebooks:
+        executed = _rel(nb["executed"], page_dir)
         lines += [f"### {nb['title']}", "",
-                  f"`{nb['name']}` — executed copy: [{_rel(nb['executed'], page_dir)}]({_rel(nb['executed'], page_dir)}) "
-                  f"({nb['seconds']:.0f} s)", ""]
+                  f"`{nb['name']}` — executed copy: [{executed}]({executed}) ({nb['seconds']:.0f} s)", ""]
         if nb["error"]:
             lines += [f"**This notebook failed:** `{nb['error']}`", ""]
         for fig in nb["figures"]:
@@ -405,8 +407,8 @@ def render_page(tables: dict, notebooks: list[dict], *, page_dir: Path, results:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ptd report", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="Default outputs: report/REPORT.md, report/notebooks/, report/tables/, figures/, "
-                                       "runs/report/.")
+                                epilog="Default outputs: report/REPORT.md, report/notebooks/, report/tables/, "
+                                       "figures/, runs/report/.")
     p.add_argument("--smoke", action="store_true", help="tiny sizes everywhere (seconds; for tests)")
     p.add_argument("--out", help="put the page, figures, tables, executed notebooks and results under this folder")
     p.add_argument("--results", help="results folder of the grid (default runs/report, or OUT/runs with --out)")

@@ -7,13 +7,11 @@ import torch
 
 papermill = pytest.importorskip("papermill")
 
-from ptdlib.canvas import CanvasLimits  # noqa: E402
 from ptdlib.models.embedded import build_model, save_model  # noqa: E402
 from ptdlib.models.embedded_lm import load_embedded  # noqa: E402
 from ptdlib.runconfig import RunConfig  # noqa: E402
 from ptdlib.runner import run  # noqa: E402
 from ptdlib.report import declared_parameters  # noqa: E402
-from ptdlib.sampler import SamplerConfig  # noqa: E402
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 #: the figures each notebook must write (PNG and PDF)
@@ -51,8 +49,7 @@ def env(tmp_path_factory, tokenizer):
         "output": str(root / "run"),
     })
     run(cfg, lm=load_embedded(model_dir), progress=False)
-    yield {"root": root, "model": str(model_dir), "results": str(root / "run"), "limits": CanvasLimits(64, 32),
-           "sampler": SamplerConfig(block_length=32)}
+    yield {"root": root, "model": str(model_dir), "results": str(root / "run")}
     mp.undo()
 
 

@@ -148,7 +148,8 @@ def policy_outcome(canvases, own_lengths, prompt_lens, counter, *, limits: Canva
     P = _int_array(prompt_lens, "prompt_lens")
     _same_length(canvases=c, own_lengths=y, prompt_lens=P)
     if np.any(c < 1) or np.any(c > limits.max_canvas):
-        raise ValueError(f"canvases must be in [1, {limits.max_canvas}], got e.g. {c[(c < 1) | (c > limits.max_canvas)][:3]}")
+        bad = c[(c < 1) | (c > limits.max_canvas)][:3].tolist()
+        raise ValueError(f"canvases must be in [1, {limits.max_canvas}], got e.g. {bad}")
     first = y >= c if truncated is None else np.asarray(truncated, dtype=bool)
     _same_length(canvases=c, truncated=first)
     denoise = sampling_flops(c, P, counter, sampler=sampler, batch_size=batch_size, chunk_size=chunk_size)

@@ -49,7 +49,8 @@ def static_rules(calib: pd.DataFrame, *, alpha: float = 0.05, percentile: float 
     _check_queries(calib, "calib")
     bad = [m for m in methods if m not in STATIC_METHODS]
     if bad or not methods:
-        raise ValueError(f"static methods must be a non-empty subset of {', '.join(STATIC_METHODS)}, got {list(methods)}")
+        raise ValueError(f"static methods must be a non-empty subset of {', '.join(STATIC_METHODS)}, "
+                         f"got {list(methods)}")
     out = {}
     for m in methods:
         params = {"percentile": percentile} if m == "percentile" else {"alpha": alpha}
