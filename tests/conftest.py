@@ -28,3 +28,16 @@ def tiny_model(tokenizer):
 def tiny_lm(tiny_model, tokenizer):
     """The embedded architecture at a tiny size behind the DiffusionLM interface."""
     return embedded_lm(tiny_model, tokenizer, model_id="tiny-test")
+
+
+EOS_BOOST = 3.0  # scales the EOS row of the random head so that answers end at varied lengths
+
+
+def save_tiny_model(tokenizer, directory):
+    """Save a seeded tiny model whose answers end at varied lengths (for runs and notebooks on disk)."""
+    from ptdlib.models.embedded import save_model
+
+    torch.manual_seed(0)
+    model = build_model(tokenizer, **TINY).eval()
+    model.lm_head.weight.data[tokenizer.eos_token_id] *= EOS_BOOST
+    return save_model(model, tokenizer, directory)

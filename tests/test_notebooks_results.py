@@ -3,11 +3,13 @@
 from pathlib import Path
 
 import pytest
+
+from conftest import save_tiny_model
 import torch
 
 papermill = pytest.importorskip("papermill")
 
-from ptdlib.models.embedded import build_model, save_model  # noqa: E402
+
 from ptdlib.models.embedded_lm import load_embedded  # noqa: E402
 from ptdlib.runconfig import RunConfig  # noqa: E402
 from ptdlib.runner import run  # noqa: E402
@@ -26,8 +28,6 @@ BAD = {
     "05_distribution_shift.ipynb": ({"stream_order": ["test", "shift_lenght"]}, "'stream_order' must be one of"),
     "06_quality_significance.ipynb": ({"correction": "bonferroni"}, "'correction' must be one of ['holm', 'fdr_bh']"),
 }
-TINY = dict(d_model=32, n_layers=2, n_heads=2, mlp_hidden=64)
-EOS_BOOST = 3.0  # scales the EOS row of the random head so that answers end at varied lengths
 
 
 @pytest.fixture(scope="module")
@@ -36,10 +36,7 @@ def env(tmp_path_factory, tokenizer):
     root = tmp_path_factory.mktemp("nb")
     mp = pytest.MonkeyPatch()
     mp.setenv("PTD_CACHE_DIR", str(root / "cache"))  # the kernels inherit it
-    torch.manual_seed(0)
-    model = build_model(tokenizer, **TINY).eval()
-    model.lm_head.weight.data[tokenizer.eos_token_id] *= EOS_BOOST
-    model_dir = save_model(model, tokenizer, root / "tiny-model")
+    model_dir = save_tiny_model(tokenizer, root / "tiny-model")
     cfg = RunConfig.from_dict({
         "model": {"path": str(model_dir)}, "splits": {"test": 8}, "train": 16, "calib": 12, "batch_size": 4,
         "limits": {"max_canvas": 64, "round_to": 32}, "sampler": {"block_length": 32},
