@@ -68,3 +68,25 @@ def test_unknown_split_and_family_name_the_choices():
         make_split("tset", 5)
     with pytest.raises(ValueError, match="must be a positive"):
         make_split("test", 0)
+
+
+def test_family_weights_change_the_training_mix_but_not_the_prompt_partition():
+    import itertools
+    from collections import Counter
+
+    from ptdlib.tasks.splits import iter_split
+
+    plain = Counter(q.family for q in itertools.islice(iter_split("train", 0), 3000))
+    heavy = list(itertools.islice(iter_split("train", 0, family_weights={"count": 5, "spell": 0}), 3000))
+    mix = Counter(q.family for q in heavy)
+    assert "spell" not in mix and mix["count"] > 3 * plain["count"]
+    assert all(prompt_bucket(q.family, q.prompt) < 8 for q in heavy if FAMILIES[q.family].open_space)
+
+
+def test_bad_family_weights_name_the_value():
+    from ptdlib.tasks.splits import iter_split
+
+    with pytest.raises(ValueError, match=f"'{HELDOUT_FAMILY}'.*does not contain"):
+        next(iter_split("train", 0, family_weights={HELDOUT_FAMILY: 2}))
+    with pytest.raises(ValueError, match="must be >= 0"):
+        next(iter_split("train", 0, family_weights={"count": -1}))

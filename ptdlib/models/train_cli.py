@@ -25,6 +25,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--work-dir", default=None, help="where the resumable checkpoint lives (default: OUT.ckpt)")
     p.add_argument("--init-from", default="", help="start from this saved model's weights (continue training "
                    "a shipped model with a fresh schedule), e.g. data/models/ptd-tiny")
+    p.add_argument("--family-weights", default="{}",
+                   help='JSON of training-mix weights per family (unnamed families: 1), e.g. \'{"count": 3}\'')
     args = p.parse_args(argv)
     for name in ("steps", "batch_size", "eval_queries"):
         if getattr(args, name) <= 0:
@@ -38,7 +40,7 @@ def main(argv: list[str]) -> int:
     cfg = TrainConfig(
         steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed, threads=args.threads,
         eval_every=args.eval_every, time_limit_s=args.time_limit, model=json.loads(args.model),
-        init_from=args.init_from,
+        init_from=args.init_from, family_weights=json.loads(args.family_weights),
     )
     card = train(cfg, args.out, work_dir=args.work_dir, evaluate=lambda m, t: heldout_metrics(m, t, test))
     print(json.dumps({k: card[k] for k in ("steps_done", "train_seconds", "heldout") if k in card}))

@@ -56,6 +56,7 @@ class TrainConfig:
     time_limit_s: float = 0.0  # stop early (and save) after this many seconds (0: no limit)
     model: dict = field(default_factory=dict)  # PtdLladaConfig overrides
     init_from: str = ""  # a saved model directory whose weights start the run (fine-tuning); "" = random init
+    family_weights: dict = field(default_factory=dict)  # training-mix weights per family (unnamed: 1)
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -90,7 +91,7 @@ class BatchSource:
 
     def _make_group(self, g: int):
         cfg = self.cfg
-        stream = iter_split(self.split, seed=cfg.seed * 1_000_003 + g)
+        stream = iter_split(self.split, seed=cfg.seed * 1_000_003 + g, family_weights=cfg.family_weights or None)
         qs = [next(stream) for _ in range(cfg.batch_size * cfg.bucket_batches)]
         qs.sort(key=lambda q: q.answer_length)
         batches = [qs[i : i + cfg.batch_size] for i in range(0, len(qs), cfg.batch_size)]

@@ -67,9 +67,22 @@ def _split_spec(split: str) -> tuple[dict[str, float], str, range | None]:
     raise ValueError(f"unknown split {split!r}; choose from {', '.join(SPLITS)}")
 
 
-def iter_split(split: str, seed: int = 0) -> Iterator[Query]:
-    """An endless, deterministic stream of queries of ``split`` (the training loop draws from it)."""
+def iter_split(split: str, seed: int = 0, family_weights: dict[str, float] | None = None) -> Iterator[Query]:
+    """An endless, deterministic stream of queries of ``split`` (the training loop draws from it).
+
+    ``family_weights`` re-weights the split's own families (unnamed ones keep weight 1); it changes the
+    proportions, never which prompts belong to the split.
+    """
     weights, scale, buckets = _split_spec(split)
+    if family_weights:
+        unknown = sorted(set(family_weights) - set(weights))
+        if unknown:
+            raise ValueError(f"family weights name {unknown}, which split {split!r} does not contain; "
+                             f"its families: {', '.join(weights)}")
+        bad = {f: w for f, w in family_weights.items() if not w >= 0}
+        if bad or not any(family_weights.get(f, 1.0) > 0 for f in weights):
+            raise ValueError(f"family weights must be >= 0 and not all zero, got {family_weights}")
+        weights = {f: float(family_weights.get(f, 1.0)) * w for f, w in weights.items()}
     names, w = list(weights), list(weights.values())
     rng = random.Random(f"ptdlib|{split}|{seed}")
     i = 0
