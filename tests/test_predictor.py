@@ -16,6 +16,7 @@ from ptdlib.predictor import (
 )
 from ptdlib.predictor.cli import fit_and_evaluate, length_metrics, load_calibration, main, save_run
 from ptdlib.predictor.features import TEXT_STATS, text_statistics
+from ptdlib.predictor.regressors import RIDGE_ALPHAS
 from ptdlib.tasks import make_split
 
 TEXT_ONLY = PredictorConfig(features=FeatureSet(groups=("text",)))
@@ -130,7 +131,8 @@ def test_fit_rejects_negative_lengths_and_predict_rejects_other_widths():
 
 def test_save_load_round_trip_predicts_identically(tmp_path, tiny_lm, splits):
     train, calib = splits
-    cfg = PredictorConfig(regressor="gbm_quantile", quantile=0.7, max_iter=20)
+    cfg = PredictorConfig(regressor="gbm_quantile", quantile=0.7, max_iter=20,
+                          features=FeatureSet(groups=("text", "hidden")))
     p = LengthPredictor(cfg).fit_prompts(train, [q.answer_length for q in train], tiny_lm)
     p.save(tmp_path / "pred", metrics={"calib": {"mae": 1.5}})
     q = LengthPredictor.load(tmp_path / "pred")
@@ -164,7 +166,8 @@ def test_fit_and_evaluate_saves_predictor_metrics_and_calibration(tmp_path, tiny
     train, calib = splits
     y_train, y_calib = [q.answer_length for q in train], [q.answer_length for q in calib]
     rec = Recorder()
-    p, metrics, calib_pred = fit_and_evaluate(tiny_lm, train, y_train, calib, y_calib, PredictorConfig(), [rec])
+    with_states = PredictorConfig(features=FeatureSet(groups=("text", "hidden")))
+    p, metrics, calib_pred = fit_and_evaluate(tiny_lm, train, y_train, calib, y_calib, with_states, [rec])
     assert {"mae", "spearman", "under_rate"} <= set(metrics["calib"]) and metrics["calib"]["n"] == len(calib)
     assert metrics["predictor_positions_per_query"] > 0 and {e.kind for e in rec.events} == {"predictor"}
     save_run(p, metrics, tmp_path, calib, calib_pred, y_calib)
@@ -187,3 +190,15 @@ def test_train_predictor_command_runs_with_stand_in_labels(tmp_path, tiny_lm, mo
     last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert last["out"] == str(tmp_path) and 0 <= last["calib_under_rate"] <= 1
     assert LengthPredictor.load(tmp_path).config.features.groups == ("text",)
+
+
+def test_default_ridge_chooses_its_penalty_by_cross_validation():
+    rng = np.random.default_rng(0)
+    X = rng.uniform(-1, 1, size=(60, 4))
+    y = np.expm1(2.0 + X[:, 0])  # log1p(y) is linear in the first feature: CV should pick a small penalty
+    auto = LengthPredictor().fit(X, y)
+    assert auto.model[-1].alpha_ in RIDGE_ALPHAS and auto.model[-1].alpha_ < 1.0
+    fixed = LengthPredictor(PredictorConfig(ridge_alpha=1e3)).fit(X, y)
+    assert np.abs(auto.predict(X) - y).mean() < np.abs(fixed.predict(X) - y).mean()
+    with pytest.raises(ValueError, match="ridge_alpha must be >= 0 or None.*-1"):
+        PredictorConfig(ridge_alpha=-1)

@@ -25,9 +25,8 @@ GRID = [
     {"name": "predicted", "params": {"margin": "conformal", "alpha": [0.01, 0.05, 0.1]}},
     {"name": "predicted", "params": {"margin": "cost_optimal"}},
     {"name": "predicted", "params": {"margin": "conformal", "alpha": 0.01, "early_stop": True}},
-    # Text statistics alone (no prompt pass of the D-LLM): the feature ablation's winner on small train sets.
-    {"name": "predicted", "params": {"margin": "conformal", "alpha": [0.01, 0.05], "features": "text"}},
-    {"name": "predicted", "params": {"margin": "conformal", "alpha": 0.01, "features": "text", "early_stop": True}},
+    # Text statistics plus the D-LLM's prompt states (one prompt pass more): the feature ablation's contrast.
+    {"name": "predicted", "params": {"margin": "conformal", "alpha": [0.01, 0.05], "features": "text+hidden"}},
     {"name": "smartcrop", "params": {"tau": 0.9, "rule": ["product", "running_max"]}},
     {"name": "smartcrop", "params": {"tau": 0.99, "rule": "running_max"}},
     {"name": "growth", "params": {"block": 32}},

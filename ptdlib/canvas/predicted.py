@@ -31,7 +31,7 @@ class PredictedCanvas(CanvasPolicy):
     name = "predicted"
 
     def __init__(self, margin: str = "conformal", alpha: float = 0.05, percentile: float = 90.0,
-                 regressor: str = "ridge_log", features: str = "text+hidden", early_stop: bool = False):
+                 regressor: str = "ridge_log", features: str = "text", early_stop: bool = False):
         if margin not in MARGIN_METHODS:
             raise ValueError(f"unknown margin method {margin!r}; choose from {', '.join(MARGIN_METHODS)}")
         self.margin, self.alpha, self.percentile = margin, float(alpha), float(percentile)

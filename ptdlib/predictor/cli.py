@@ -111,7 +111,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the splits and the labelling run")
     p.add_argument("--canvas", type=int, default=128, help="maximum canvas of the labelling run (default 128)")
     p.add_argument("--regressor", default="ridge_log", choices=REGRESSORS, help="regressor (default ridge_log)")
-    p.add_argument("--features", default="text,hidden", help="feature groups, comma-separated (default text,hidden)")
+    p.add_argument("--features", default="text", help="feature groups, comma-separated: text, hidden or text,hidden (default text)")
     p.add_argument("--quantile", type=float, default=0.5, help="gbm_quantile's target quantile (default 0.5)")
     p.add_argument("--out", default=None, help="output directory (default data/predictors/<model name>/)")
     return p

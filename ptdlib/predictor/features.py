@@ -47,7 +47,11 @@ TEXT_STATS = (
 class FeatureSet:
     """Which features the predictor uses (survives ``FeatureSet.from_dict(asdict(fs))``)."""
 
-    groups: tuple[str, ...] = ("text", "hidden")  # both groups: text statistics and the D-LLM's prompt states
+    # Text statistics only by default: on the embedded model (256 train / 256 test queries, ridge with a
+    # cross-validated penalty) they give MAE 2.86 tokens, text + prompt states 5.36, prompt states alone 6.0,
+    # and text + the states' first 4/8/16 principal components 2.97/3.03/3.46. The states add no length
+    # information the prompt's numbers do not carry, and they cost a forward pass. Add "hidden" to study them.
+    groups: tuple[str, ...] = ("text",)
     n_keywords: int = 1  # leading non-numeric words that enter the keyword bag ("count", "repeat", ...)
     max_keywords: int = 64  # cap on the keyword vocabulary (most frequent words in the training prompts)
     min_keyword_count: int = 2  # a word seen fewer times in training prompts goes to the "other" column

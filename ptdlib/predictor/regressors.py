@@ -4,7 +4,8 @@ Predict-then-Diffuse (AdaRLP) trains a light regressor on (prompt, own length) p
 the length the D-LLM itself produces on the maximum canvas (``ptdlib.labels.own_lengths``), not a
 reference answer's length. Three scikit-learn regressors (``PredictorConfig.regressor``):
 
-* ``ridge_log`` -- ridge regression on ``log(1 + length)`` over standardised features;
+* ``ridge_log`` -- ridge regression on ``log(1 + length)`` over standardised features; by default its penalty
+  is chosen by efficient leave-one-out cross-validation (scikit-learn's ``RidgeCV``) over ``RIDGE_ALPHAS``;
 * ``gbm_quantile`` -- histogram gradient boosting with the pinball (quantile) loss on ``log(1 + length)``
   (quantiles are equivariant under the monotone log, so this is the length's ``quantile``-quantile);
 * ``gbm_log`` -- the same boosting with squared error on ``log(1 + length)``.
@@ -28,6 +29,8 @@ from ptdlib.predictor.features import TEXT_STATS, FeatureExtractor, FeatureSet
 
 #: Regressors a :class:`PredictorConfig` can name.
 REGRESSORS = ("ridge_log", "gbm_quantile", "gbm_log")
+#: Penalties ``ridge_log`` chooses among by leave-one-out cross-validation when ``ridge_alpha`` is None.
+RIDGE_ALPHAS = tuple(float(a) for a in np.logspace(-3, 4, 29))
 MODEL_FILE = "predictor.joblib"
 METRICS_FILE = "metrics.json"
 _FORMAT = 1  # version of the saved layout
@@ -38,8 +41,8 @@ class PredictorConfig:
     """How the predictor is built (survives ``PredictorConfig.from_dict(cfg.to_dict())``)."""
 
     regressor: str = "ridge_log"  # cheapest (2 FLOPs per feature) and smooth in the prompt's numbers
-    features: FeatureSet = field(default_factory=FeatureSet)  # text statistics + the D-LLM's prompt states
-    ridge_alpha: float = 1.0  # L2 penalty of ridge on standardised features
+    features: FeatureSet = field(default_factory=FeatureSet)  # text statistics (see FeatureSet for why)
+    ridge_alpha: float | None = None  # L2 penalty of ridge on standardised features; None: leave-one-out CV
     quantile: float = 0.5  # gbm_quantile's target quantile (median: the margin rule adds the safety)
     max_iter: int = 200  # boosting iterations (trees) of the gbm regressors
     max_depth: int = 6  # depth cap of each tree: bounds comparisons per tree at prediction time
@@ -55,8 +58,8 @@ class PredictorConfig:
             raise ValueError(f"unknown regressor {self.regressor!r}; choose from {', '.join(REGRESSORS)}")
         if not 0 < self.quantile < 1:
             raise ValueError(f"quantile must be in (0, 1), got {self.quantile}")
-        if self.ridge_alpha < 0:
-            raise ValueError(f"ridge_alpha must be >= 0, got {self.ridge_alpha}")
+        if self.ridge_alpha is not None and not self.ridge_alpha >= 0:
+            raise ValueError(f"ridge_alpha must be >= 0 or None (chosen by cross-validation), got {self.ridge_alpha}")
         if not isinstance(self.n_threads, int) or self.n_threads < 1:
             raise ValueError(f"n_threads must be an integer >= 1, got {self.n_threads!r}")
         if self.max_iter < 1 or self.max_depth < 1:
@@ -109,11 +112,12 @@ class LengthPredictor:
     def _build(self):
         cfg = self.config
         if cfg.regressor == "ridge_log":
-            from sklearn.linear_model import Ridge
+            from sklearn.linear_model import Ridge, RidgeCV
             from sklearn.pipeline import make_pipeline
             from sklearn.preprocessing import StandardScaler
 
-            return make_pipeline(StandardScaler(), Ridge(alpha=cfg.ridge_alpha))
+            ridge = RidgeCV(alphas=RIDGE_ALPHAS) if cfg.ridge_alpha is None else Ridge(alpha=cfg.ridge_alpha)
+            return make_pipeline(StandardScaler(), ridge)
         from sklearn.ensemble import HistGradientBoostingRegressor
 
         loss = dict(loss="quantile", quantile=cfg.quantile) if cfg.regressor == "gbm_quantile" else {}
