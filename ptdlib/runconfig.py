@@ -94,6 +94,7 @@ class Cell:
     kwargs: dict  # constructor arguments from the config
     params: str  # canonical JSON of policy.params(): what result rows carry
     recovery: str
+    online: bool = False  # the policy learns from served queries (CanvasPolicy.online): one chunk per split
 
     @property
     def key(self) -> str:
@@ -268,18 +269,24 @@ def expand(spec: StrategySpec, default_recovery: str, where: str = "strategy") -
         except TypeError as e:  # e.g. a YAML string where a number belongs
             raise ValueError(f"{where}: bad parameter value for {spec.name!r} {kwargs}: {e}") from None
         params = json.dumps(policy.params(), sort_keys=True)
-        cells.append(Cell(spec.name, kwargs, params, recovery))
+        cells.append(Cell(spec.name, kwargs, params, recovery, online=policy.online))
     return cells
 
 
 def plan_chunks(cfg: RunConfig) -> list[Chunk]:
-    """Every chunk of the run, ordered seed -> split -> query chunk -> cell (so partial results stay paired)."""
+    """Every chunk of the run, ordered seed -> split -> query chunk -> cell (so partial results stay paired).
+
+    An online cell (e.g. ``predicted`` with the ``aci`` margin) is one chunk per split and seed: its state
+    after a query depends on every query served before, so it cannot be cut, sharded or resumed midway.
+    """
     out = []
     for seed in cfg.seeds:
         for split, n in cfg.splits.items():
             for start in range(0, n, cfg.chunk):
-                stop = min(start + cfg.chunk, n)
                 for cell in cfg.cells:
+                    if cell.online and start:
+                        continue
+                    stop = n if cell.online else min(start + cfg.chunk, n)
                     tag = hashlib.sha1(cell.key.encode()).hexdigest()[:10]
                     cid = f"{split}.{cell.name}.{tag}.s{seed}.q{start:06d}-{stop:06d}"
                     out.append(Chunk(cid, split, cell, seed, start, stop))

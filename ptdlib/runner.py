@@ -20,6 +20,7 @@ reused across splits, seeds and recoveries.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 import time
@@ -200,6 +201,8 @@ def run(cfg: RunConfig, *, output: str | Path | None = None, shard: tuple[int, i
         bar.set_description(f"{chunk.split} {chunk.cell.label} seed {chunk.seed} q{chunk.start}-{chunk.stop}")
         queries = bench.queries(chunk.split)[chunk.start : chunk.stop]
         policy = bench.policy(chunk.cell)
+        if chunk.cell.online:  # each (split, seed) stream starts from the calibrated state, whatever ran before
+            policy = copy.deepcopy(policy)
         if isinstance(policy, OracleCanvas):
             policy.with_labels({q.qid: own[q.qid] for q in queries})
         rows = evaluate_strategy(lm, queries, policy, counter, recovery=chunk.cell.recovery, sampler=cfg.sampler,

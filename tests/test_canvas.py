@@ -139,3 +139,27 @@ def test_bad_policy_parameters_are_named(name, params, message):
 def test_unknown_recovery_is_named(tiny_lm, queries, counter):
     with pytest.raises(ValueError, match="unknown truncation recovery 'retry'"):
         evaluate_strategy(tiny_lm, queries, FixedCanvas(32), counter, recovery="retry", limits=LIMITS)
+
+
+def test_aci_policy_learns_online_from_each_served_batch(tiny_lm, counter):
+    """Calibrated on lengths far too short, the ACI margin truncates at first and widens as misses arrive."""
+    train, calib, test = make_split("train", 30), make_split("calib", 20), make_split("test", 8, seed=2)
+    pol = make_policy("predicted", margin="aci", alpha=0.1, gamma=0.5).fit(
+        tiny_lm, train, np.zeros(len(train)), calib, np.zeros(len(calib)), LIMITS)
+    assert pol.online and pol.params()["gamma"] == 0.5
+    start_margin = pol.rule.margin()
+    rows = evaluate_strategy(tiny_lm, test, pol, counter, sampler=SAMPLER, limits=LIMITS, batch_size=2)
+    assert len(pol.rule.errors) == len(test)  # one update per served query, in serving order
+    assert pol.rule.errors == [int(r["length"] >= r["chosen_canvas"]) for r in rows]
+    assert sum(pol.rule.errors) >= 2  # the tiny model's answers overrun a one-block canvas
+    assert pol.rule.alpha_t < 0.1 and pol.rule.margin() > start_margin
+    with pytest.raises(ValueError, match="never served"):
+        pol.observe(test[:1], [3], [32])
+
+
+def test_offline_policies_ignore_feedback_and_batching(tiny_lm, queries, counter):
+    pol = FixedCanvas(L=32)
+    assert not pol.online
+    a = evaluate_strategy(tiny_lm, queries, pol, counter, sampler=SAMPLER, limits=LIMITS, batch_size=2)
+    b = evaluate_strategy(tiny_lm, queries, pol, counter, sampler=SAMPLER, limits=LIMITS, batch_size=4)
+    assert [r["response"] for r in a] == [r["response"] for r in b]

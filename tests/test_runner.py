@@ -237,3 +237,14 @@ def test_merging_copies_that_disagree_is_an_error_and_a_different_config_is_refu
     other = RunConfig.from_dict(config_dict(env["model"], batch_size=2))
     with pytest.raises(ValueError, match=r"(?s)holds a different run.*batch_size: stored 4, now 2"):
         run(other, output=copy, progress=False)
+
+
+def test_an_online_cell_is_one_chunk_per_split_so_its_stream_is_never_cut():
+    cfg = RunConfig.from_dict(config_dict("m", strategies=[
+        {"name": "fixed", "params": {"L": 64}}, {"name": "predicted", "params": {"margin": "aci"}}]))
+    chunks = plan_chunks(cfg)
+    online = [c for c in chunks if c.cell.online]
+    n = sum(cfg.splits.values())
+    assert [c.cell.name for c in online] == ["predicted"] * len(cfg.splits)
+    assert sum(c.size for c in online) == n and all(c.start == 0 for c in online)
+    assert sum(c.size for c in chunks if not c.cell.online) == n and len(chunks) > len(online) + len(cfg.splits)

@@ -47,6 +47,16 @@ class CanvasPolicy(ABC):
     #: True for policies that cannot be deployed (they read the answer's length).
     oracle: ClassVar[bool] = False
 
+    @property
+    def online(self) -> bool:
+        """True if the policy learns from served queries: it is then run batch by batch, and told each
+        batch's outcome through :meth:`observe` before it chooses the next batch's canvases."""
+        return False
+
+    def observe(self, queries: Sequence, lengths, canvases) -> None:
+        """Feedback after serving ``queries``: their final lengths and the canvases first chosen (default:
+        ignored). A length is censored at the final canvas when recovery left a result truncated."""
+
     def fit(self, lm, train, train_lengths, calib=None, calib_lengths=None,
             limits: "CanvasLimits | None" = None) -> "CanvasPolicy":
         """Learn from ``train`` queries and their own lengths; calibrate on ``calib`` (default: nothing)."""

@@ -78,19 +78,30 @@ def evaluate_strategy(lm, queries, policy: CanvasPolicy, counter, *, recovery: s
     qids = [q.qid for q in queries]
     prompts = [q.prompt for q in queries]
 
-    clock.mark()
-    chosen = np.asarray(policy.choose(lm, queries, limits, cbs), dtype=int)
-    clock.mark()
-    outputs = sample(lm, prompts, chosen.tolist(), cfg, seed=seed, callbacks=cbs, query_ids=qids,
-                     batch_size=batch_size, progress=progress)
-    truncated = [o.truncated for o in outputs]
-
-    def resample(indices, canvases, init):
+    # An online policy is served batch by batch and told each batch's outcome before the next one.
+    chunk = batch_size if policy.online else len(queries)
+    chosen, final, reruns, outputs, truncated = [], [], [], [], []
+    for start in range(0, len(queries), chunk):
+        part = slice(start, start + chunk)
         clock.mark()
-        return sample(lm, [prompts[i] for i in indices], canvases, cfg, seed=seed, callbacks=cbs, kind="rerun",
-                      query_ids=[qids[i] for i in indices], batch_size=batch_size, init_canvas=init)
+        c = np.asarray(policy.choose(lm, queries[part], limits, cbs), dtype=int)
+        clock.mark()
+        outs = sample(lm, prompts[part], c.tolist(), cfg, seed=seed, callbacks=cbs, query_ids=qids[part],
+                      batch_size=batch_size, progress=progress)
+        truncated += [o.truncated for o in outs]
 
-    outputs, final, reruns = recover(recovery, outputs, chosen, limits.max_canvas, lm.mask_id, resample)
+        def resample(indices, canvases, init, offset=start):
+            clock.mark()
+            return sample(lm, [prompts[offset + i] for i in indices], canvases, cfg, seed=seed, callbacks=cbs,
+                          kind="rerun", query_ids=[qids[offset + i] for i in indices], batch_size=batch_size,
+                          init_canvas=init)
+
+        outs, f, r = recover(recovery, outs, c, limits.max_canvas, lm.mask_id, resample)
+        policy.observe(queries[part], [o.length for o in outs], c)
+        chosen += c.tolist()
+        final += f.tolist()
+        reruns += r.tolist()
+        outputs += outs
     flops = ledger.per_query()
     params = json.dumps(policy.params(), sort_keys=True)
     rows = []

@@ -26,16 +26,23 @@ class PredictedCanvas(CanvasPolicy):
     ``margin``: ``percentile`` (Predict-then-Diffuse: a percentile of the positive residuals),
     ``conformal`` / ``conformal_log`` (split conformal, P(length ≥ canvas) ≤ alpha), ``cost_optimal``
     (least expected FLOPs with re-runs), ``aci`` (adaptive conformal inference, Gibbs & Candès 2021).
+
+    With ``aci`` the policy is online: after each served batch, :meth:`observe` moves the working level
+    ``α_t`` by ``gamma (α - err_t)``, where ``err_t`` is the observed truncation ``1{length ≥ canvas}`` of
+    each query (feedback arrives a batch late, as it would in a server that batches requests).
     """
 
     name = "predicted"
 
     def __init__(self, margin: str = "conformal", alpha: float = 0.05, percentile: float = 90.0,
-                 regressor: str = "ridge_log", features: str = "text", early_stop: bool = False):
+                 regressor: str = "ridge_log", features: str = "text", early_stop: bool = False,
+                 gamma: float = 0.005):
         if margin not in MARGIN_METHODS:
             raise ValueError(f"unknown margin method {margin!r}; choose from {', '.join(MARGIN_METHODS)}")
         self.margin, self.alpha, self.percentile = margin, float(alpha), float(percentile)
         self.regressor, self.features, self.early_stop = regressor, features, bool(early_stop)
+        self.gamma = float(gamma)
+        self._served: dict = {}  # qid -> prediction, until observe() reports the query's outcome (aci)
         groups = tuple(features.split("+"))
         self.predictor = LengthPredictor(PredictorConfig(regressor=regressor, features=FeatureSet(groups=groups)))
         self.rule = None
@@ -49,7 +56,13 @@ class PredictedCanvas(CanvasPolicy):
             return {"percentile": self.percentile}
         if self.margin == "cost_optimal":
             return {"max_canvas": limits.max_canvas, "round_to": limits.round_to, "prompt_lengths": prompt_lengths}
+        if self.margin == "aci":
+            return {"alpha": self.alpha, "gamma": self.gamma}
         return {"alpha": self.alpha}
+
+    @property
+    def online(self) -> bool:
+        return self.margin == "aci"
 
     def fit(self, lm, train, train_lengths, calib=None, calib_lengths=None,
             limits: CanvasLimits = CanvasLimits()) -> "PredictedCanvas":
@@ -69,7 +82,17 @@ class PredictedCanvas(CanvasPolicy):
             raise ValueError("predicted policy is untrained: call fit() with train and calib splits first")
         check_disjoint(self._calib, queries)  # never report on the split the margin was calibrated on
         pred = self.predictor.predict_prompts(queries, lm, callbacks)
+        if self.online:
+            self._served.update((q.qid, float(p)) for q, p in zip(queries, pred))
         return np.asarray(self.rule.canvas(pred, limits.max_canvas, limits.round_to), dtype=int)
+
+    def observe(self, queries, lengths, canvases) -> None:
+        if not self.online:
+            return
+        for q, length, canvas in zip(queries, lengths, canvases, strict=True):
+            if q.qid not in self._served:
+                raise ValueError(f"query {q.qid!r} was never served by this policy: choose() its canvas first")
+            self.rule.update(self._served.pop(q.qid), float(length), canvas=int(canvas))
 
     def sampler_config(self, base: SamplerConfig) -> SamplerConfig:
         return dataclasses.replace(base, stop_after_eos_block=True) if self.early_stop else base
@@ -82,4 +105,6 @@ class PredictedCanvas(CanvasPolicy):
             p["percentile"] = self.percentile
         elif self.margin != "cost_optimal":
             p["alpha"] = self.alpha
+        if self.margin == "aci":
+            p["gamma"] = self.gamma
         return p
