@@ -157,7 +157,9 @@ def summary_table(rows: pd.DataFrame, baseline: Baseline = DEFAULT_BASELINE, *, 
     * ``flops_saved_pct`` ``[low, high]``: 100 (1 - ΣFLOPs / ΣFLOPs of the baseline) over the same queries,
       probes, predictor passes and re-runs included (``flops_total``), paired BCa bootstrap interval.
     * ``quality_delta`` ``[low, high]``: ``"points"`` = 100 (mean score - baseline mean score), percentage
-      points; ``"relative"`` = 100 (mean score / baseline mean - 1), percent of the baseline.
+      points; ``"relative"`` = 100 (mean score / baseline mean - 1), percent of the baseline. Points on
+      binary scores get the exact conditional interval (:func:`ptdlib.stats.exact_paired_diff`), which
+      agrees with the McNemar p-value; everything else the paired BCa bootstrap.
     * ``p_value``: exact McNemar when both sides' per-query scores are binary, else ``continuous_test``
       (``"sign_flip"`` or ``"wilcoxon"``); ``p_adjusted`` corrects the whole table's family of comparisons
       with ``correction`` (``"holm"`` or ``"fdr_bh"``, required), and ``stars`` reads it.
@@ -191,12 +193,14 @@ def summary_table(rows: pd.DataFrame, baseline: Baseline = DEFAULT_BASELINE, *, 
             q = per_query.loc[key]
             x, y = q["score"].to_numpy(), q["score_base"].to_numpy()
             flops = stats.bootstrap_saved_pct(q["flops_total"], q["flops_total_base"], **opts)
+            binary = stats.is_binary(x) and stats.is_binary(y)
             if quality_delta == "points":
-                d = stats.bootstrap_mean_diff(x, y, **opts)
+                d = (stats.exact_paired_diff(x, y, confidence=confidence) if binary
+                     else stats.bootstrap_mean_diff(x, y, **opts))
                 d = stats.Interval(100 * d.estimate, 100 * d.low, 100 * d.high, d.confidence, d.method)
             else:
                 d = stats.bootstrap_relative_diff(x, y, **opts)
-            if stats.is_binary(x) and stats.is_binary(y):
+            if binary:
                 test = stats.mcnemar_exact(x, y)
             elif continuous_test == "sign_flip":
                 test = stats.sign_flip_test(x, y, n_resamples=n_resamples, seed=seed)
@@ -204,7 +208,7 @@ def summary_table(rows: pd.DataFrame, baseline: Baseline = DEFAULT_BASELINE, *, 
                 test = stats.wilcoxon_test(x, y)
             rec.update(flops_saved_pct=flops.estimate, flops_saved_low=flops.low, flops_saved_high=flops.high,
                        quality_delta=d.estimate, quality_delta_low=d.low, quality_delta_high=d.high,
-                       test=test.test, p_value=test.p_value)
+                       quality_ci=d.method, test=test.test, p_value=test.p_value)
             if margin is not None:
                 ni = stats.noninferiority(x, y, margin=margin, alpha=alpha, **opts)
                 rec.update(ni_p_value=ni.p_value)

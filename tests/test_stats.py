@@ -191,3 +191,32 @@ def test_adjust_pvalues_rejects_unknown_methods(method):
 def test_stars_thresholds():
     assert [stats.stars(p) for p in (0.0009, 0.001, 0.009, 0.01, 0.049, 0.05, np.nan)] == \
         ["***", "**", "**", "*", "*", "", ""]
+
+
+def test_exact_paired_interval_excludes_zero_exactly_when_mcnemar_rejects():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        n = int(rng.integers(5, 120))
+        x = (rng.random(n) < rng.uniform(0.2, 0.9)).astype(float)
+        y = np.where(rng.random(n) < 0.7, x, 1 - x) if rng.random() < 0.5 else (rng.random(n) < 0.5).astype(float)
+        iv = stats.exact_paired_diff(x, y, confidence=0.95)
+        assert iv.contains(iv.estimate) and iv.estimate == pytest.approx(np.mean(x - y))
+        rejects = stats.mcnemar_exact(x, y).p_value < 0.05
+        assert rejects == (not iv.contains(0.0))
+
+
+def test_exact_paired_interval_covers_a_known_difference_at_least_nominally():
+    rng = np.random.default_rng(1)
+    hits = 0
+    for _ in range(400):  # ~12 discordant pairs per sample: where the bootstrap under-covers
+        y = (rng.random(120) < 0.5).astype(float)
+        flip = rng.random(120) < 0.1
+        x = np.where(flip, (rng.random(120) < 0.7).astype(float), y)  # on flipped pairs, x is right 70 % of the time
+        hits += stats.exact_paired_diff(x, y).contains(0.1 * (0.7 - 0.5))
+    assert hits / 400 >= 0.93
+
+
+def test_exact_paired_interval_without_discordant_pairs_is_the_point_and_rejects_non_binary():
+    assert stats.exact_paired_diff([1, 0, 1], [1, 0, 1]) == stats.Interval(0.0, 0.0, 0.0, 0.95, "degenerate")
+    with pytest.raises(ValueError, match=r"binary scores.*\[0.5\]"):
+        stats.exact_paired_diff([0.5, 1], [1, 1])

@@ -3,7 +3,7 @@
 :func:`strategy_overview` is the per-arm table of the report: FLOPs relative to the fixed maximum canvas
 (LLaDA's reference setting) and to the oracle (the cheapest canvas that holds the model's own answer, not
 deployable), truncation before and after recovery, re-runs and mean score, each over the same queries.
-Quality *tests* (paired BCa intervals, exact McNemar / sign-flip, Holm) come from
+Quality *tests* (exact conditional or paired BCa intervals, exact McNemar / sign-flip, Holm) come from
 :func:`ptdlib.summary.summary_table`; :func:`forest_plot` draws its quality differences with their intervals,
 and :func:`noninferiority_reading` turns its non-inferiority columns into one sentence per arm (Wellek, 2010:
 a non-significant difference is not evidence of no loss; a one-sided test against a margin is).
@@ -152,7 +152,7 @@ def forest_plot(table: pd.DataFrame, ax, *, margin: float | None = None):
     ax.set_yticks(y, labels)
     unit = "pp" if table.attrs.get("quality_delta", "points") == "points" else "%"
     conf = round(100 * table.attrs.get("confidence", 0.95))
-    ax.set_xlabel(f"quality Δ vs {table.attrs.get('baseline', 'baseline')} ({unit}, {conf}% BCa CI)")
+    ax.set_xlabel(f"quality Δ vs {table.attrs.get('baseline', 'baseline')} ({unit}, {conf}% CI)")
     return ax
 
 
