@@ -1,21 +1,20 @@
-"""Notebooks 01-03 and 07 run headless (papermill, smoke mode) and reject bad parameters at their check.
+"""The seven notebooks run headless (papermill, smoke mode) and reject bad parameters at their check.
 
 They run on a tiny random model the test saves (not the shipped one, whose quality a test must not depend
-on), with own-length labels cached in the test's folder; notebook 07 also carries measured behaviour over
-from a small run the test makes.
+on), with own-length labels cached in the test's folder, and read a small finished run the test makes.
 """
 
 from pathlib import Path
 
 import pytest
+import torch
 
 from conftest import save_tiny_model
-import torch
 
 papermill = pytest.importorskip("papermill")
 
-
 from ptdlib.models.embedded_lm import load_embedded  # noqa: E402
+from ptdlib.report import declared_parameters  # noqa: E402
 from ptdlib.runconfig import RunConfig  # noqa: E402
 from ptdlib.runner import run  # noqa: E402
 
@@ -26,6 +25,9 @@ FIGURES = {
     "02_length_signal.ipynb": ["length_signal_heatmap", "length_signal_curves", "length_estimators",
                                "length_estimators_groups", "length_estimate_scatter"],
     "03_predictor.ipynb": ["predictor_estimates", "predictor_comparison", "predictor_ablation", "predictor_cost"],
+    "04_margin_tradeoffs.ipynb": ["margin_tradeoff", "margin_pareto", "conformal_calibration"],
+    "05_distribution_shift.ipynb": ["shift_calibration", "shift_running_miss", "shift_cost"],
+    "06_quality_significance.ipynb": ["quality_forest", "quality_vs_flops", "quality_by_family"],
     "07_deployment_cost.ipynb": ["deployment_cost", "deployment_sensitivity"],
 }
 #: a parameter each notebook must refuse at its parameters check, and the message it must give
@@ -33,6 +35,9 @@ BAD = {
     "01_tour.ipynb": ({"rule": "sum"}, "'rule' must be one of ['running_max', 'product'], got 'sum'"),
     "02_length_signal.ipynb": ({"taus": [0.5, 1.5]}, "'taus[1]' must be in [1e-06, 1], got 1.5"),
     "03_predictor.ipynb": ({"n_test": "all"}, "'n_test' must be int, got 'all' (str)"),
+    "04_margin_tradeoffs.ipynb": ({"n_margins": 1}, "'n_margins' must be in [2, 10000], got 1"),
+    "05_distribution_shift.ipynb": ({"stream_order": ["test", "shift_lenght"]}, "'stream_order' must be one of"),
+    "06_quality_significance.ipynb": ({"correction": "bonferroni"}, "'correction' must be one of ['holm', 'fdr_bh']"),
     "07_deployment_cost.ipynb": ({"mfu": 1.5}, "'mfu' must be in [0.001, 1], got 1.5"),
 }
 
@@ -40,16 +45,16 @@ BAD = {
 @pytest.fixture(scope="module")
 def env(tmp_path_factory, tokenizer):
     """A tiny model saved to disk, a small finished run of it, and a label cache in the test's folder."""
-    root = tmp_path_factory.mktemp("nb_intro")
+    root = tmp_path_factory.mktemp("nb")
     mp = pytest.MonkeyPatch()
     mp.setenv("PTD_CACHE_DIR", str(root / "cache"))  # the kernels inherit it
     model_dir = save_tiny_model(tokenizer, root / "tiny-model")
     cfg = RunConfig.from_dict({
-        "model": {"path": str(model_dir)}, "splits": {"test": 4}, "train": 16, "calib": 8, "batch_size": 4,
-        "limits": {"max_canvas": 64, "round_to": 32}, "sampler": {"block_length": 32, "steps": 16},
-        "strategies": [{"name": "fixed", "params": {"L": 64}},
-                       {"name": "predicted", "params": {"margin": "conformal", "alpha": 0.3, "features": "text"}},
-                       {"name": "smartcrop", "params": {"tau": 0.5}}],
+        "model": {"path": str(model_dir)}, "splits": {"test": 8}, "train": 16, "calib": 12, "batch_size": 4,
+        "limits": {"max_canvas": 64, "round_to": 32}, "sampler": {"block_length": 32},
+        "strategies": [{"name": "fixed", "params": {"L": [64, 32]}}, {"name": "oracle"},
+                       {"name": "predicted", "params": {"margin": "conformal", "alpha": [0.1, 0.3]}},
+                       {"name": "smartcrop", "params": {"tau": 0.9}}, {"name": "growth", "params": {"block": 32}}],
         "output": str(root / "run"),
     })
     threads = torch.get_num_threads()
@@ -65,7 +70,7 @@ def env(tmp_path_factory, tokenizer):
 def _execute(env, name, tmp_path, **params):
     figures = tmp_path / "figures"
     base = {"smoke": True, "model_path": env["model"], "results_dir": env["results"], "figures_dir": str(figures)}
-    declared = papermill.inspect_notebook(str(NOTEBOOKS / name))
+    declared = declared_parameters(NOTEBOOKS / name)
     given = {k: v for k, v in {**base, **params}.items() if k in declared}
     nb = papermill.execute_notebook(str(NOTEBOOKS / name), str(tmp_path / name), parameters=given,
                                     kernel_name="python3", progress_bar=False, cwd=str(NOTEBOOKS))
@@ -96,6 +101,7 @@ def test_notebook_rejects_a_bad_parameter_at_its_parameters_check(env, name, tmp
 def test_notebooks_are_committed_without_outputs_and_with_one_parameters_cell():
     import nbformat
 
+    assert sorted(p.name for p in NOTEBOOKS.glob("*.ipynb")) == sorted(FIGURES)
     for name in FIGURES:
         nb = nbformat.read(NOTEBOOKS / name, as_version=4)
         tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
