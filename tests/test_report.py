@@ -9,6 +9,7 @@ import torch
 pytest.importorskip("papermill")
 
 from ptdlib import report  # noqa: E402
+from ptdlib.report.workers import label_jobs  # noqa: E402
 from ptdlib.analysis.significance import strategy_overview  # noqa: E402
 from ptdlib.models.embedded import build_model, save_model  # noqa: E402
 from ptdlib.results import load_results  # noqa: E402
@@ -104,7 +105,7 @@ def test_key_numbers_quote_the_summary_table(smoke_report):
 
 def test_label_pieces_cover_every_query_the_grid_labels_once():
     cfg = report.report_config(report.DEFAULT_CONFIG, smoke=False, model=None, results=report.DEFAULT_RESULTS)
-    jobs = report.label_jobs(cfg, workers=3)
+    jobs = label_jobs(cfg, workers=3)
     covered = {}
     for split, n, start, stop in jobs:
         covered.setdefault(split, []).extend(range(start, stop))

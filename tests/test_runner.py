@@ -7,7 +7,6 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict
-from pathlib import Path
 
 import pandas as pd
 import pytest

@@ -1,0 +1,5 @@
+import sys
+
+from ptdlib.report import main
+
+sys.exit(main())
