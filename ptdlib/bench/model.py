@@ -1,6 +1,7 @@
 """``ptd bench model``: size, masked-token accuracy and the length signal of a model on the ``test`` split.
 
-The length signal is read from one forward pass over prompt + an all-mask canvas: the estimate is the first
+Masked-token accuracy is also given per task family (at mask ratios 0.25 and 1.0), which shows where the
+model is weak. The length signal is read from one forward pass over prompt + an all-mask canvas: the estimate is the first
 canvas position whose P(EOS or EOT) exceeds 0.5; reported as Spearman correlation with the reference answer
 length and its MAE, per task group and overall.
 """
@@ -43,6 +44,15 @@ def main(argv: list[str]) -> int:
         acc = masked_token_accuracy(model, tok, queries, r, args.canvas, seed=args.seed)
         result["mask_accuracy"][str(r)] = {k: round(v, 4) for k, v in acc.items()}
         print(f"{r:>10} {acc['answer']:>11.4f} {acc['canvas']:>11.4f}")
+    families = sorted({q.family for q in queries})
+    result["mask_accuracy_by_family"] = {}
+    print(f"\n{'family':>10} {'group':>8} {'n':>4} {'acc@0.25':>9} {'acc@1.0':>8}  (answer positions)")
+    for f in families:
+        sub = [q for q in queries if q.family == f]
+        accs = {str(r): round(masked_token_accuracy(model, tok, sub, r, args.canvas, seed=args.seed)["answer"], 4)
+                for r in (0.25, 1.0)}
+        result["mask_accuracy_by_family"][f] = accs
+        print(f"{f:>10} {FAMILIES[f].group:>8} {len(sub):>4} {accs['0.25']:>9.4f} {accs['1.0']:>8.4f}")
     sig = length_signal(model, tok, queries, args.canvas)
     result["length_signal"] = {k: round(v, 4) for k, v in sig.items()}
     groups = sorted({FAMILIES[q.family].group for q in queries})
