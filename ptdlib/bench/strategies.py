@@ -24,6 +24,8 @@ GRID = [
     {"name": "predicted", "params": {"margin": "percentile", "percentile": 90}},  # Predict-then-Diffuse's rule
     {"name": "predicted", "params": {"margin": "conformal", "alpha": [0.01, 0.05, 0.1]}},
     {"name": "predicted", "params": {"margin": "cost_optimal"}},
+    # Adaptive conformal (Gibbs & Candès 2021), online: the margin follows the truncations served so far.
+    {"name": "predicted", "params": {"margin": "aci", "alpha": 0.05, "gamma": 0.01}},
     {"name": "predicted", "params": {"margin": "conformal", "alpha": 0.01, "early_stop": True}},
     # Text statistics plus the D-LLM's prompt states (one prompt pass more): the feature ablation's contrast.
     {"name": "predicted", "params": {"margin": "conformal", "alpha": [0.01, 0.05], "features": "text+hidden"}},
