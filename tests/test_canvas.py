@@ -127,6 +127,7 @@ def test_predicted_policy_refuses_to_report_on_its_calibration_split(tiny_lm):
     ("heuristic", {"margin": -2}, "margin must be >= 0"),
     ("predicted", {"alpha": 1.0}, r"alpha must be in \(0, 1\)"),
     ("predicted", {"margin": "magic"}, "unknown margin method 'magic'"),
+    ("predicted", {"margin": "aci", "gamma": 0}, r"gamma \(the ACI step size\) must be in \(0, 1\), got 0"),
     ("fixed", {"L": 0}, "L must be a positive"),
     ("smartcrp", {}, "unknown canvas policy 'smartcrp'; choose from fixed, oracle, heuristic, predicted"),
     ("smartcrop", {"tua": 0.5}, r"has no parameter\(s\) \['tua'\]"),

@@ -48,6 +48,8 @@ class PredictedCanvas(CanvasPolicy):
         self.rule = None
         if margin in ("conformal", "conformal_log", "aci") and not 0 < alpha < 1:
             raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+        if margin == "aci" and not 0 < self.gamma < 1:
+            raise ValueError(f"gamma (the ACI step size) must be in (0, 1), got {gamma}")
         if margin == "percentile" and not 0 <= percentile <= 100:
             raise ValueError(f"percentile must be in [0, 100], got {percentile}")
 
