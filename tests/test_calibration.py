@@ -240,3 +240,19 @@ def test_calibrate_checks_the_split_when_given_queries():
         calibrate("conformal", preds, preds, alpha=0.1, calib_queries=test, test_queries=test)
     with pytest.raises(ValueError, match="without calib_queries"):
         calibrate("conformal", preds, preds, alpha=0.1, test_queries=test)
+
+
+def test_no_rerun_is_charged_for_a_query_already_at_the_maximum_canvas():
+    linear = lambda c, P: np.asarray(c, float)  # noqa: E731
+    for recovery in ("max", "double"):
+        assert expected_cost([128], [128], [0], linear, max_canvas=128, recovery=recovery) == 128.0
+
+
+def test_log_scale_bound_at_a_calibration_point_serves_that_length_plus_eos():
+    """expm1(log1p(p) + (log1p(y) - log1p(p))) can land just below y; the canvas must still hold y + EOS."""
+    rng = np.random.default_rng(0)
+    pred = rng.uniform(0, 60, 2000)
+    y = rng.integers(0, 100, 2000).astype(float)
+    upper = np.expm1(np.log1p(pred) + (np.log1p(y) - np.log1p(pred)))
+    assert (upper < y).any()  # the float error this guards against does occur
+    assert (canvas_from_upper(upper, 128) == y + 1).all()

@@ -68,15 +68,21 @@ def _check_canvas_args(max_canvas: int, round_to: int) -> None:
         raise ValueError(f"round_to must be an integer >= 1, got {round_to!r}")
 
 
+_INTEGER_TOL = 1e-9  # lengths are integers: float error in a bound is many orders of magnitude below a token
+
+
 def canvas_from_upper(upper, max_canvas: int, round_to: int = 1) -> np.ndarray:
     """Canvases that hold any length ≤ ``upper`` and its EOS: ``floor(U) + 1``, rounded up to a multiple of
     ``round_to``, capped at ``max_canvas``.
 
-    ``U = +inf`` gives ``max_canvas``; ``U = -inf`` (an empty set) the smallest canvas, ``round_to``.
+    ``U = +inf`` gives ``max_canvas``; ``U = -inf`` (an empty set) the smallest canvas, ``round_to``. A
+    bound within ``_INTEGER_TOL`` below an integer counts as that integer: a log-scale bound
+    ``expm1(log1p(pred) + q)`` that should equal a calibration length ``y`` often comes out as ``y - 1e-14``,
+    and flooring that would serve a canvas one token short for every query of length ``y``.
     """
     _check_canvas_args(max_canvas, round_to)
     u = np.clip(np.asarray(upper, dtype=float), 0.0, float(max_canvas))
-    c = np.floor(u) + 1
+    c = np.floor(u + _INTEGER_TOL) + 1
     c = np.ceil(c / round_to) * round_to
     return np.minimum(c, max_canvas).astype(np.int64)
 
@@ -244,11 +250,15 @@ class CostOptimalMargin(AdditiveMargin):
 
 def expected_cost(canvases, lengths, prompt_lengths, cost_fn: Callable = quadratic_cost,
                   max_canvas: int = 128, recovery: str = "max") -> float:
-    """Mean over queries of the first attempt's cost plus the re-runs its truncation causes."""
+    """Mean over queries of the first attempt's cost plus the re-runs its truncation causes.
+
+    A query truncated at the maximum canvas is not re-run (nothing larger exists), as in
+    :func:`ptdlib.canvas.recovery.recover`.
+    """
     c = np.asarray(canvases, dtype=float)
     y, P = np.asarray(lengths, dtype=float), np.asarray(prompt_lengths, dtype=float)
     total = np.asarray(cost_fn(c, P), dtype=float).copy()
-    missed = y >= c
+    missed = (y >= c) & (c < max_canvas)
     if recovery == "max":
         total += np.where(missed, cost_fn(np.full_like(c, max_canvas), P), 0.0)
     else:
