@@ -256,3 +256,10 @@ def test_log_scale_bound_at_a_calibration_point_serves_that_length_plus_eos():
     upper = np.expm1(np.log1p(pred) + (np.log1p(y) - np.log1p(pred)))
     assert (upper < y).any()  # the float error this guards against does occur
     assert (canvas_from_upper(upper, 128) == y + 1).all()
+
+
+def test_aci_counts_a_first_attempt_truncation_even_if_the_rerun_answer_is_short():
+    aci = AdaptiveConformalMargin(alpha=0.1, gamma=0.05, scores=[0.0, 1.0, 2.0])
+    assert aci.update(10.0, 5.0, canvas=32, missed=True) == 1  # the re-run's length 5 fits 32; the miss counts
+    assert aci.update(10.0, 40.0, canvas=32) == 1 and aci.update(10.0, 5.0, canvas=32) == 0
+    assert aci.alpha_t == pytest.approx(0.1 + 0.05 * (0.1 - 1) * 2 + 0.05 * 0.1)

@@ -151,11 +151,11 @@ def test_aci_policy_learns_online_from_each_served_batch(tiny_lm, counter):
     start_margin = pol.rule.margin()
     rows = evaluate_strategy(tiny_lm, test, pol, counter, sampler=SAMPLER, limits=LIMITS, batch_size=2)
     assert len(pol.rule.errors) == len(test)  # one update per served query, in serving order
-    assert pol.rule.errors == [int(r["length"] >= r["chosen_canvas"]) for r in rows]
+    assert pol.rule.errors == [int(r["truncated"]) for r in rows]  # the first attempt's truncation
     assert sum(pol.rule.errors) >= 2  # the tiny model's answers overrun a one-block canvas
     assert pol.rule.alpha_t < 0.1 and pol.rule.margin() > start_margin
     with pytest.raises(ValueError, match="never served"):
-        pol.observe(test[:1], [3], [32])
+        pol.observe(test[:1], [3], [32], [False])
 
 
 def test_offline_policies_ignore_feedback_and_batching(tiny_lm, queries, counter):

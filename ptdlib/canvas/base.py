@@ -53,9 +53,10 @@ class CanvasPolicy(ABC):
         batch's outcome through :meth:`observe` before it chooses the next batch's canvases."""
         return False
 
-    def observe(self, queries: Sequence, lengths, canvases) -> None:
-        """Feedback after serving ``queries``: their final lengths and the canvases first chosen (default:
-        ignored). A length is censored at the final canvas when recovery left a result truncated."""
+    def observe(self, queries: Sequence, lengths, canvases, truncated) -> None:
+        """Feedback after serving ``queries``: their final lengths, the canvases first chosen and whether
+        that first attempt was truncated (default: ignored). A length is censored at the final canvas when
+        recovery left a result truncated."""
 
     def fit(self, lm, train, train_lengths, calib=None, calib_lengths=None,
             limits: "CanvasLimits | None" = None) -> "CanvasPolicy":

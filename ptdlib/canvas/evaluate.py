@@ -88,7 +88,7 @@ def evaluate_strategy(lm, queries, policy: CanvasPolicy, counter, *, recovery: s
         clock.mark()
         outs = sample(lm, prompts[part], c.tolist(), cfg, seed=seed, callbacks=cbs, query_ids=qids[part],
                       batch_size=batch_size, progress=progress)
-        truncated += [o.truncated for o in outs]
+        first_truncated = [o.truncated for o in outs]
 
         def resample(indices, canvases, init, offset=start):
             clock.mark()
@@ -97,7 +97,8 @@ def evaluate_strategy(lm, queries, policy: CanvasPolicy, counter, *, recovery: s
                           init_canvas=init)
 
         outs, f, r = recover(recovery, outs, c, limits.max_canvas, lm.mask_id, resample)
-        policy.observe(queries[part], [o.length for o in outs], c)
+        policy.observe(queries[part], [o.length for o in outs], c, first_truncated)
+        truncated += first_truncated
         chosen += c.tolist()
         final += f.tolist()
         reruns += r.tolist()

@@ -28,8 +28,8 @@ class PredictedCanvas(CanvasPolicy):
     (least expected FLOPs with re-runs), ``aci`` (adaptive conformal inference, Gibbs & Candès 2021).
 
     With ``aci`` the policy is online: after each served batch, :meth:`observe` moves the working level
-    ``α_t`` by ``gamma (α - err_t)``, where ``err_t`` is the observed truncation ``1{length ≥ canvas}`` of
-    each query (feedback arrives a batch late, as it would in a server that batches requests).
+    ``α_t`` by ``gamma (α - err_t)``, where ``err_t`` is whether the query's first attempt was truncated
+    (feedback arrives a batch late, as it would in a server that batches requests).
     """
 
     name = "predicted"
@@ -88,13 +88,13 @@ class PredictedCanvas(CanvasPolicy):
             self._served.update((q.qid, float(p)) for q, p in zip(queries, pred))
         return np.asarray(self.rule.canvas(pred, limits.max_canvas, limits.round_to), dtype=int)
 
-    def observe(self, queries, lengths, canvases) -> None:
+    def observe(self, queries, lengths, canvases, truncated) -> None:
         if not self.online:
             return
-        for q, length, canvas in zip(queries, lengths, canvases, strict=True):
+        for q, length, canvas, missed in zip(queries, lengths, canvases, truncated, strict=True):
             if q.qid not in self._served:
                 raise ValueError(f"query {q.qid!r} was never served by this policy: choose() its canvas first")
-            self.rule.update(self._served.pop(q.qid), float(length), canvas=int(canvas))
+            self.rule.update(self._served.pop(q.qid), float(length), canvas=int(canvas), missed=bool(missed))
 
     def sampler_config(self, base: SamplerConfig) -> SamplerConfig:
         return dataclasses.replace(base, stop_after_eos_block=True) if self.early_stop else base

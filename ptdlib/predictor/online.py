@@ -68,19 +68,25 @@ class AdaptiveConformalMargin(MarginRule):
     def upper(self, predictions) -> np.ndarray:
         return bound(check_predictions(predictions), self.margin(), self.scale)
 
-    def update(self, prediction: float, length: float, canvas: int | None = None) -> int:
+    def update(self, prediction: float, length: float, canvas: int | None = None,
+               missed: bool | None = None) -> int:
         """Observe one query's length; return ``err_t`` and move ``α_t``.
 
-        By default ``err_t = 1{length > U_t}`` against the bound served. Pass the ``canvas`` actually served
-        to use the observed truncation ``1{length ≥ canvas}`` instead: ACI then steers the realised
-        truncation rate (after rounding to blocks and capping) to ``α``.
+        ``err_t`` is, in order of precedence: ``missed`` when given (what the server saw, e.g. the first
+        attempt's truncation, which a re-run's shorter answer must not hide); else the observed truncation
+        ``1{length ≥ canvas}`` when the served ``canvas`` is given, which steers the realised truncation rate
+        (after rounding to blocks and capping) to ``α``; else ``1{length > U_t}`` against the current bound.
+        With canvas-level errors, Gibbs & Candès' bound (:meth:`guarantee`) is a guide, not a theorem: the
+        smallest canvas served at ``α_t ≥ 1`` is not a certain miss, nor is the maximum a certain hit.
         """
         pred = float(check_predictions([prediction])[0])
         y = float(check_lengths([length])[0])
-        if canvas is None:
-            err = int(y > float(bound(np.array([pred]), self.margin(), self.scale)[0]))
-        else:
+        if missed is not None:
+            err = int(bool(missed))
+        elif canvas is not None:
             err = int(y >= canvas)
+        else:
+            err = int(y > float(bound(np.array([pred]), self.margin(), self.scale)[0]))
         self.alpha_t += self.gamma * (self.alpha - err)
         self.scores.append(y - pred if self.scale == "additive" else math.log1p(y) - math.log1p(pred))
         self.errors.append(err)
