@@ -158,8 +158,8 @@ def summary_table(rows: pd.DataFrame, baseline: Baseline = DEFAULT_BASELINE, *, 
       probes, predictor passes and re-runs included (``flops_total``), paired BCa bootstrap interval.
     * ``quality_delta`` ``[low, high]``: ``"points"`` = 100 (mean score - baseline mean score), percentage
       points; ``"relative"`` = 100 (mean score / baseline mean - 1), percent of the baseline. Points on
-      binary scores get the exact conditional interval (:func:`ptdlib.stats.exact_paired_diff`), which
-      agrees with the McNemar p-value; everything else the paired BCa bootstrap.
+      binary scores get Newcombe's paired score interval (:func:`ptdlib.stats.paired_proportion_diff`);
+      everything else the paired BCa bootstrap.
     * ``p_value``: exact McNemar when both sides' per-query scores are binary, else ``continuous_test``
       (``"sign_flip"`` or ``"wilcoxon"``); ``p_adjusted`` corrects the whole table's family of comparisons
       with ``correction`` (``"holm"`` or ``"fdr_bh"``, required), and ``stars`` reads it.
@@ -195,7 +195,7 @@ def summary_table(rows: pd.DataFrame, baseline: Baseline = DEFAULT_BASELINE, *, 
             flops = stats.bootstrap_saved_pct(q["flops_total"], q["flops_total_base"], **opts)
             binary = stats.is_binary(x) and stats.is_binary(y)
             if quality_delta == "points":
-                d = (stats.exact_paired_diff(x, y, confidence=confidence) if binary
+                d = (stats.paired_proportion_diff(x, y, confidence=confidence) if binary
                      else stats.bootstrap_mean_diff(x, y, **opts))
                 d = stats.Interval(100 * d.estimate, 100 * d.low, 100 * d.high, d.confidence, d.method)
             else:

@@ -193,30 +193,25 @@ def test_stars_thresholds():
         ["***", "**", "**", "*", "*", "", ""]
 
 
-def test_exact_paired_interval_excludes_zero_exactly_when_mcnemar_rejects():
+@pytest.mark.parametrize("n, p10, p01", [(120, 0.08, 0.02), (300, 0.05, 0.01), (120, 0.03, 0.0), (256, 0.02, 0.02)])
+def test_paired_proportion_interval_covers_the_true_difference_at_the_nominal_rate(n, p10, p01):
+    """Few discordant pairs, or none on one side: where bootstrap and conditional intervals under-cover."""
     rng = np.random.default_rng(0)
-    for _ in range(200):
-        n = int(rng.integers(5, 120))
-        x = (rng.random(n) < rng.uniform(0.2, 0.9)).astype(float)
-        y = np.where(rng.random(n) < 0.7, x, 1 - x) if rng.random() < 0.5 else (rng.random(n) < 0.5).astype(float)
-        iv = stats.exact_paired_diff(x, y, confidence=0.95)
-        assert iv.contains(iv.estimate) and iv.estimate == pytest.approx(np.mean(x - y))
-        rejects = stats.mcnemar_exact(x, y).p_value < 0.05
-        assert rejects == (not iv.contains(0.0))
-
-
-def test_exact_paired_interval_covers_a_known_difference_at_least_nominally():
-    rng = np.random.default_rng(1)
+    cells = rng.multinomial(n, [0.5, p10, p01, 0.5 - p10 - p01], size=1000)
     hits = 0
-    for _ in range(400):  # ~12 discordant pairs per sample: where the bootstrap under-covers
-        y = (rng.random(120) < 0.5).astype(float)
-        flip = rng.random(120) < 0.1
-        x = np.where(flip, (rng.random(120) < 0.7).astype(float), y)  # on flipped pairs, x is right 70 % of the time
-        hits += stats.exact_paired_diff(x, y).contains(0.1 * (0.7 - 0.5))
-    assert hits / 400 >= 0.93
+    for a, b, c, d in cells:
+        x = np.repeat([1.0, 1.0, 0.0, 0.0], [a, b, c, d])
+        y = np.repeat([1.0, 0.0, 1.0, 0.0], [a, b, c, d])
+        iv = stats.paired_proportion_diff(x, y)
+        assert iv.estimate == pytest.approx((b - c) / n) and iv.low <= iv.estimate <= iv.high
+        hits += iv.contains(p10 - p01)
+    assert hits / 1000 >= 0.93  # 95 % nominal; binomial standard error of the rate ~0.007
 
 
-def test_exact_paired_interval_without_discordant_pairs_is_the_point_and_rejects_non_binary():
-    assert stats.exact_paired_diff([1, 0, 1], [1, 0, 1]) == stats.Interval(0.0, 0.0, 0.0, 0.95, "degenerate")
+def test_paired_proportion_interval_is_wider_with_fewer_queries_and_rejects_non_binary():
+    x, y = np.array([1, 1, 0, 1, 0] * 4, float), np.array([1, 0, 0, 1, 1] * 4, float)
+    small, large = stats.paired_proportion_diff(x, y), stats.paired_proportion_diff(np.tile(x, 10), np.tile(y, 10))
+    assert small.method == "newcombe_score" and small.estimate == pytest.approx(large.estimate) == 0.0
+    assert small.high - small.low > large.high - large.low > 0
     with pytest.raises(ValueError, match=r"binary scores.*\[0.5\]"):
-        stats.exact_paired_diff([0.5, 1], [1, 1])
+        stats.paired_proportion_diff([0.5, 1], [1, 1])

@@ -68,13 +68,14 @@ def test_relative_quality_delta_is_percent_of_the_baseline():
     assert table.loc[1, "quality_delta"] == pytest.approx(100 * (arm_mean / base_mean - 1))
 
 
-def test_binary_scores_get_mcnemar_and_the_interval_that_agrees_with_it():
+def test_binary_scores_get_mcnemar_and_newcombes_paired_interval():
     flips = {"fixed": ARMS["fixed"], "few": ({}, 64, lambda q, s: 1 - s if q % 9 == 0 else s),
              "many": ({}, 32, lambda q, s: 0.0 if q % 2 else s)}
-    table = summary.summary_table(_rows(flips, n=90), correction="holm", **FAST).iloc[1:]
-    assert set(table["test"]) == {"mcnemar_exact"} and set(table["quality_ci"]) == {"exact_conditional"}
-    excludes_zero = (table["quality_delta_high"] < 0) | (table["quality_delta_low"] > 0)
-    assert (excludes_zero == (table["p_value"] < 0.05)).all() and excludes_zero.any() and not excludes_zero.all()
+    table = summary.summary_table(_rows(flips, n=90), correction="holm", **FAST).set_index("strategy")
+    assert table.loc["few", "test"] == table.loc["many", "test"] == "mcnemar_exact"
+    assert table.loc["few", "quality_ci"] == table.loc["many", "quality_ci"] == "newcombe_score"
+    assert table.loc["few", "quality_delta_low"] < 0 < table.loc["few", "quality_delta_high"]  # flips both ways
+    assert table.loc["many", "quality_delta_high"] < 0 and table.loc["many", "p_value"] < 0.05  # a clear loss
 
 
 def test_continuous_scores_use_the_sign_flip_test():

@@ -3,7 +3,7 @@
 :func:`strategy_overview` is the per-arm table of the report: FLOPs relative to the fixed maximum canvas
 (LLaDA's reference setting) and to the oracle (the cheapest canvas that holds the model's own answer, not
 deployable), truncation before and after recovery, re-runs and mean score, each over the same queries.
-Quality *tests* (exact conditional or paired BCa intervals, exact McNemar / sign-flip, Holm) come from
+Quality *tests* (Newcombe or paired BCa intervals, exact McNemar / sign-flip, Holm) come from
 :func:`ptdlib.summary.summary_table`; :func:`forest_plot` draws its quality differences with their intervals,
 and :func:`noninferiority_reading` turns its non-inferiority columns into one sentence per arm (Wellek, 2010:
 a non-significant difference is not evidence of no loss; a one-sided test against a margin is).

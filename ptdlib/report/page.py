@@ -81,8 +81,9 @@ def render_page(tables: dict, notebooks: list[dict], *, page_dir: Path, results:
         "## Quality and FLOPs against the baseline",
         "",
         "Layout of the SmartCrop paper: average processed length (prompt + canvas), score, FLOPs saved with a "
-        "paired BCa bootstrap interval, and the quality difference with an exact McNemar test and its exact "
-        "conditional interval (binary scores) or a sign-flip test and a BCa interval, Holm-corrected over the table.",
+        "paired BCa bootstrap interval, and the quality difference with an exact McNemar test and Newcombe's "
+        "paired score interval (binary scores) or a sign-flip test and a BCa interval, Holm-corrected over the "
+        "table.",
         "",
         tables["summary_md"],
     ]
