@@ -203,7 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--response-mean", type=float, default=120.0, help="synthetic workload: mean answer tokens")
     ap.add_argument("--spread", type=float, default=0.6, help="synthetic workload: coefficient of variation")
     ap.add_argument("--queries", type=int, default=2000, help="synthetic workload: number of queries")
-    ap.add_argument("--canvas", type=int, default=d.canvas, help="fixed baseline (and maximum) canvas")
+    ap.add_argument("--canvas", type=int, default=None,
+                    help=f"fixed baseline (and maximum) canvas (default: with --results, the table's largest "
+                         f"final_canvas, i.e. the run's maximum; otherwise {d.canvas})")
     ap.add_argument("--block", type=int, default=d.block, help="canvases are rounded up to this multiple")
     ap.add_argument("--margin", type=float, default=d.margin, help="safety margin of predicted/smartcrop")
     ap.add_argument("--length-error", type=float, default=d.length_error,
@@ -218,8 +220,25 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def baseline_canvas(args) -> int:
+    """The fixed baseline's canvas: ``--canvas``, else the result table's largest ``final_canvas`` (the run's
+    maximum canvas, over every strategy's rows), else the synthetic default."""
+    if args.canvas is not None:
+        if args.canvas < 1:
+            raise ValueError(f"--canvas must be a positive number of tokens, got {args.canvas}")
+        return args.canvas
+    if args.results:
+        table = read_results(args.results)
+        if "final_canvas" in table.columns:
+            return int(table["final_canvas"].max())
+        raise ValueError(f"{args.results} has no final_canvas column to read the run's maximum canvas from; "
+                         "pass --canvas")
+    return StrategyParams().canvas
+
+
 def run(args) -> CostEstimate:
     shape, hw = preset(args.model), hardware(args.hardware)
+    args.canvas = baseline_canvas(args)
     params = StrategyParams(canvas=args.canvas, block=args.block, margin=args.margin, length_error=args.length_error,
                             steps_per_token=args.steps_per_token, seed=args.seed)
     if args.results:

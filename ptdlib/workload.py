@@ -164,8 +164,9 @@ def plans_from_results(frame, steps_per_token: float = 1.0, name: str = "table")
     Needs ``prompt_len`` and, in order of preference: ``forward_lens`` (the sequence length of every
     forward pass the query took part in, probes and re-runs included: what
     :meth:`ptdlib.flops.FlopLedger.forward_lengths` records), ``canvases`` (the canvases it ran on, in
-    order) or ``final_canvas``. Optional: ``response_len`` (the model's own length, for the baseline's
-    truncation), ``truncated``. A ``flops_total`` column counts FLOPs on the model that produced the
+    order) or ``final_canvas``. Optional: ``response_len`` or ``own_length`` (the model's own length, for
+    the baseline's truncation), ``reruns`` (re-runs per query), ``truncated_final`` or ``truncated`` (cut in
+    its final run). A ``flops_total`` column counts FLOPs on the model that produced the
     table; plans are re-priced for the model asked for instead.
     """
     if "prompt_len" not in frame.columns:
@@ -183,12 +184,15 @@ def plans_from_results(frame, steps_per_token: float = 1.0, name: str = "table")
             check_lengths(column, canvases)
         plans = [sum((canvas_plan(p, c, steps_per_token) for c in cs), Counter()) for p, cs in zip(prompts, runs)]
         reruns = np.array([len(cs) > 1 for cs in runs])
-    if "rerun" in frame.columns:
-        reruns = frame["rerun"].to_numpy(dtype=bool)
-    truncated = frame["truncated"].to_numpy(dtype=bool) if "truncated" in frame.columns else None
+    if "reruns" in frame.columns:  # ptdlib result rows: re-runs per query
+        reruns = frame["reruns"].to_numpy() > 0
+    # cut in its final run: ptdlib rows say so in truncated_final (truncated is the first attempt's)
+    cut = next((c for c in ("truncated_final", "truncated") if c in frame.columns), None)
+    truncated = frame[cut].to_numpy(dtype=bool) if cut else None
     responses = None
-    if "response_len" in frame.columns:
-        responses = check_lengths("response_len", frame["response_len"].to_numpy())
+    length = next((c for c in ("response_len", "own_length") if c in frame.columns), None)
+    if length is not None and frame[length].notna().all():
+        responses = check_lengths(length, frame[length].to_numpy())
     return prompts, StrategyPlans(name, plans, reruns, truncated), responses
 
 

@@ -139,6 +139,25 @@ def test_results_table_is_repriced_from_its_forward_passes(tmp_path, capsys):
     assert result["baseline"]["flops_per_query"] == pytest.approx((128 * f(138) + 128 * f(148)) / 2)
 
 
+def test_ptdlib_result_rows_give_reruns_final_truncation_own_lengths_and_the_runs_maximum_canvas(tmp_path, capsys):
+    frame = pd.DataFrame({
+        "strategy": ["predicted", "predicted", "fixed", "fixed"], "prompt_len": [10, 20, 10, 20],
+        "forward_lens": ["[42]", "[52, 148]", "[138]", "[148]"], "final_canvas": [32, 128, 128, 128],
+        "reruns": [0, 1, 0, 0], "truncated": [False, True, False, False],
+        "truncated_final": [False, False, False, False], "own_length": [20, 60, 20, 60],
+    })
+    _, plans, responses = plans_from_results(frame[frame.strategy == "predicted"])
+    assert plans.reruns.tolist() == [False, True] and plans.truncated.tolist() == [False, False]
+    assert responses.tolist() == [20, 60]
+    path = tmp_path / "rows.csv"
+    frame.to_csv(path, index=False)
+    capsys.readouterr()
+    assert main(["--results", str(path), "--strategy", "predicted", "--json", "--boot", "50"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    f = AnalyticCounter(LLADA_8B).forward_flops
+    assert result["baseline"]["flops_per_query"] == pytest.approx((128 * f(138) + 128 * f(148)) / 2)  # canvas 128
+
+
 def test_cli_prints_the_cost_table_and_rejects_bad_input(capsys):
     assert main(["--model", "llada-8b", "--hardware", "h100", "--strategy", "oracle", "--queries", "200",
                  "--boot", "100"]) == 0
