@@ -2,7 +2,8 @@
 
 Length labels are the model's own, not the reference answer's: the labelling run samples every query at
 the maximum canvas and records the length before the first end token. It is cached on disk per (model
-fingerprint, sampler settings, canvas, seed), one JSON line per query, so every run, predictor and notebook
+fingerprint: weights, dtype, tokenizer and special ids; sampler settings, canvas, seed, device), one JSON
+line per query, so every run, predictor and notebook
 shares one labelling run and a killed labelling run resumes where it stopped.
 
 The labelling run stops a query after the first fully committed block that holds an end token
@@ -22,6 +23,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ptdlib.sampler import SamplerConfig, sample
 
@@ -33,19 +35,44 @@ def cache_dir() -> Path:
     return Path(os.environ.get("PTD_CACHE_DIR", DEFAULT_CACHE)) / "labels"
 
 
+#: Above this many parameters the fingerprint hashes a sample of every tensor instead of all of it.
+_FULL_HASH_PARAMS = 50_000_000
+_SAMPLE = 4096  # elements hashed from the start of each tensor of a large model
+
+
+def _tensor_bytes(t: torch.Tensor, limit: int | None = None) -> bytes:
+    """The raw bytes of a tensor (any dtype, bfloat16 included), optionally of its first ``limit`` elements."""
+    flat = t.detach().reshape(-1)
+    if limit is not None:
+        flat = flat[:limit]
+    return flat.cpu().contiguous().view(torch.uint8).numpy().tobytes()
+
+
 def model_fingerprint(lm) -> str:
-    """A short hash of the model's weights (exact for small models; config + weight shapes for large ones)."""
+    """A short hash of what decides the model's outputs: its weights as loaded (dtype included), its
+    tokenizer (vocabulary and chat template) and its special ids.
+
+    Small models hash every weight; a model over 50M parameters (hashing 8B weights would take minutes)
+    hashes every tensor's name, shape, dtype and first 4,096 values, which tells fine-tuned checkpoints of
+    one architecture apart.
+    """
     h = hashlib.sha256(lm.model_id.encode())
     n = sum(p.numel() for p in lm.network.parameters())
+    limit = None if n <= _FULL_HASH_PARAMS else _SAMPLE
     for name, p in lm.network.state_dict().items():
-        h.update(name.encode() + str(tuple(p.shape)).encode())
-        if n <= 50_000_000:  # hashing every weight of an 8B model would take minutes: shapes only there
-            h.update(p.detach().cpu().contiguous().numpy().tobytes())
+        h.update(f"{name}{tuple(p.shape)}{p.dtype}".encode())
+        h.update(_tensor_bytes(p, limit))
+    tok = lm.tokenizer
+    if hasattr(tok, "get_vocab"):
+        h.update(json.dumps(sorted(tok.get_vocab().items())).encode())
+    h.update(str(getattr(tok, "chat_template", None)).encode())
+    h.update(json.dumps([lm.mask_id, lm.eos_id, list(lm.end_ids), lm.pad_id, lm.logits_shift]).encode())
     return h.hexdigest()[:16]
 
 
 def _cache_path(lm, canvas: int, sampler: SamplerConfig, seed: int) -> Path:
-    key = json.dumps({"canvas": canvas, "sampler": asdict(sampler), "seed": seed}, sort_keys=True)
+    key = json.dumps({"canvas": canvas, "sampler": asdict(sampler), "seed": seed, "device": lm.device.type},
+                     sort_keys=True)
     name = f"{lm.model_id}-{model_fingerprint(lm)}-{hashlib.sha256(key.encode()).hexdigest()[:10]}.jsonl"
     return cache_dir() / name
 

@@ -36,3 +36,23 @@ def test_labels_are_cached_and_reused(tiny_lm, monkeypatch):
 
     monkeypatch.setattr(labels_module, "sample", lambda *a, **k: pytest.fail("cached labels were recomputed"))
     assert own_lengths(tiny_lm, qs, canvas=32, sampler=CFG).tolist() == first.tolist()
+
+
+def test_fingerprint_tells_apart_dtype_weights_and_special_ids_and_handles_bfloat16(tiny_lm):
+    import copy
+    import dataclasses
+
+    import torch
+
+    from ptdlib.labels import model_fingerprint
+
+    base = model_fingerprint(tiny_lm)
+    assert model_fingerprint(tiny_lm) == base  # deterministic
+    bf16 = dataclasses.replace(tiny_lm, network=copy.deepcopy(tiny_lm.network).to(torch.bfloat16))
+    nudged_net = copy.deepcopy(tiny_lm.network)
+    with torch.no_grad():
+        next(nudged_net.parameters()).view(-1)[0] += 1e-3
+    nudged = dataclasses.replace(tiny_lm, network=nudged_net)
+    other_end = dataclasses.replace(tiny_lm, end_ids=tiny_lm.end_ids[:1])
+    prints = {model_fingerprint(m) for m in (bf16, nudged, other_end)}
+    assert len(prints) == 3 and base not in prints
