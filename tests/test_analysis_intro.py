@@ -159,6 +159,8 @@ def test_generation_flops_add_a_rerun_on_the_maximum_when_the_answer_does_not_fi
     flops = generation_flops(LinearCounter(), [2, 2, 2], [4, 4, 8], [3, 4, 7], max_canvas=8, sampler=cfg)
     # 4 steps over 2 + 4 tokens; the second also re-runs 8 steps over 2 + 8; the third already has the maximum
     assert flops.tolist() == [24, 24 + 80, 80]
+    guided = SamplerConfig(block_length=4, cfg_scale=1.0)  # two passes per step: conditional and unconditional
+    assert generation_flops(LinearCounter(), [2], [4], [3], max_canvas=8, sampler=guided).tolist() == [48]
 
 
 def test_heuristic_estimates_recover_a_line_in_prompt_length(tiny_lm):

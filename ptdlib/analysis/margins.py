@@ -336,7 +336,7 @@ def run_predictions(run: dict, lm, splits, *, cell=None, progress: bool = False)
 def label_model_check(rows: pd.DataFrame, counter, cfg) -> pd.DataFrame:
     """How well the analytic model reproduces a run's rows, per arm whose cost is analytic.
 
-    For each (split, strategy, params, recovery) of ``rows`` (result rows of run config ``cfg``), with the
+    For each (split, strategy, params, recovery, seed) of ``rows`` (result rows of run config ``cfg``), with the
     arm's own canvases: ``flops_exact`` = share of rows whose ``flops_total`` the analytic replay (given the
     measured first-attempt truncation) reproduces exactly; ``truncation`` (measured) next to
     ``truncation_labels`` (own length ≥ canvas), the gap being how often the model answers differently on
@@ -344,16 +344,20 @@ def label_model_check(rows: pd.DataFrame, counter, cfg) -> pd.DataFrame:
     """
     from ptdlib.analysis.significance import short_arm_labels
 
+    online = {(c.name, c.params) for c in cfg.cells if c.online}  # served batch by batch in one chunk
     out = []
-    for (split, strategy, params, recovery), g in rows.groupby(["split", "strategy", "params", "recovery"], sort=False):
+    keys = ["split", "strategy", "params", "recovery", "seed"]
+    for (split, strategy, params, recovery, seed), g in rows.groupby(keys, sort=False):
         if strategy == "growth" or recovery not in ANALYTIC_RECOVERIES:
             continue
         g = g.sort_values("qid")
         extra = (g["flops_probe"] + g["flops_predictor"]).to_numpy()
         sim = policy_outcome(g["chosen_canvas"], g["own_length"], g["prompt_len"], counter, limits=cfg.limits,
-                             sampler=cfg.sampler, batch_size=cfg.batch_size, chunk_size=cfg.chunk,
+                             sampler=cfg.sampler, batch_size=cfg.batch_size,
+                             chunk_size=cfg.batch_size if (strategy, params) in online else cfg.chunk,
                              recovery=recovery, truncated=g["truncated"].to_numpy(), extra_flops=extra)
-        out.append({"split": split, "strategy": strategy, "params": params, "recovery": recovery, "n": len(g),
+        out.append({"split": split, "strategy": strategy, "params": params, "recovery": recovery, "seed": seed,
+                    "n": len(g),
                     "flops_exact": float(np.mean(sim["flops_total"].to_numpy() == g["flops_total"].to_numpy())),
                     "truncation": g["truncated"].mean(),
                     "truncation_labels": float(np.mean(g["own_length"].to_numpy() >= g["chosen_canvas"].to_numpy()))})

@@ -27,6 +27,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from ptdlib.analysis.margins import passes_per_canvas
 from ptdlib.canvas import CanvasLimits, HeuristicCanvas
 from ptdlib.flops import FlopLedger
 from ptdlib.predictor import FeatureSet, LengthPredictor, PredictorConfig, predictor_cost_report
@@ -83,7 +84,8 @@ def generation_flops(counter, prompt_lens, canvases, own_lengths, max_canvas: in
     """Per query: FLOPs of denoising its canvas, plus a re-run on ``max_canvas`` if its own length does not fit.
 
     A run on canvas ``L`` is ``sampler.plan(L)`` steps (blocks × steps per block; LLaDA's S = L by
-    default), each one forward pass over prompt + canvas priced by ``counter.forward_flops``.
+    default), each one forward pass over prompt + canvas (two with guidance) priced by
+    ``counter.forward_flops``.
     """
     p = np.asarray(prompt_lens, dtype=int)
     c = np.asarray(canvases, dtype=int)
@@ -92,8 +94,7 @@ def generation_flops(counter, prompt_lens, canvases, own_lengths, max_canvas: in
         raise ValueError(f"need one prompt length, canvas and own length per query, got {len(p)}, {len(c)}, {len(y)}")
 
     def run(prompt: int, canvas: int) -> int:
-        n_blocks, steps_per_block = sampler.plan(int(canvas))
-        return n_blocks * steps_per_block * counter.forward_flops(int(prompt + canvas))
+        return passes_per_canvas(int(canvas), sampler) * counter.forward_flops(int(prompt + canvas))
 
     out = np.zeros(len(p))
     for i, (prompt, canvas, own) in enumerate(zip(p, c, y)):
