@@ -123,7 +123,10 @@ def measured_arms(rows: pd.DataFrame, strategies: Sequence[str] = CARRIED, *, sp
     """Per strategy in ``rows`` (a result table, ``ptdlib.canvas.ROW_COLUMNS``), its measured canvas choices.
 
     When a strategy was run with several parameter settings (or recoveries), the one with the least mean ``flops_total``
-    (re-runs and probe or predictor passes included) is kept: the best measured trade-off. The oracle
+    (re-runs and probe or predictor passes included) is kept. That choice is made in hindsight on the rows
+    given (by default the test split) and looks at FLOPs only, not quality or truncation: it makes the
+    estimate optimistic by the selection. Pass rows of one cell (or of a split set aside for choosing) for
+    an estimate free of it. The oracle
     canvas uses the run's maximum canvas (its largest final canvas) and ``round_to``. Strategies absent
     from ``rows`` are left out of the result.
     """
