@@ -14,7 +14,7 @@ from conftest import save_tiny_model
 papermill = pytest.importorskip("papermill")
 
 from ptdlib.models.embedded_lm import load_embedded  # noqa: E402
-from ptdlib.report import declared_parameters  # noqa: E402
+from ptdlib.report.notebooks import declared_parameters  # noqa: E402
 from ptdlib.runconfig import RunConfig  # noqa: E402
 from ptdlib.runner import run  # noqa: E402
 
