@@ -123,10 +123,12 @@ def test_training_resumes_from_its_checkpoint_to_the_same_weights(tmp_path, monk
 
 
 def test_training_can_start_from_a_saved_models_weights(tiny_model, tokenizer, tmp_path):
-    save_model(tiny_model, tokenizer, tmp_path / "start")
+    save_model(tiny_model, tokenizer, tmp_path / "start", card={"steps_done": 40, "train_seconds": 12.5})
     cfg = TrainConfig(steps=1, batch_size=2, warmup=1, lr=1e-9, eval_every=0, model=TINY, threads=1,
                       init_from=str(tmp_path / "start"))
-    train(cfg, tmp_path / "out")
+    card = train(cfg, tmp_path / "out")
+    assert card["steps_total"] == 41 and card["initialised_from"]["steps_total"] == 40  # lineage carried
+    assert card["train_seconds_total"] >= 12.5
     out, _ = load_model(tmp_path / "out")
     ref = tiny_model.state_dict()
     for name, p in out.state_dict().items():  # one step at a negligible learning rate: still the start weights

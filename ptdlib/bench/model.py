@@ -66,6 +66,8 @@ def main(argv: list[str]) -> int:
     print(f"{'all':>10} {sig['spearman']:>9.3f} {sig['mae']:>7.2f} {sig['under_rate']:>6.2f}")
     card = training_card(args.model)
     result["training"] = {k: card.get(k) for k in ("steps_done", "train_seconds")}
+    if "steps_total" in card:  # continued from another model: totals over every phase
+        result["training"].update(steps_total=card["steps_total"], train_seconds_total=card["train_seconds_total"])
     result["bench_seconds"] = round(time.time() - t0, 1)
     print(json.dumps(result))
     return 0

@@ -128,6 +128,18 @@ def diffusion_loss(model, prompt_ids, prompt_attn, target, mask_id: int, eps: fl
     return ((ce.view(B, L) * masked) / t).sum() / (B * L)
 
 
+def lineage(card: dict, init_card: dict, init_from: str) -> dict:
+    """Fields that carry a continued run's history: where it started and the totals over every phase.
+
+    ``init_card`` is the training card of the model in ``init_from`` (empty if it has none).
+    """
+    prev_steps = init_card.get("steps_total", init_card.get("steps_done", 0))
+    prev_seconds = init_card.get("train_seconds_total", init_card.get("train_seconds", 0.0))
+    return {"initialised_from": {"path": init_from, "steps_total": prev_steps, "train_seconds_total": prev_seconds},
+            "steps_total": prev_steps + card["steps_done"],
+            "train_seconds_total": round(prev_seconds + card["train_seconds"], 1)}
+
+
 def _atomic_save(obj, path: Path):
     tmp = path.with_suffix(".tmp")
     torch.save(obj, tmp)
@@ -214,6 +226,10 @@ def train(cfg: TrainConfig, out_dir: str | Path, work_dir: str | Path | None = N
         "torch": torch.__version__,
         "history": history,
     }
+    if cfg.init_from:
+        from ptdlib.models.embedded import training_card
+
+        card.update(lineage(card, training_card(cfg.init_from), cfg.init_from))
     if evaluate:
         card["heldout"] = evaluate(model, tok)
     save_model(model, tok, out_dir, card)
