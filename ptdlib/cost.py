@@ -32,7 +32,7 @@ import numpy as np
 from ptdlib.hardware import ASSUMED_MFU, Hardware, check_mfu, check_price, hardware
 from ptdlib.shapes import AnalyticCounter, FlopSource, ModelShape, preset
 from ptdlib.workload import (STRATEGIES, StrategyParams, StrategyPlans, plan_strategy, plans_from_results,
-                             read_results, synthetic_workload)
+                             read_results, strategy_rows, synthetic_workload)
 
 #: Bytes per weight read by one forward pass (bf16 inference).
 BYTES_PER_PARAM = 2
@@ -220,29 +220,28 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def baseline_canvas(args) -> int:
-    """The fixed baseline's canvas: ``--canvas``, else the result table's largest ``final_canvas`` (the run's
-    maximum canvas, over every strategy's rows), else the synthetic default."""
-    if args.canvas is not None:
-        if args.canvas < 1:
-            raise ValueError(f"--canvas must be a positive number of tokens, got {args.canvas}")
-        return args.canvas
-    if args.results:
-        table = read_results(args.results)
-        if "final_canvas" in table.columns:
-            return int(table["final_canvas"].max())
-        raise ValueError(f"{args.results} has no final_canvas column to read the run's maximum canvas from; "
-                         "pass --canvas")
-    return StrategyParams().canvas
+def baseline_canvas(canvas: int | None, table=None, source: str = "the table") -> int:
+    """The fixed baseline's canvas: ``canvas`` (``--canvas``), else the result table's largest
+    ``final_canvas`` (the run's maximum canvas, over every strategy's rows), else the synthetic default."""
+    if canvas is not None:
+        if canvas < 1:
+            raise ValueError(f"--canvas must be a positive number of tokens, got {canvas}")
+        return canvas
+    if table is None:
+        return StrategyParams().canvas
+    if "final_canvas" in table.columns:
+        return int(table["final_canvas"].max())
+    raise ValueError(f"{source} has no final_canvas column to read the run's maximum canvas from; pass --canvas")
 
 
 def run(args) -> CostEstimate:
     shape, hw = preset(args.model), hardware(args.hardware)
-    args.canvas = baseline_canvas(args)
+    table = read_results(args.results) if args.results else None
+    args.canvas = baseline_canvas(args.canvas, table, args.results)  # the notes under the table quote it
     params = StrategyParams(canvas=args.canvas, block=args.block, margin=args.margin, length_error=args.length_error,
                             steps_per_token=args.steps_per_token, seed=args.seed)
     if args.results:
-        prompts, ours, responses = plans_from_results(read_results(args.results, args.strategy),
+        prompts, ours, responses = plans_from_results(strategy_rows(table, args.strategy, args.results),
                                                       args.steps_per_token, name=args.strategy)
         base = plan_strategy("fixed", prompts, responses if responses is not None else np.zeros_like(prompts), params)
         if responses is None:

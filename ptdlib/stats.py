@@ -121,6 +121,16 @@ def is_binary(values) -> bool:
     return bool(np.isin(v, (0.0, 1.0)).all())
 
 
+def _binary_pair(x, y, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """Aligned pairs whose scores are all 0 or 1; ValueError naming the side and its other values."""
+    x, y = _pair(x, y, what)
+    for name, v in (("strategy", x), ("baseline", y)):
+        if not is_binary(v):
+            odd = [float(u) for u in sorted(set(np.unique(v)) - {0.0, 1.0})[:5]]
+            raise ValueError(f"{what[0].upper()}{what[1:]} needs binary scores (0 or 1); the {name} has values {odd}")
+    return x, y
+
+
 # ---------------------------------------------------------------- tests
 def mcnemar_exact(x, y) -> TestResult:
     """Exact McNemar test for paired binary scores (McNemar 1947), via statsmodels ``mcnemar(exact=True)``.
@@ -129,11 +139,7 @@ def mcnemar_exact(x, y) -> TestResult:
     the two-sided binomial tail ``min(1, 2 P(X <= min(b, c)))`` with ``X ~ Bin(b + c, 1/2)``. ``statistic`` is
     ``min(b, c)``. Raises ValueError when a score is not 0 or 1.
     """
-    x, y = _pair(x, y, "McNemar test")
-    for name, v in (("strategy", x), ("baseline", y)):
-        if not is_binary(v):
-            odd = [float(u) for u in sorted(set(np.unique(v)) - {0.0, 1.0})[:5]]
-            raise ValueError(f"McNemar test needs binary scores (0 or 1); the {name} has values {odd}")
+    x, y = _binary_pair(x, y, "McNemar test")
     xb, yb = x.astype(bool), y.astype(bool)
     table = [[np.sum(xb & yb), np.sum(xb & ~yb)], [np.sum(~xb & yb), np.sum(~xb & ~yb)]]
     res = mcnemar(table, exact=True)
@@ -153,12 +159,8 @@ def paired_proportion_diff(x, y, *, confidence: float = 0.95) -> Interval:
     """
     from statsmodels.stats.proportion import proportion_confint
 
-    x, y = _pair(x, y, "paired proportion interval")
+    x, y = _binary_pair(x, y, "the paired proportion interval")
     _check_confidence(confidence)
-    for name, v in (("strategy", x), ("baseline", y)):
-        if not is_binary(v):
-            odd = [float(u) for u in sorted(set(np.unique(v)) - {0.0, 1.0})[:5]]
-            raise ValueError(f"the paired proportion interval needs binary scores (0 or 1); the {name} has values {odd}")
     n = len(x)
     a, b = int(np.sum((x == 1) & (y == 1))), int(np.sum((x == 1) & (y == 0)))
     c, d = int(np.sum((x == 0) & (y == 1))), int(np.sum((x == 0) & (y == 0)))

@@ -204,11 +204,15 @@ def read_results(path: str, strategy: str | None = None):
     suffix = next((s for s in readers if str(path).endswith(s)), None)
     if suffix is None:
         raise ValueError(f"cannot read {path}: expected one of {', '.join(readers)}")
-    frame = readers[suffix](path)
+    return strategy_rows(readers[suffix](path), strategy, path)
+
+
+def strategy_rows(frame, strategy: str | None, source: str = "the table"):
+    """The rows of ``strategy`` if the table has a strategy column (all rows for ``None``)."""
     if strategy is not None and "strategy" in frame.columns:
         kept = frame[frame["strategy"] == strategy]
         if kept.empty:
-            raise ValueError(f"no rows of strategy {strategy!r} in {path}; it has "
+            raise ValueError(f"no rows of strategy {strategy!r} in {source}; it has "
                              f"{', '.join(sorted(map(str, frame['strategy'].unique())))}")
         frame = kept
     return frame.reset_index(drop=True)
