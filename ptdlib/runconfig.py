@@ -268,6 +268,10 @@ def expand(spec: StrategySpec, default_recovery: str, where: str = "strategy") -
             policy = make_policy(spec.name, **kwargs)
         except TypeError as e:  # e.g. a YAML string where a number belongs
             raise ValueError(f"{where}: bad parameter value for {spec.name!r} {kwargs}: {e}") from None
+        try:
+            policy.check_recovery(recovery)
+        except ValueError as e:
+            raise ValueError(f"{where}: {e}") from None
         params = json.dumps(policy.params(), sort_keys=True)
         cells.append(Cell(spec.name, kwargs, params, recovery, online=policy.online))
     return cells

@@ -87,7 +87,7 @@ class Workbench:
     def __init__(self, lm, cfg: RunConfig, progress: bool = False):
         self.lm, self.cfg, self.progress = lm, cfg, progress
         self._queries: dict[str, list] = {}
-        self._fitted: dict[tuple[str, str], CanvasPolicy] = {}
+        self._fitted: dict[tuple[str, str, str], CanvasPolicy] = {}  # (name, params, recovery) -> policy
         self._fit_labels: dict | None = None  # own lengths of the train and calib queries
 
     def queries(self, split: str) -> list:
@@ -112,11 +112,14 @@ class Workbench:
     def needs_fit(self, cell: Cell) -> bool:
         """Whether the cell's policy learns from data (and has not been fitted yet)."""
         cls = get_policy_class(cell.name)
-        return cls.fit is not CanvasPolicy.fit and (cell.name, cell.params) not in self._fitted
+        return cls.fit is not CanvasPolicy.fit and (cell.name, cell.params, cell.recovery) not in self._fitted
 
     def policy(self, cell: Cell) -> CanvasPolicy:
-        """The cell's policy, fitted on train and calibrated on calib the first time it is needed."""
-        key = (cell.name, cell.params)
+        """The cell's policy, fitted on train and calibrated on calib the first time it is needed.
+
+        A fitted policy is kept per (name, parameters, recovery): a margin may price the recovery.
+        """
+        key = (cell.name, cell.params, cell.recovery)
         if key not in self._fitted:
             policy = make_policy(cell.name, **cell.kwargs)
             if self.needs_fit(cell):
@@ -125,7 +128,7 @@ class Workbench:
                     self._fit_labels = self.own_lengths(train + calib)
                 own = self._fit_labels
                 policy.fit(self.lm, train, [own[q.qid] for q in train], calib, [own[q.qid] for q in calib],
-                           self.cfg.limits)
+                           self.cfg.limits, cell.recovery)
             self._fitted[key] = policy
         return self._fitted[key]
 

@@ -121,6 +121,42 @@ def test_doubling_recovery_pays_every_attempt():
     assert expected_cost([8], [20], [0], linear, max_canvas=128, recovery="max") == 8 + 128
 
 
+def test_extend_recovery_pays_only_the_new_positions():
+    # canvas 8, length 20: 8 passes, then 8 new positions at canvas 16, then 16 new ones at canvas 32.
+    linear = lambda L, P: np.asarray(L, float)  # noqa: E731  (one unit per pass)
+    assert expected_cost([8], [20], [0], linear, max_canvas=128, recovery="extend") == 8 + 8 + 16
+    # Quadratic: a pass at canvas L after a prompt P covers P + L positions.
+    assert expected_cost([8], [12], [4], quadratic_cost, max_canvas=128, recovery="extend") == 8 * 12 + 8 * 20
+
+
+def test_early_stop_pays_up_to_the_block_holding_eos():
+    linear = lambda L, P: np.asarray(L, float)  # noqa: E731
+    kw = dict(max_canvas=128, early_stop=True, block=32)
+    assert expected_cost([64], [10], [0], linear, recovery="max", **kw) == 32  # EOS at 10: first block only
+    assert expected_cost([64], [40], [0], linear, recovery="max", **kw) == 64  # EOS in the second block
+    assert expected_cost([32], [40], [0], linear, recovery="max", **kw) == 32 + 64  # truncated, re-run stops at 64
+    assert expected_cost([32], [40], [0], linear, recovery="extend", **kw) == 32 + 32
+    with pytest.raises(ValueError, match="block length"):
+        expected_cost([64], [10], [0], linear, early_stop=True)
+
+
+def test_cost_optimal_margin_prices_the_recovery_it_is_fitted_for():
+    preds, lengths = _heavy_tail_case()
+    linear = lambda L, P: np.asarray(L, float)  # noqa: E731
+    costs = {}
+    for recovery in ("max", "double", "extend"):
+        rule = CostOptimalMargin.fit(preds, lengths, max_canvas=100, cost_fn=linear, recovery=recovery)
+        assert rule.recovery == recovery
+        costs[recovery] = dict(zip(rule.margins, rule.expected_costs))
+    # Margin 0: canvas 11, 90 % truncated. max: 11 + 0.9·100. double: e ≤ 8 pays 11 + 22, e = 80 pays
+    # 11 + 22 + 44 + 88 + 100. extend: e ≤ 8 pays 11 + 11, e = 80 pays 11 + 11 + 22 + 44 + 12.
+    assert costs["max"][0.0] == pytest.approx(101.0)
+    assert costs["double"][0.0] == pytest.approx(0.1 * 11 + 0.8 * 33 + 0.1 * 265)
+    assert costs["extend"][0.0] == pytest.approx(0.1 * 11 + 0.8 * 22 + 0.1 * 100)
+    with pytest.raises(ValueError, match="cannot price recovery 'none'"):
+        CostOptimalMargin.fit(preds, lengths, max_canvas=100, recovery="none")
+
+
 # ---------------------------------------------------------------- adaptive conformal inference
 def _shifted_stream(rng, t_before, t_after):
     e = np.concatenate([rng.normal(0, 2, t_before), rng.normal(8, 6, t_after)])

@@ -18,7 +18,7 @@ from ptdlib.models.embedded import save_model
 from ptdlib.results import (ROW_KEY, atomic_write, chunk_path, finished_chunks, load_results, missing_chunks,
                             read_run)
 from ptdlib.runconfig import RunConfig, load_config, parse_shard, plan_chunks, shard_of
-from ptdlib.runner import describe, run
+from ptdlib.runner import Workbench, describe, load_model, run
 
 SPLIT_SIZE = 8  # test queries: two chunks of four
 
@@ -118,6 +118,9 @@ def test_list_valued_params_expand_to_their_cartesian_product_in_key_order():
     ({"strategies": [{"name": "fixed", "params": {"L": [64, 64]}}]}, r"repeats the cell fixed\(L=64\)"),
     ({"recovery": "retry"}, r"unknown recovery 'retry'; choose from max, double, extend, none"),
     ({"sampler": {"block_length": 24}}, r"block_length 24 must divide limits.round_to 32"),
+    ({"strategies": [{"name": "fixed", "params": {"L": 64}},
+                     {"name": "predicted", "params": {"margin": "cost_optimal"}, "recovery": "none"}]},
+     r"strategies\[1\]: the cost_optimal margin cannot price recovery 'none'"),
 ])
 def test_bad_configs_fail_with_one_error_naming_the_problem(change, message):
     with pytest.raises(ValueError, match=message):
@@ -247,3 +250,13 @@ def test_an_online_cell_is_one_chunk_per_split_so_its_stream_is_never_cut():
     assert [c.cell.name for c in online] == ["predicted"] * len(cfg.splits)
     assert sum(c.size for c in online) == n and all(c.start == 0 for c in online)
     assert sum(c.size for c in chunks if not c.cell.online) == n and len(chunks) > len(online) + len(cfg.splits)
+
+
+def test_a_cost_optimal_margin_is_fitted_for_its_own_cells_recovery(env):
+    cfg = RunConfig.from_dict(config_dict(env["model"], strategies=[
+        {"name": "fixed", "params": {"L": 64}},
+        {"name": "predicted", "params": {"margin": "cost_optimal"}},
+        {"name": "predicted", "params": {"margin": "cost_optimal"}, "recovery": "extend"}]))
+    bench = Workbench(load_model(cfg.model, device="cpu"), cfg)
+    rules = [bench.policy(cell).rule for cell in cfg.cells if cell.name == "predicted"]
+    assert [r.recovery for r in rules] == ["max", "extend"]

@@ -59,9 +59,15 @@ class CanvasPolicy(ABC):
         recovery left a result truncated."""
 
     def fit(self, lm, train, train_lengths, calib=None, calib_lengths=None,
-            limits: "CanvasLimits | None" = None) -> "CanvasPolicy":
-        """Learn from ``train`` queries and their own lengths; calibrate on ``calib`` (default: nothing)."""
+            limits: "CanvasLimits | None" = None, recovery: str = "max") -> "CanvasPolicy":
+        """Learn from ``train`` queries and their own lengths; calibrate on ``calib`` (default: nothing).
+
+        ``recovery`` names how the run will recover truncated answers, for policies that price it.
+        """
         return self
+
+    def check_recovery(self, recovery: str) -> None:
+        """Raise ValueError if this policy cannot run with truncation recovery ``recovery`` (default: any)."""
 
     def sampler_config(self, base: SamplerConfig) -> SamplerConfig:
         """The sampler settings this policy runs with (default: unchanged)."""

@@ -78,7 +78,8 @@ class HeuristicCanvas(CanvasPolicy):
         self.margin = float(margin)
         self.coef: tuple[float, float] | None = None
 
-    def fit(self, lm, train, train_lengths, calib=None, calib_lengths=None, limits=None) -> "HeuristicCanvas":
+    def fit(self, lm, train, train_lengths, calib=None, calib_lengths=None, limits=None,
+            recovery: str = "max") -> "HeuristicCanvas":
         x = np.array([len(lm.encode_prompt(q.prompt)) for q in train], dtype=float)
         y = np.asarray(train_lengths, dtype=float)
         if len(x) < 2 or len(x) != len(y):

@@ -13,7 +13,7 @@ import numpy as np
 
 from ptdlib.canvas.base import CanvasLimits, CanvasPolicy
 from ptdlib.predictor import FeatureSet, LengthPredictor, PredictorConfig, calibrate, check_disjoint
-from ptdlib.predictor.calibration import MARGIN_METHODS
+from ptdlib.predictor.calibration import MARGIN_METHODS, PRICED_RECOVERIES
 from ptdlib.sampler import SamplerConfig
 
 
@@ -53,11 +53,12 @@ class PredictedCanvas(CanvasPolicy):
         if margin == "percentile" and not 0 <= percentile <= 100:
             raise ValueError(f"percentile must be in [0, 100], got {percentile}")
 
-    def _margin_params(self, limits: CanvasLimits, prompt_lengths) -> dict:
+    def _margin_params(self, limits: CanvasLimits, prompt_lengths, recovery: str) -> dict:
         if self.margin == "percentile":
             return {"percentile": self.percentile}
         if self.margin == "cost_optimal":
-            return {"max_canvas": limits.max_canvas, "round_to": limits.round_to, "prompt_lengths": prompt_lengths}
+            return {"max_canvas": limits.max_canvas, "round_to": limits.round_to, "prompt_lengths": prompt_lengths,
+                    "recovery": recovery, "early_stop": self.early_stop}
         if self.margin == "aci":
             return {"alpha": self.alpha, "gamma": self.gamma}
         return {"alpha": self.alpha}
@@ -67,15 +68,20 @@ class PredictedCanvas(CanvasPolicy):
         return self.margin == "aci"
 
     def fit(self, lm, train, train_lengths, calib=None, calib_lengths=None,
-            limits: CanvasLimits = CanvasLimits()) -> "PredictedCanvas":
-        """Fit the predictor on ``train`` and the margin on ``calib`` (their passes are training cost, not counted)."""
+            limits: CanvasLimits = CanvasLimits(), recovery: str = "max") -> "PredictedCanvas":
+        """Fit the predictor on ``train`` and the margin on ``calib`` (their passes are training cost, not counted).
+
+        ``recovery``: how the run recovers a truncation; the ``cost_optimal`` margin prices it (and
+        ``early_stop``) into its choice.
+        """
         if calib is None or calib_lengths is None:
             raise ValueError("the predicted policy needs a calibration split (calib queries and their own lengths)")
+        self.check_recovery(recovery)
         self.predictor.fit_prompts(train, train_lengths, lm)
         pred = self.predictor.predict_prompts(calib, lm)
         prompt_lengths = np.array([len(lm.encode_prompt(q.prompt)) for q in calib])
         self.rule = calibrate(self.margin, pred, calib_lengths, calib_queries=calib,
-                              **self._margin_params(limits, prompt_lengths))
+                              **self._margin_params(limits, prompt_lengths, recovery))
         self._calib = list(calib)
         return self
 
@@ -95,6 +101,11 @@ class PredictedCanvas(CanvasPolicy):
             if q.qid not in self._served:
                 raise ValueError(f"query {q.qid!r} was never served by this policy: choose() its canvas first")
             self.rule.update(self._served.pop(q.qid), float(length), canvas=int(canvas), missed=bool(missed))
+
+    def check_recovery(self, recovery: str) -> None:
+        if self.margin == "cost_optimal" and recovery not in PRICED_RECOVERIES:
+            raise ValueError(f"the cost_optimal margin cannot price recovery {recovery!r} (a truncation then costs "
+                             f"score, not FLOPs); use it with {', '.join(PRICED_RECOVERIES)}")
 
     def sampler_config(self, base: SamplerConfig) -> SamplerConfig:
         return dataclasses.replace(base, stop_after_eos_block=True) if self.early_stop else base

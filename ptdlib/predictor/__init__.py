@@ -18,7 +18,7 @@ A canvas policy uses them as::
 """
 
 from ptdlib.predictor.calibration import (
-    MARGIN_METHODS, RECOVERIES, AdditiveMargin, ConformalMargin, CostOptimalMargin, FixedMargin, MarginRule,
+    MARGIN_METHODS, PRICED_RECOVERIES, AdditiveMargin, ConformalMargin, CostOptimalMargin, FixedMargin, MarginRule,
     PercentileMargin, calibrate, canvas_from_upper, check_disjoint, conformal_quantile, expected_cost,
     quadratic_cost, truncation_rate,
 )
@@ -27,7 +27,7 @@ from ptdlib.predictor.online import AdaptiveConformalMargin
 from ptdlib.predictor.regressors import REGRESSORS, LengthPredictor, PredictorConfig, predictor_cost_report
 
 __all__ = [
-    "FEATURE_GROUPS", "MARGIN_METHODS", "RECOVERIES", "REGRESSORS", "AdaptiveConformalMargin", "AdditiveMargin",
+    "FEATURE_GROUPS", "MARGIN_METHODS", "PRICED_RECOVERIES", "REGRESSORS", "AdaptiveConformalMargin", "AdditiveMargin",
     "ConformalMargin", "CostOptimalMargin", "FeatureExtractor", "FeatureSet", "FixedMargin", "LengthPredictor",
     "MarginRule", "PercentileMargin", "PredictorConfig", "calibrate", "canvas_from_upper", "check_disjoint",
     "conformal_quantile", "expected_cost", "predictor_cost_report", "prompt_representation", "quadratic_cost",

@@ -32,8 +32,9 @@ import numpy as np
 
 from ptdlib.predictor.regressors import check_lengths
 
-#: Ways to recover a truncated answer that the cost-optimal margin can price.
-RECOVERIES = ("max", "double")
+#: Ways to recover a truncated answer that the cost-optimal margin can price (those of
+#: :mod:`ptdlib.canvas.recovery` that spend FLOPs on a truncation; ``none`` spends score instead).
+PRICED_RECOVERIES = ("max", "double", "extend")
 
 
 # ---------------------------------------------------------------- checks and shared helpers
@@ -220,21 +221,28 @@ class CostOptimalMargin(AdditiveMargin):
     """The additive margin on a grid that minimises mean cost on calib, re-runs of truncations included.
 
     ``cost(m) = mean_i[ c(canvas_i(m), P_i) + 1{length_i ≥ canvas_i(m)} · rerun_i ]`` where ``rerun_i`` is
-    ``c(max_canvas, P_i)`` (Predict-then-Diffuse: re-run at the maximum) or, for ``"double"``, the sum of
-    ``c`` over canvases doubled until the answer fits (or the maximum is reached).
+    ``c(max_canvas, P_i)`` (Predict-then-Diffuse: re-run at the maximum) or, for ``"double"`` /
+    ``"extend"``, the cost of the canvases doubled until the answer fits (or the maximum is reached), each
+    attempt priced by :func:`expected_cost` (with ``early_stop``, up to the block holding EOS).
+    Recovery ``"none"`` is refused: a truncation then costs score, not FLOPs, so the cheapest margin would
+    always be the smallest.
     """
 
     recovery: str = "max"  # how a truncated answer is recovered (priced into the choice)
+    early_stop: bool = False  # whether attempts stop after the block holding EOS (priced into the choice)
     margins: tuple[float, ...] = ()  # the grid searched
     expected_costs: tuple[float, ...] = ()  # mean cost per query at each grid margin (same units as cost_fn)
 
     @classmethod
     def fit(cls, predictions, lengths, *, max_canvas: int, round_to: int = 1, prompt_lengths=None,
-            cost_fn: Callable = quadratic_cost, recovery: str = "max", margins=None) -> "CostOptimalMargin":
+            cost_fn: Callable = quadratic_cost, recovery: str = "max", early_stop: bool = False,
+            margins=None) -> "CostOptimalMargin":
+        """Search ``margins`` (default ``0 … max_canvas``); with ``early_stop`` the block is ``round_to``."""
         pred, y = _calibration_pair(predictions, lengths)
         _check_canvas_args(max_canvas, round_to)
-        if recovery not in RECOVERIES:
-            raise ValueError(f"unknown recovery {recovery!r}; choose from {', '.join(RECOVERIES)}")
+        if recovery not in PRICED_RECOVERIES:
+            raise ValueError(f"the cost-optimal margin cannot price recovery {recovery!r} (a truncation then "
+                             f"costs score, not FLOPs); choose from {', '.join(PRICED_RECOVERIES)}")
         P = np.zeros_like(pred) if prompt_lengths is None else check_lengths(prompt_lengths, "prompt_lengths")
         if len(P) != len(pred):
             raise ValueError(f"got {len(P)} prompt lengths for {len(pred)} predictions")
@@ -243,29 +251,50 @@ class CostOptimalMargin(AdditiveMargin):
         if grid.size == 0 or not np.all(np.isfinite(grid)) or np.any(grid < 0):
             raise ValueError(f"margins must be a non-empty grid of finite values >= 0, got {grid[:5].tolist()}")
         costs = np.array([expected_cost(canvas_from_upper(pred + m, max_canvas, round_to), y, P, cost_fn,
-                                        max_canvas, recovery) for m in grid])
+                                        max_canvas, recovery, early_stop, round_to) for m in grid])
         best = int(np.argmin(costs))  # first minimum: the smallest margin among ties
-        return cls(float(grid[best]), recovery, tuple(grid.tolist()), tuple(costs.tolist()))
+        return cls(float(grid[best]), recovery, bool(early_stop), tuple(grid.tolist()), tuple(costs.tolist()))
 
 
 def expected_cost(canvases, lengths, prompt_lengths, cost_fn: Callable = quadratic_cost,
-                  max_canvas: int = 128, recovery: str = "max") -> float:
+                  max_canvas: int = 128, recovery: str = "max", early_stop: bool = False,
+                  block: int | None = None) -> float:
     """Mean over queries of the first attempt's cost plus the re-runs its truncation causes.
+
+    ``cost_fn(L, P)`` is the cost of decoding a fresh canvas of ``L`` in ``L`` passes (``S = L``), so one
+    pass at that canvas costs ``cost_fn(L, P) / L``. An attempt decoding canvas positions ``[a, e)`` of a
+    canvas ``L`` costs ``(e - a) · cost_fn(L, P) / L``:
+
+    * ``max`` / ``double`` re-run from scratch (``a = 0``) at the maximum / twice the canvas;
+    * ``extend`` keeps the decoded positions and decodes only the new ones (``a`` = the old canvas);
+    * ``early_stop`` (EOS-led stopping, :class:`~ptdlib.sampler.SamplerConfig`'s ``stop_after_eos_block``)
+      ends an attempt that holds the answer after the ``block`` in which its EOS lies (``block``: the
+      sampler's block length, required with ``early_stop``).
 
     A query truncated at the maximum canvas is not re-run (nothing larger exists), as in
     :func:`ptdlib.canvas.recovery.recover`.
     """
+    if recovery not in PRICED_RECOVERIES:
+        raise ValueError(f"recovery {recovery!r} cannot be priced; choose from {', '.join(PRICED_RECOVERIES)}")
+    if early_stop and (block is None or block <= 0):
+        raise ValueError(f"early_stop needs the sampler's block length (a positive block), got {block!r}")
     c = np.asarray(canvases, dtype=float)
     y, P = np.asarray(lengths, dtype=float), np.asarray(prompt_lengths, dtype=float)
-    total = np.asarray(cost_fn(c, P), dtype=float).copy()
+
+    def attempt(canvas, start):
+        end = canvas
+        if early_stop:  # the answer fits (y < canvas): stop after the block holding its EOS (position y)
+            end = np.where(y < canvas, np.minimum(canvas, (np.floor(y / block) + 1) * block), canvas)
+        per_pass = np.asarray(cost_fn(canvas, P), dtype=float) / np.maximum(canvas, 1)
+        return np.maximum(end - start, 0) * per_pass
+
+    total = attempt(c, 0.0)
     missed = (y >= c) & (c < max_canvas)
-    if recovery == "max":
-        total += np.where(missed, cost_fn(np.full_like(c, max_canvas), P), 0.0)
-    else:
-        while np.any(missed):
-            c = np.where(missed, np.minimum(2 * c, max_canvas), c)
-            total += np.where(missed, cost_fn(c, P), 0.0)
-            missed = missed & (y >= c) & (c < max_canvas)
+    while np.any(missed):
+        new = np.full_like(c, max_canvas) if recovery == "max" else np.minimum(2 * c, max_canvas)
+        new = np.where(missed, new, c)
+        total += np.where(missed, attempt(new, c if recovery == "extend" else 0.0), 0.0)
+        missed, c = missed & (y >= new) & (new < max_canvas), new
     return float(total.mean())
 
 
