@@ -4,6 +4,7 @@ from math import comb
 
 import numpy as np
 import pytest
+from scipy import stats as sps
 from statsmodels.stats.multitest import multipletests
 
 from ptdlib import stats
@@ -151,6 +152,33 @@ def test_noninferiority_rejects_a_loss_beyond_the_margin_even_if_not_significant
     res = stats.noninferiority(x, y, margin=0.02, n_resamples=199)
     assert stats.sign_flip_test(x, y, n_resamples=999).p_value > 0.05
     assert not res.non_inferior and res.delta.low < -0.02
+
+
+def test_tango_score_test_matches_a_hand_computed_case():
+    # n = 100, b = 5, c = 10, margin 0.1: B = -15 - 0.1 * 205 = -35.5, C = 1.1, q = (35.5 + 19.5) / 400.
+    q = 0.1375
+    z = (5 - 10 + 10) / np.sqrt(100 * (2 * q - 0.1 * 1.1))
+    assert stats.tango_noninferiority_p(5, 10, 100, 0.1) == pytest.approx(sps.norm.sf(z), rel=1e-12)
+
+
+def test_tango_noninferiority_keeps_its_size_at_the_margin_on_binary_scores():
+    """At the H0 boundary (true loss = margin) the one-sided 5 % test rejects about 5 % of the time."""
+    rng = np.random.default_rng(10)
+    n, margin, p21 = 200, 0.05, 0.10  # p12 = p21 - margin: the strategy loses exactly the margin
+    draws = rng.multinomial(n, [p21 - margin, p21, 1 - 2 * p21 + margin], size=4000)
+    rejected = np.mean([stats.tango_noninferiority_p(b, c, n, margin) < 0.05 for b, c, _ in draws])
+    assert 0.03 < rejected < 0.07
+
+
+def test_binary_noninferiority_uses_the_score_test_and_the_newcombe_interval():
+    y = np.array([1] * 60 + [0] * 40)
+    x = y.copy()
+    x[:3] = 0  # three losses, one win: Δ = -0.02
+    x[60] = 1
+    res = stats.noninferiority(x, y, margin=0.1)
+    assert res.test == "tango_score_one_sided" and res.delta.method == "newcombe_score"
+    assert res.non_inferior and res.delta.low > -0.1
+    assert not stats.noninferiority(x, y, margin=0.0).non_inferior
 
 
 def test_noninferiority_rejects_a_negative_margin():
