@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from ptdlib.flops import FlopCounter
 from ptdlib.models.embedded import build_model
 from ptdlib.models.embedded_lm import embedded_lm
 from ptdlib.models.tokenizer import build_tokenizer
@@ -28,6 +29,12 @@ def tiny_model(tokenizer):
 def tiny_lm(tiny_model, tokenizer):
     """The embedded architecture at a tiny size behind the DiffusionLM interface."""
     return embedded_lm(tiny_model, tokenizer, model_id="tiny-test")
+
+
+@pytest.fixture(scope="module")
+def counter(tiny_lm):
+    """A FLOP counter (fvcore) on the tiny model, one per test module."""
+    return FlopCounter(tiny_lm)
 
 
 EOS_BOOST = 3.0  # scales the EOS row of the random head so that answers end at varied lengths

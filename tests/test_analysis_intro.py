@@ -18,7 +18,6 @@ from ptdlib.analysis.tour import (commit_step_matrix, committed_tokens, fill_mat
 from ptdlib.canvas import CanvasLimits, FixedCanvas, SmartCrop, make_policy, round_canvas
 from ptdlib.canvas.policies import eos_probabilities
 from ptdlib.events import StepEvent
-from ptdlib.flops import FlopCounter
 from ptdlib.sampler import SamplerConfig, TraceRecorder
 from ptdlib.shapes import preset
 from ptdlib.tasks import make_split
@@ -38,11 +37,6 @@ class LinearCounter:
 @pytest.fixture(scope="module")
 def queries():
     return make_split("test", 6, seed=3)
-
-
-@pytest.fixture(scope="module")
-def counter(tiny_lm):
-    return FlopCounter(tiny_lm)
 
 
 # ---------------------------------------------------------------- estimates

@@ -9,7 +9,6 @@ from torch import nn
 
 from ptdlib.analysis import margins, shift, significance
 from ptdlib.canvas import CanvasLimits, CanvasPolicy, evaluate_strategy, make_policy
-from ptdlib.flops import FlopCounter
 from ptdlib.sampler import SamplerConfig, sample
 from ptdlib.tasks import make_split
 
@@ -50,11 +49,6 @@ class GivenCanvas(CanvasPolicy):
 @pytest.fixture(scope="module")
 def end_lm(tiny_lm):
     return replace(tiny_lm, network=EndAt(tiny_lm.network, tiny_lm.eos_id, after=44))
-
-
-@pytest.fixture(scope="module")
-def counter(tiny_lm):
-    return FlopCounter(tiny_lm)
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ import pytest
 from ptdlib.canvas import (CanvasLimits, FixedCanvas, GrowthCanvas, OracleCanvas, SmartCrop, evaluate_strategy,
                            make_policy, round_canvas)
 from ptdlib.canvas.policies import ended_by
-from ptdlib.flops import FlopCounter
 from ptdlib.sampler import SamplerConfig, sample
 from ptdlib.tasks import make_split
 
@@ -17,11 +16,6 @@ SAMPLER = SamplerConfig(block_length=32)
 @pytest.fixture(scope="module")
 def queries():
     return make_split("test", 4, seed=1)
-
-
-@pytest.fixture(scope="module")
-def counter(tiny_lm):
-    return FlopCounter(tiny_lm)
 
 
 def test_round_canvas_rounds_up_to_whole_blocks_and_caps_at_the_maximum():
