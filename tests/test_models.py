@@ -128,6 +128,7 @@ def test_training_can_start_from_a_saved_models_weights(tiny_model, tokenizer, t
                       init_from=str(tmp_path / "start"))
     card = train(cfg, tmp_path / "out")
     assert card["steps_total"] == 41 and card["initialised_from"]["steps_total"] == 40  # lineage carried
+    assert card["initialised_from"]["card"] == {"steps_done": 40, "train_seconds": 12.5}  # the earlier phase kept
     assert card["train_seconds_total"] >= 12.5
     out, _ = load_model(tmp_path / "out")
     ref = tiny_model.state_dict()

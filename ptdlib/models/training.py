@@ -131,11 +131,15 @@ def diffusion_loss(model, prompt_ids, prompt_attn, target, mask_id: int, eps: fl
 def lineage(card: dict, init_card: dict, init_from: str) -> dict:
     """Fields that carry a continued run's history: where it started and the totals over every phase.
 
-    ``init_card`` is the training card of the model in ``init_from`` (empty if it has none).
+    ``init_card`` is the training card of the model in ``init_from`` (empty if it has none). It is kept,
+    less its evaluation history, under ``initialised_from.card``, so a model continued several times keeps
+    every phase's configuration and held-out metrics, one nested card per phase.
     """
     prev_steps = init_card.get("steps_total", init_card.get("steps_done", 0))
     prev_seconds = init_card.get("train_seconds_total", init_card.get("train_seconds", 0.0))
-    return {"initialised_from": {"path": init_from, "steps_total": prev_steps, "train_seconds_total": prev_seconds},
+    prev_card = {k: v for k, v in init_card.items() if k != "history"}
+    return {"initialised_from": {"path": init_from, "steps_total": prev_steps, "train_seconds_total": prev_seconds,
+                                 "card": prev_card},
             "steps_total": prev_steps + card["steps_done"],
             "train_seconds_total": round(prev_seconds + card["train_seconds"], 1)}
 
