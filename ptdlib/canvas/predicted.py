@@ -76,7 +76,6 @@ class PredictedCanvas(CanvasPolicy):
         """
         if calib is None or calib_lengths is None:
             raise ValueError("the predicted policy needs a calibration split (calib queries and their own lengths)")
-        self.check_recovery(recovery)
         self.predictor.fit_prompts(train, train_lengths, lm)
         pred = self.predictor.predict_prompts(calib, lm)
         prompt_lengths = np.array([len(lm.encode_prompt(q.prompt)) for q in calib])
