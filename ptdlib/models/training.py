@@ -10,6 +10,8 @@ Two choices of this project, both measured on a prototype (see DESIGN.md §6):
 * **Length-bucketed canvases**: batches are grouped by answer length and most are cropped to the longest
   answer plus a slack drawn uniformly up to the full canvas (so the canvas end carries no information on
   the answer length), the rest use the full canvas (where the length signal is read). Steps get cheaper.
+* **Recipes**: ``recipe="dllm-var"`` trains with dLLM-Var's recipe instead (end tokens always masked,
+  several samples packed per row; :mod:`ptdlib.models.dllm_var`).
 * **Exact resumption**: the data and masks of step ``s`` are a function of (seed, s) only, so a run resumed
   from a checkpoint sees exactly the batches it would have seen.
 """
@@ -57,6 +59,10 @@ class TrainConfig:
     model: dict = field(default_factory=dict)  # PtdLladaConfig overrides
     init_from: str = ""  # a saved model directory whose weights start the run (fine-tuning); "" = random init
     family_weights: dict = field(default_factory=dict)  # training-mix weights per family (unnamed: 1)
+    recipe: str = "llada-sft"  # one of RECIPES: LLaDA's SFT, or dLLM-Var's (end tokens masked, packed samples)
+    pack_frac: float = 0.75  # dllm-var: share of steps whose rows pack several samples (the rest: one each)
+    pack_width: int = 192  # dllm-var: tokens per packed row (at most the model's positions)
+    snapshot_every: int = 0  # steps between saved model snapshots in work_dir/step-NNNNNN (0: none), to choose on calib
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -64,6 +70,14 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown training settings {sorted(unknown)}; allowed: {sorted(cls.__dataclass_fields__)}")
         return cls(**d)
+
+    def __post_init__(self):
+        if self.recipe not in RECIPES:
+            raise ValueError(f"unknown training recipe {self.recipe!r}; choose from {', '.join(RECIPES)}")
+
+
+#: Training recipes: LLaDA's SFT (Nie et al., 2025) and dLLM-Var's (Yang et al., 2025; see ``dllm_var``).
+RECIPES = ("llada-sft", "dllm-var")
 
 
 def lr_at(step: int, cfg: TrainConfig, elapsed_s: float = 0.0) -> float:
@@ -185,6 +199,20 @@ def train(cfg: TrainConfig, out_dir: str | Path, work_dir: str | Path | None = N
         opt.load_state_dict(ck["optimizer"])
         start, elapsed, history = ck["step"], ck["elapsed_s"], ck["history"]
     source = BatchSource(tok, cfg)
+    if cfg.recipe == "dllm-var":
+        from ptdlib.models.dllm_var import DllmVarBatchSource, dllm_var_loss
+        from ptdlib.models.metrics import end_token_ids
+
+        if cfg.pack_width > model.config.max_position_embeddings:
+            raise ValueError(f"pack_width {cfg.pack_width} exceeds the model's "
+                             f"{model.config.max_position_embeddings} positions")
+        var_source = DllmVarBatchSource(tok, cfg, source, tuple(end_token_ids(model, tok)))
+
+        def step_loss(step, gen):
+            return dllm_var_loss(model, var_source.batch(step), tok.mask_token_id, cfg.mask_eps, gen)
+    else:
+        def step_loss(step, gen):
+            return diffusion_loss(model, *source.batch(step), tok.mask_token_id, cfg.mask_eps, gen)
     model.train()
     t0 = time.time() - elapsed
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="train", dynamic_ncols=True)
@@ -194,7 +222,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, work_dir: str | Path | None = N
         for group in opt.param_groups:
             group["lr"] = lr
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
-        loss = diffusion_loss(model, *source.batch(step), tok.mask_token_id, cfg.mask_eps, gen)
+        loss = step_loss(step, gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -208,6 +236,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, work_dir: str | Path | None = N
             history.append({"step": done, "elapsed_s": round(time.time() - t0, 1), "loss": ema, **evaluate(model, tok)})
             model.train()
             tqdm.write(json.dumps(history[-1]))
+        if cfg.snapshot_every and done % cfg.snapshot_every == 0:
+            save_model(model, tok, work_dir / f"step-{done:06d}", {"step": done, "config": asdict(cfg)})
         if done % cfg.checkpoint_every == 0 or done == cfg.steps or timed_out:
             _atomic_save(
                 {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": done,
