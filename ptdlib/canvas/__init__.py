@@ -13,10 +13,12 @@ from ptdlib.canvas.evaluate import ROW_COLUMNS, evaluate_strategy
 from ptdlib.canvas.policies import FixedCanvas, GrowthCanvas, HeuristicCanvas, OracleCanvas, SmartCrop
 from ptdlib.canvas.predicted import PredictedCanvas
 from ptdlib.canvas.recovery import RECOVERIES
+from ptdlib.canvas.smartcrop_conformal import CalibratedSmartCrop
 
 #: name -> policy class
 POLICIES: dict[str, type[CanvasPolicy]] = {
-    cls.name: cls for cls in (FixedCanvas, OracleCanvas, HeuristicCanvas, PredictedCanvas, SmartCrop, GrowthCanvas)
+    cls.name: cls for cls in (FixedCanvas, OracleCanvas, HeuristicCanvas, PredictedCanvas, SmartCrop, GrowthCanvas,
+                              CalibratedSmartCrop)
 }
 
 
@@ -42,7 +44,7 @@ def make_policy(name: str, **params) -> CanvasPolicy:
 
 
 __all__ = [
-    "POLICIES", "RECOVERIES", "ROW_COLUMNS", "CanvasLimits", "CanvasPolicy", "FixedCanvas", "GrowthCanvas",
+    "POLICIES", "RECOVERIES", "ROW_COLUMNS", "CalibratedSmartCrop", "CanvasLimits", "CanvasPolicy", "FixedCanvas", "GrowthCanvas",
     "HeuristicCanvas", "OracleCanvas", "PredictedCanvas", "SmartCrop", "evaluate_strategy", "get_policy_class",
     "make_policy", "policy_parameters", "round_canvas",
 ]
