@@ -12,6 +12,16 @@ the model (the loop in :mod:`ptdlib.sampler` does). It follows ``generate()`` of
   generation quality (Zheng et al., 2024, arXiv:2409.02908, cited by the reference's ``add_gumbel_noise``).
 * **Confidence** (:data:`REMASKING`): ``low_confidence`` scores a candidate by its softmax probability
   (float64), ``random`` by a uniform draw; positions that are already committed score ``-inf``.
+* **End tokens last** (``last_ids``, the reference's ``confidence_eos_eot_inf``, Nie et al., 2025, Appendix
+  B.4): a candidate whose token is EOS or end-of-turn is committed after every other masked position of its
+  block. The reference's docstring says it sets "the confidence of EOS and EoT token to -inf"; its code writes
+  ``logits_with_noise[..., EOS] = logits[..., EOT] = -inf`` after the candidates are drawn, so only an EOT
+  candidate's softmax confidence falls (to 0), and every other candidate's probability is renormalised without
+  EOT. ptdlib follows the docstring: both end tokens go last and no other confidence changes. Not ``-inf``
+  itself, which here marks committed positions (a top-``k`` or threshold step could then pick a committed
+  position and commit nothing): the confidence moves :data:`DEMOTION` lower, below every confidence in [0, 1],
+  above ``-inf``, in the same order among end candidates. (``logits_eos_inf``, forbidding EOS outright, acts on
+  the logits before this rule: ``SamplerConfig.suppress_eos``.)
 * **Selection**: the top-``k`` positions by confidence (:func:`select_top_k`), or, with Fast-dLLM's threshold
   rule (Wu et al., 2025, "Fast-dLLM"), every masked position whose confidence is at least the threshold and
   always the most confident one (:func:`select_above_threshold`). Ties go to the leftmost position
@@ -32,11 +42,14 @@ vectorised tensor functions.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 
 NEG_INF = float("-inf")
+#: How far a ``last_ids`` candidate's confidence is lowered: confidences lie in [0, 1] (a softmax probability or a
+#: uniform draw), so ``c - 2`` lies in [-2, -1], below every other candidate and above committed positions' -inf.
+DEMOTION = 2.0
 
 
 def transfer_schedule(n_masked: torch.Tensor, steps: int) -> torch.Tensor:
@@ -93,10 +106,16 @@ def check_remasking(name: str) -> None:
 
 
 def confidence(remasking: str, logits: torch.Tensor, x0: torch.Tensor, masked: torch.Tensor,
-               uniforms: torch.Tensor | None = None) -> torch.Tensor:
-    """(B, l) float64 confidence of each candidate; ``-inf`` where ``masked`` is False (already committed)."""
+               uniforms: torch.Tensor | None = None, last_ids: Sequence[int] = ()) -> torch.Tensor:
+    """(B, l) float64 confidence of each candidate; ``-inf`` where ``masked`` is False (already committed).
+
+    Candidates whose token is in ``last_ids`` are lowered by :data:`DEMOTION`, below every other candidate
+    (the reference's ``confidence_eos_eot_inf``; module docstring, "End tokens last").
+    """
     check_remasking(remasking)
     conf = REMASKING[remasking](logits, x0, uniforms)
+    if len(last_ids):
+        conf = torch.where(torch.isin(x0, torch.as_tensor(list(last_ids), device=x0.device)), conf - DEMOTION, conf)
     return conf.masked_fill(~masked, NEG_INF)
 
 
@@ -122,16 +141,17 @@ def select_above_threshold(conf: torch.Tensor, masked: torch.Tensor, threshold: 
 
 def commit_step(logits: torch.Tensor, block: torch.Tensor, mask_id: int, *, k: torch.Tensor | None,
                 temperature: float, remasking: str, threshold: float | None = None,
-                gumbel_uniforms: torch.Tensor | None = None,
-                remask_uniforms: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                gumbel_uniforms: torch.Tensor | None = None, remask_uniforms: torch.Tensor | None = None,
+                last_ids: Sequence[int] = ()) -> tuple[torch.Tensor, torch.Tensor]:
     """One step of the rule on a block: ``(transfer (B, l) bool, candidates (B, l))``.
 
     ``logits`` (B, l, V) are the block's logits after guidance and suppression; ``block`` (B, l) its current
-    tokens; ``k`` (B,) the schedule's count for this step (ignored when ``threshold`` is set).
+    tokens; ``k`` (B,) the schedule's count for this step (ignored when ``threshold`` is set); ``last_ids``
+    token ids whose candidates are committed after all others (end tokens, for ``confidence_eos_eot_inf``).
     """
     masked = block == mask_id
     x0 = candidates(logits, temperature, gumbel_uniforms)
-    conf = confidence(remasking, logits, x0, masked, remask_uniforms)
+    conf = confidence(remasking, logits, x0, masked, remask_uniforms, last_ids)
     if threshold is not None:
         transfer = select_above_threshold(conf, masked, threshold)
     else:

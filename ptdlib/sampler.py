@@ -6,12 +6,15 @@
 split evenly over the blocks; each step is one forward pass over prompt + whole canvas, after which the commit
 rule of :mod:`ptdlib.commit` fills some masked positions of the current block. Committed tokens are never
 remasked. Options of the reference: unsupervised classifier-free guidance (``cfg_scale``: the unconditional
-branch sees the prompt masked; logits ``u + (s + 1)(c - u)``, Nie et al., 2025, Appendix B), forbidding end
-tokens as candidates (``suppress_eos``); plus Fast-dLLM's threshold rule (``threshold``: a block is then
-decoded until it is full, however many passes that takes, so ``steps`` only fixes the block structure) and
-EOS-led early stopping (``stop_after_eos_block``: a query stops once a fully committed block holds an end token;
-committed tokens are final, so the tokens up to the stop are those of the full run; canvas positions after the
-stopping block stay mask tokens).
+branch sees the prompt masked; logits ``u + (s + 1)(c - u)``, Nie et al., 2025, Appendix B), and the two end-token
+options of the reference (Appendix B.4), named after its arguments: ``suppress_eos`` is ``logits_eos_inf`` (the EOS
+logit is set to -inf before candidates and confidences are computed, so EOS is never committed; end-of-turn stays
+allowed, so an answer can still end), and ``confidence_eos_eot_inf`` commits EOS and end-of-turn candidates after
+every other masked position of the block (see :mod:`ptdlib.commit`, "End tokens last"); plus Fast-dLLM's
+threshold rule (``threshold``: a block is then decoded until it is full, however many passes that takes, so
+``steps`` only fixes the block structure) and EOS-led early stopping (``stop_after_eos_block``: a query stops
+once a fully committed block holds an end token; committed tokens are final, so the tokens up to the stop are
+those of the full run; canvas positions after the stopping block stay mask tokens).
 
 Batching. Queries are grouped by canvas length and each group is run in batches of left-padded prompts, so a
 short canvas costs short-canvas time; a query whose step commits nothing (see ``init_canvas``) or that has
@@ -63,7 +66,8 @@ class SamplerConfig:
     temperature: float = 0.0  # Gumbel-max noise temperature (0 = greedy)
     remasking: str = "low_confidence"  # confidence of a candidate: "low_confidence" (softmax prob) or "random"
     cfg_scale: float = 0.0  # unsupervised classifier-free guidance (prompt masked in the unconditional branch)
-    suppress_eos: bool = False  # forbid EOS/EOT candidates (the reference's logits_eos_inf, for all end tokens)
+    suppress_eos: bool = False  # the reference's logits_eos_inf: EOS logit -inf (EOS only; end-of-turn stays allowed)
+    confidence_eos_eot_inf: bool = False  # the reference's option of that name: EOS/EOT candidates committed last
     threshold: float | None = None  # Fast-dLLM: commit every masked position at or above this confidence (>= 1 per step)
     stop_after_eos_block: bool = False  # stop a query once a fully committed block holds EOS (EOS-led growth)
 
@@ -213,9 +217,9 @@ class _Batch:
             logits = unc + (cfg.cfg_scale + 1) * (cond - unc)
         else:
             logits = counted_logits(lm, x, attn, self.kind, qids, self.callbacks, step)[:, s - trim:e - trim]
-        if cfg.suppress_eos:
+        if cfg.suppress_eos:  # logits_eos_inf: EOS only, as the reference
             logits = logits.clone()
-            logits[..., list(lm.end_ids)] = float("-inf")
+            logits[..., lm.eos_id] = float("-inf")
         row_list = rows.tolist()
         bl, V = logits.shape[1], logits.shape[2]
         gumbel = self._draw(row_list, (bl, V)) if cfg.temperature > 0 else None
@@ -224,7 +228,8 @@ class _Batch:
         transfer, x0 = commit_step(
             logits, block_tokens, lm.mask_id, k=None if k is None else k.to(logits.device),
             temperature=cfg.temperature, remasking=cfg.remasking, threshold=cfg.threshold,
-            gumbel_uniforms=gumbel, remask_uniforms=remask)
+            gumbel_uniforms=gumbel, remask_uniforms=remask,
+            last_ids=lm.end_ids if cfg.confidence_eos_eot_inf else ())
         new = torch.where(transfer, x0, block_tokens)
         if every:
             self.x[:, s:e] = new

@@ -14,7 +14,7 @@ PROMPTS = ["count from 3 to 9", "repeat kiwi 4 times", "reverse : cat dog sun mo
 
 
 def reference_generate(lm, prompt_ids, gen_length, steps, block_length, temperature=0.0, cfg_scale=0.0,
-                       remasking="low_confidence", suppress_eos=False, generator=None):
+                       remasking="low_confidence", suppress_eos=False, confidence_eos_eot_inf=False, generator=None):
     """LLaDA's generate() re-stated from issue 3 §1: one prompt, no padding, plain loops.
 
     Randomness follows the project's convention (one generator per query; per step a (block_length, V) float64
@@ -44,8 +44,8 @@ def reference_generate(lm, prompt_ids, gen_length, steps, block_length, temperat
                 logits = un_logits + (cfg_scale + 1) * (logits - un_logits)
             else:
                 logits = lm.logits(x)
-            if suppress_eos:
-                logits[:, :, list(lm.end_ids)] = float("-inf")
+            if suppress_eos:  # the reference's logits_eos_inf: the EOS logit only
+                logits[:, :, lm.eos_id] = float("-inf")
             block_logits = logits[0, start:end]
             if temperature > 0:
                 u = torch.rand(block_logits.shape, generator=generator, dtype=torch.float64)
@@ -59,7 +59,12 @@ def reference_generate(lm, prompt_ids, gen_length, steps, block_length, temperat
             else:
                 conf = torch.rand(block_length, generator=generator, dtype=torch.float64)
             conf = torch.where(x[0, start:end] == mask_id, conf, float("-inf"))
-            _, select = torch.topk(conf, k=counts[i])
+            if confidence_eos_eot_inf:  # end-token candidates after every other masked position, then by confidence
+                masked = (x[0, start:end] == mask_id).nonzero().squeeze(1).tolist()
+                order = sorted(masked, key=lambda j: (int(x0[j]) in lm.end_ids, -float(conf[j]), j))
+                select = torch.tensor(order[:counts[i]], dtype=torch.long)
+            else:
+                _, select = torch.topk(conf, k=counts[i])
             x[0, start + select] = x0[select]
     return x[0, P:].tolist()
 
@@ -127,6 +132,8 @@ def test_greedy_sampler_matches_reference_token_for_token(tiny_lm, L, bl, steps)
     dict(remasking="random"),
     dict(cfg_scale=1.5, suppress_eos=True),
     dict(temperature=0.5, cfg_scale=0.5),
+    dict(temperature=0.8, confidence_eos_eot_inf=True),
+    dict(suppress_eos=True, confidence_eos_eot_inf=True),
 ])
 def test_seeded_sampler_matches_reference(tiny_lm, options):
     cfg = SamplerConfig(steps=8, block_length=8, **options)
@@ -258,10 +265,81 @@ def test_threshold_rule_commits_at_least_one_token_per_pass(tiny_lm):
     assert [o.forward_passes for o in loose] == [2, 2] and all(tiny_lm.mask_id not in o.tokens for o in loose)
 
 
+# ---------------------------------------------------------------- end tokens as the reference has them
+class PositionLogits(nn.Module):
+    """A hand-made stub: fixed logits per canvas position, whatever the tokens (canvas = the last ``L`` positions).
+
+    ``table`` maps a canvas position to {token id: logit}; every other token scores 0.
+    """
+
+    def __init__(self, vocab_size, L, table):
+        super().__init__()
+        self.anchor = nn.Parameter(torch.zeros(1))  # gives the stub a device
+        self.base = torch.zeros(L, vocab_size)
+        for pos, logits in table.items():
+            for tok, value in logits.items():
+                self.base[pos, tok] = value
+
+    def forward(self, input_ids, attention_mask=None, **kwargs):
+        B, T = input_ids.shape
+        out = torch.zeros(B, T, self.base.shape[1])
+        out[:, T - self.base.shape[0]:] = self.base
+        return out
+
+
+def stub_lm(tiny_lm, L, table):
+    return replace(tiny_lm, network=PositionLogits(len(tiny_lm.tokenizer), L, table))
+
+
+def test_suppress_eos_forbids_eos_only_so_end_of_turn_still_ends_the_answer(tiny_lm):
+    eos, eot = tiny_lm.eos_id, tiny_lm.end_ids[1]
+    word = tiny_lm.tokenizer.convert_tokens_to_ids("kiwi")
+    assert eot != eos and eot in tiny_lm.end_ids and word not in tiny_lm.end_ids
+    # EOS first, EOT second, a word third at every position from 3 on; the word alone before.
+    table = {i: {word: 3.0} for i in range(3)} | {i: {eos: 9.0, eot: 8.0, word: 3.0} for i in range(3, 8)}
+    lm = stub_lm(tiny_lm, 8, table)
+    plain = sample(lm, PROMPTS[:1], 8, SamplerConfig(block_length=8))[0]
+    assert plain.tokens == [word] * 3 + [eos] * 5 and plain.length == 3
+    forbidden = sample(lm, PROMPTS[:1], 8, SamplerConfig(block_length=8, suppress_eos=True))[0]
+    assert forbidden.tokens == [word] * 3 + [eot] * 5  # logits_eos_inf: EOT is still a candidate
+    assert (forbidden.length, forbidden.truncated, forbidden.text) == (3, False, "kiwi kiwi kiwi")
+
+
+def test_confidence_eos_eot_inf_commits_end_tokens_after_every_other_position(tiny_lm):
+    eos, eot = tiny_lm.eos_id, tiny_lm.end_ids[1]
+    words = [tiny_lm.tokenizer.convert_tokens_to_ids(w) for w in ("cat", "dog", "sun", "moon")]
+    # Positions 0-3: a word, less sure the further left (softmax 0.018 to 0.024); 4-7: an end token, sure (0.98).
+    table = {i: {w: 2.0 + 0.1 * i} for i, w in enumerate(words)} | {4: {eos: 10.0}, 5: {eos: 10.0}, 6: {eot: 10.0},
+                                                                      7: {eot: 10.0}}
+    lm = stub_lm(tiny_lm, 8, table)
+    final = words + [eos, eos, eot, eot]
+    orders = {}
+    for option in (False, True):
+        rec = TraceRecorder()
+        out = sample(lm, PROMPTS[:1], 8, SamplerConfig(block_length=8, confidence_eos_eot_inf=option),
+                     callbacks=[rec])[0]
+        assert out.tokens == final  # the option changes when a token is committed, not which
+        orders[option] = rec.commit_steps(0, 8)
+    assert orders[False] == [7, 6, 5, 4, 0, 1, 2, 3]  # most confident first: the end tokens, then the words
+    assert orders[True] == [3, 2, 1, 0, 4, 5, 6, 7]  # every word first (most confident first), then end tokens
+
+
+def test_confidence_eos_eot_inf_with_the_threshold_rule_still_commits_every_pass(tiny_lm):
+    eos = tiny_lm.eos_id
+    word = tiny_lm.tokenizer.convert_tokens_to_ids("kiwi")
+    table = {0: {word: 2.0}, 1: {word: 2.1}} | {i: {eos: 10.0} for i in range(2, 8)}
+    lm = stub_lm(tiny_lm, 8, table)
+    eager = sample(lm, PROMPTS[:1], 8, SamplerConfig(block_length=8, threshold=0.9))[0]
+    assert eager.forward_passes == 3  # all six sure end tokens in the first pass, then one word per pass
+    last = sample(lm, PROMPTS[:1], 8, SamplerConfig(block_length=8, threshold=0.9, confidence_eos_eot_inf=True))[0]
+    assert last.forward_passes == 8  # end tokens never reach the threshold: one (the best) per pass, after the words
+    assert last.tokens == eager.tokens == [word, word] + [eos] * 6
+
+
 # ---------------------------------------------------------------- configuration and bad input
 def test_config_survives_a_dict_round_trip():
     cfg = SamplerConfig(steps=64, block_length=16, temperature=0.3, remasking="random", cfg_scale=1.0,
-                        suppress_eos=True, threshold=0.9, stop_after_eos_block=True)
+                        suppress_eos=True, confidence_eos_eot_inf=True, threshold=0.9, stop_after_eos_block=True)
     assert SamplerConfig(**asdict(cfg)) == cfg
 
 
