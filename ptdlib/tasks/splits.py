@@ -34,13 +34,19 @@ MIX_SHIFT_WEIGHTS = {"count": 4, "repeat": 4, "collatz": 3, "primes": 3, "animal
 
 @dataclass(frozen=True)
 class Query:
-    """One query: ``answer`` is a reference answer (for ``random`` families, one valid answer)."""
+    """One query: ``answer`` is a reference answer (for ``random`` families, one valid answer).
+
+    Queries of a file source (:mod:`ptdlib.tasks.sources`) carry the source's name, the benchmark as their
+    family and the record their benchmark scores in ``meta`` (JSON); the synthetic suite leaves both default.
+    """
 
     qid: str
     split: str
-    family: str
+    family: str  # a synthetic task family, or the benchmark of a file source (gsm8k, humaneval, ifeval, qa)
     prompt: str
     answer: str
+    source: str = "synthetic"  # where the query comes from: the synthetic suite or a named file source
+    meta: str = ""  # JSON of the benchmark record behind a file-source query (ptdlib.tasks.sources.query_record)
 
     @property
     def answer_length(self) -> int:
