@@ -52,6 +52,7 @@ from typing import Hashable, Sequence
 import torch
 
 from ptdlib.commit import RANDOM_REMASKING, check_remasking, commit_step, transfer_schedule
+from ptdlib.edits import StepView, apply_edit
 from ptdlib.events import FORWARD_KINDS, StepEvent, counted_logits, emit_step
 from ptdlib.models.base import DiffusionLM
 from ptdlib.models.batching import left_pad
@@ -152,9 +153,11 @@ def _end_position(tokens: list[int], end_ids: tuple[int, ...]) -> int | None:
 class _Batch:
     """One batch of queries sharing a canvas length: the state of the loop and one forward pass + commit."""
 
-    def __init__(self, lm, cfg, prompts, canvases, qids, gens, kind, callbacks, bar):
+    def __init__(self, lm, cfg, prompts, canvases, qids, gens, kind, callbacks, bar, editor=None):
         self.lm, self.cfg, self.qids, self.gens, self.kind, self.callbacks, self.bar = (
             lm, cfg, qids, gens, kind, callbacks, bar)
+        self.editor = editor  # a CanvasEditor (ptdlib.edits) or None: canvases then change between steps
+        self.prompt_lens = [len(p) for p in prompts]
         dev = lm.device
         p_ids, p_attn = left_pad(prompts, lm.pad_id)
         self.P = p_ids.shape[1]
@@ -164,6 +167,7 @@ class _Batch:
         self.is_prompt = torch.cat([p_attn.bool(), torch.zeros_like(canvas, dtype=torch.bool)], 1).to(dev)
         self.pad = torch.tensor([self.P - len(p) for p in prompts])  # left padding of each row
         self.B, self.L = canvas.shape
+        self.lens = torch.full((self.B,), self.L, dtype=torch.long)  # canvas length of each row (edits change it)
         self.active = torch.ones(self.B, dtype=torch.bool)
         self.passes = [0] * self.B
         self.steps_run = [0] * self.B
@@ -171,6 +175,8 @@ class _Batch:
         self.want_steps = any(hasattr(cb, "on_step") for cb in callbacks)
 
     def run(self) -> None:
+        if self.editor is not None:
+            return self._run_editable()
         cfg, bl, mask_id = self.cfg, self.cfg.block_length, self.lm.mask_id
         n_blocks, spb = cfg.plan(self.L)
         step = 0
@@ -196,6 +202,36 @@ class _Batch:
                 ended = torch.isin(self.x[:, self.P:e], self.end_ids).any(1).cpu()
                 self.active &= ~ended
 
+    def _run_editable(self) -> None:
+        """The loop when an editor may change canvases between steps (see :mod:`ptdlib.edits`).
+
+        Each step denoises the current block, the first block (of ``block_length`` canvas positions) that still
+        holds a mask in some active row; rows with no mask there sit the step out. A step commits one token
+        per row (LLaDA's S = L: one pass per masked position) or, with ``threshold``, Fast-dLLM's rule. The
+        last block may be partial (canvases need not be whole blocks). Without edits this is the plain loop
+        with S = L, token for token. Early stopping: a row stops once its fully committed blocks hold EOS.
+        """
+        bl, mask_id, P = self.cfg.block_length, self.lm.mask_id, self.P
+        step = 0
+        while True:
+            masked = (self.x[:, P:] == mask_id).cpu() & self.active[:, None]
+            todo = masked.any(1)
+            if not todo.any():
+                break
+            b = int(masked.float().argmax(1)[todo].min()) // bl  # argmax of a bool row: its first mask
+            rows = masked[:, b * bl:(b + 1) * bl].any(1).nonzero().squeeze(1)
+            k = None if self.cfg.threshold is not None else torch.ones(len(rows), dtype=torch.long)
+            self._step(rows, k, b, P + b * bl, P + (b + 1) * bl, step)
+            step += 1
+            if self.cfg.stop_after_eos_block:
+                canvas = self.x[:, P:].cpu()
+                pos = torch.arange(canvas.shape[1])[None, :]
+                inside = pos < self.lens[:, None]
+                masked = (canvas == mask_id) & inside
+                done = torch.where(masked.any(1), masked.float().argmax(1) // bl * bl, self.lens)
+                ended = (torch.isin(canvas, self.end_ids.cpu()) & inside & (pos < done[:, None])).any(1)
+                self.active &= ~ended
+
     def _draw(self, rows: list[int], shape: tuple[int, ...]) -> torch.Tensor:
         u = torch.stack([torch.rand(shape, generator=self.gens[r], dtype=torch.float64) for r in rows])
         return u.to(self.lm.device)
@@ -204,19 +240,26 @@ class _Batch:
         lm, cfg = self.lm, self.cfg
         every = len(rows) == self.B
         trim = int(self.pad[rows].min())  # padding columns no selected row needs
+        right = self.P + int(self.lens[rows].max())  # ... on both sides (edited canvases differ in length)
+        e = min(e, right)
         idx = rows.to(self.x.device)
-        x = (self.x if every else self.x[idx])[:, trim:]
-        attn = (self.attn if every else self.attn[idx])[:, trim:]
+        x = (self.x if every else self.x[idx])[:, trim:right]
+        attn = (self.attn if every else self.attn[idx])[:, trim:right]
+        # an editor sees the logits of whole canvases; the commit rule those of the current block
+        lo, hi = (self.P - trim, right - trim) if self.editor is not None else (s - trim, e - trim)
+        before = x[:, self.P - trim:].clone() if self.editor is not None else None
         qids = tuple(self.qids[r] for r in rows.tolist())
         if cfg.cfg_scale > 0:
-            is_prompt = (self.is_prompt if every else self.is_prompt[idx])[:, trim:]
+            is_prompt = (self.is_prompt if every else self.is_prompt[idx])[:, trim:right]
             uncond = x.masked_fill(is_prompt, lm.mask_id)
             logits = counted_logits(lm, torch.cat([x, uncond]), torch.cat([attn, attn]), self.kind,
                                     qids + qids, self.callbacks, step)
-            cond, unc = logits[:, s - trim:e - trim].chunk(2)
+            cond, unc = logits[:, lo:hi].chunk(2)
             logits = unc + (cfg.cfg_scale + 1) * (cond - unc)
         else:
-            logits = counted_logits(lm, x, attn, self.kind, qids, self.callbacks, step)[:, s - trim:e - trim]
+            logits = counted_logits(lm, x, attn, self.kind, qids, self.callbacks, step)[:, lo:hi]
+        canvas_logits = logits
+        logits = logits[:, s - trim - lo:e - trim - lo]
         if cfg.suppress_eos:  # logits_eos_inf: EOS only, as the reference
             logits = logits.clone()
             logits[..., lm.eos_id] = float("-inf")
@@ -247,14 +290,47 @@ class _Batch:
             positions = tuple(tuple((h.nonzero().squeeze(1) + (s - self.P)).tolist()) for h in hit)
             tokens = tuple(tuple(t[h].tolist()) for t, h in zip(new_cpu, hit))
             emit_step(self.callbacks, StepEvent(step, block, qids, positions, tokens))
+        if self.editor is not None:
+            self._edit(rows, step, s, e, before, canvas_logits)
+
+    def _edit(self, rows: torch.Tensor, step: int, s: int, e: int, before: torch.Tensor, logits) -> None:
+        """Show the editor this step's rows and apply the edits it returns (canvases may grow or shrink)."""
+        P, mask_id, row_list = self.P, self.lm.mask_id, rows.tolist()
+        view = StepView(step, s - P, e - P, tuple(self.qids[r] for r in row_list),
+                        tuple(int(self.lens[r]) for r in row_list), before,
+                        self.x[rows.to(self.x.device), P:P + before.shape[1]], logits, mask_id, self.lm.end_ids)
+        where = {self.qids[r]: r for r in row_list}
+        edited: dict[int, list[int]] = {}
+        for ed in self.editor.edit(view) or ():
+            r = where.get(ed.query_id)
+            if r is None:
+                raise ValueError(f"canvas edit for query {ed.query_id!r}, which took no part in step {step}")
+            tokens = edited.get(r, self.x[r, P:P + int(self.lens[r])].tolist())
+            edited[r] = apply_edit(tokens, ed, mask_id, self.lm.max_positions - self.prompt_lens[r])
+        if not edited:
+            return
+        grow = P + max(len(t) for t in edited.values()) - self.x.shape[1]
+        if grow > 0:  # new columns are filler: not attended, not masks
+            B, dev = self.B, self.x.device
+            self.x = torch.cat([self.x, torch.full((B, grow), self.lm.pad_id, dtype=torch.long, device=dev)], 1)
+            self.attn = torch.cat([self.attn, torch.zeros((B, grow), dtype=self.attn.dtype, device=dev)], 1)
+            self.is_prompt = torch.cat([self.is_prompt, torch.zeros((B, grow), dtype=torch.bool, device=dev)], 1)
+        for r, tokens in edited.items():
+            n = len(tokens)
+            self.x[r, P:] = self.lm.pad_id
+            self.x[r, P:P + n] = torch.tensor(tokens, dtype=torch.long, device=self.x.device)
+            self.attn[r, P:] = 0
+            self.attn[r, P:P + n] = 1
+            self.lens[r] = n
 
     def outputs(self) -> list[SampleOutput]:
         out = []
         for r in range(self.B):
-            tokens = self.x[r, self.P:].tolist()
+            n = int(self.lens[r])  # the canvas length (edits may have changed it)
+            tokens = self.x[r, self.P:self.P + n].tolist()
             end = _end_position(tokens, self.lm.end_ids)
-            length = self.L if end is None else end
-            out.append(SampleOutput(self.qids[r], self.L, tokens, self.lm.decode(tokens[:length]), length,
+            length = n if end is None else end
+            out.append(SampleOutput(self.qids[r], n, tokens, self.lm.decode(tokens[:length]), length,
                                     end is None, self.passes[r], self.steps_run[r]))
         return out
 
@@ -266,11 +342,15 @@ def _prompt_ids(lm: DiffusionLM, prompts) -> list[list[int]]:
 def sample(lm: DiffusionLM, prompts: Sequence[str | list[int]], canvas: int | Sequence[int],
            cfg: SamplerConfig = SamplerConfig(), *, seed: int = 0, callbacks=(), kind: str = "denoise",
            query_ids: Sequence | None = None, batch_size: int = 32,
-           init_canvas: Sequence[list[int] | None] | None = None, progress: bool = False) -> list[SampleOutput]:
+           init_canvas: Sequence[list[int] | None] | None = None, progress: bool = False,
+           editor=None) -> list[SampleOutput]:
     """Denoise a canvas after each prompt; one :class:`SampleOutput` per prompt, in order (see module docstring).
 
     ``prompts``: text (chat-formatted by ``lm.encode_prompt``) or token ids used as they are. ``canvas``: one
     length for all or one per query. ``init_canvas``: per query a canvas to continue (or None for all masks).
+    ``editor``: a :class:`~ptdlib.edits.CanvasEditor` that may insert masks into live canvases or resize them
+    after every step (DAEDAL, ρ-EOS); canvases then need not be whole blocks, and ``steps`` must be None (one
+    token per step, S = L) unless ``threshold`` is set. Each output's ``canvas_length`` is its final canvas.
     """
     n = len(prompts)
     if n == 0:
@@ -288,7 +368,17 @@ def sample(lm: DiffusionLM, prompts: Sequence[str | list[int]], canvas: int | Se
         raise ValueError(f"unknown forward kind {kind!r}; choose from {', '.join(FORWARD_KINDS)}")
     if not isinstance(batch_size, int) or batch_size <= 0:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    plans = {L: cfg.plan(L) for L in dict.fromkeys(lengths)}  # validates every canvas length first
+    if editor is not None:
+        if cfg.steps is not None and cfg.threshold is None:
+            raise ValueError(f"a canvas editor needs steps=None (one token per step) or a threshold, got steps={cfg.steps}")
+        if lm.pad_id == lm.mask_id:
+            raise ValueError(f"a canvas editor needs a pad id distinct from the mask id {lm.mask_id} (filler columns)")
+        bad = [L for L in lengths if not isinstance(L, numbers.Integral) or L <= 0]
+        if bad:
+            raise ValueError(f"canvas lengths must be positive integers, got {bad[:3]}")
+        plans = {}
+    else:
+        plans = {L: cfg.plan(L) for L in dict.fromkeys(lengths)}  # validates every canvas length first
     ids = _prompt_ids(lm, prompts)
     canvases = []
     for q, p, L, init in zip(qids, ids, lengths, inits):
@@ -307,7 +397,7 @@ def sample(lm: DiffusionLM, prompts: Sequence[str | list[int]], canvas: int | Se
     if progress:
         from tqdm.auto import tqdm
         # one tick per forward pass; the threshold rule's number of passes is not known in advance
-        total = None if cfg.threshold is not None else sum(plans[lengths[m[0]]][0] * plans[lengths[m[0]]][1]
+        total = None if cfg.threshold is not None or editor is not None else sum(plans[lengths[m[0]]][0] * plans[lengths[m[0]]][1]
                                                             for m in batches)
         bar = tqdm(total=total, desc="denoising passes", unit="pass")
     results: list[SampleOutput | None] = [None] * n
@@ -316,7 +406,7 @@ def sample(lm: DiffusionLM, prompts: Sequence[str | list[int]], canvas: int | Se
             batch = _Batch(lm, cfg, [ids[i] for i in members], [canvases[i] for i in members],
                            [qids[i] for i in members],
                            [torch.Generator().manual_seed(_query_seed(seed, qids[i])) for i in members],
-                           kind, callbacks, bar)
+                           kind, callbacks, bar, editor)
             with torch.no_grad():
                 batch.run()
             for i, out in zip(members, batch.outputs()):
