@@ -19,7 +19,6 @@ reused across splits, seeds and recoveries.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import sys
@@ -30,54 +29,14 @@ from pathlib import Path
 import torch
 
 from ptdlib.canvas import CanvasPolicy, OracleCanvas, evaluate_strategy, get_policy_class, make_policy
-from ptdlib.runconfig import Cell, ModelSpec, RunConfig, load_config, parse_shard, plan_chunks, shard_of
-
-#: model_type of the embedded architecture's config.json (loaded with its own prompt format)
-EMBEDDED_MODEL_TYPE = "ptd_llada"
-
+from ptdlib.runconfig import Cell, ModelSpec, RunConfig, plan_chunks, shard_of
 
 # ---------------------------------------------------------------- the model
-def resolve_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
 def load_model(spec: ModelSpec, device: str = "auto"):
-    """The :class:`~ptdlib.models.base.DiffusionLM` that ``spec`` names (see :class:`ModelSpec`)."""
-    from ptdlib.models.embedded import DEFAULT_MODEL_DIR
+    """The :class:`~ptdlib.models.base.DiffusionLM` that ``spec`` names: :func:`ptdlib.models.spec.load_lm`."""
+    from ptdlib.models.spec import load_lm
 
-    device, dtype = resolve_device(device), getattr(torch, spec.dtype)
-    path = DEFAULT_MODEL_DIR if spec.path == "embedded" else Path(spec.path)
-    loader = spec.loader
-    if loader == "auto":
-        if path.is_file():
-            loader = "checkpoint"
-        elif (path / "config.json").exists():
-            model_type = json.loads((path / "config.json").read_text()).get("model_type")
-            loader = "embedded" if model_type == EMBEDDED_MODEL_TYPE else "hf"
-        else:
-            hint = " (train the shipped model with `ptd train-model`)" if spec.path == "embedded" else ""
-            raise FileNotFoundError(f"model.path {path} is neither a model directory (with config.json) nor a "
-                                    f"checkpoint file{hint}")
-    if loader == "embedded":
-        from ptdlib.models.embedded_lm import load_embedded
-
-        return load_embedded(path, device=device, dtype=dtype)
-    if loader == "checkpoint":  # a training checkpoint of the embedded model: its "model" state dict
-        from ptdlib.models.embedded import build_model
-        from ptdlib.models.embedded_lm import embedded_lm
-        from ptdlib.models.tokenizer import build_tokenizer
-
-        tok = build_tokenizer()
-        model = build_model(tok)
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-        model.load_state_dict(ckpt["model"])
-        name = path.parent.name if path.parent.name else path.stem
-        return embedded_lm(model.to(device=device, dtype=dtype).eval(), tok, model_id=f"{name}@step{ckpt.get('step', '?')}")
-    from ptdlib.models.hf import load_hf_dllm
-
-    return load_hf_dllm(path, style=spec.style, trust_remote_code=spec.trust_remote_code, device=device, dtype=dtype)
+    return load_lm(spec, device)
 
 
 # ---------------------------------------------------------------- labels and fitted policies
@@ -231,35 +190,3 @@ def describe(cfg: RunConfig, out: Path, shard: tuple[int, int]) -> str:
     lines.append(f"shard {shard[0]}/{shard[1]}: {len(mine)} chunks, {len(mine) - len(todo)} already in {out}, "
                  f"{len(todo)} to run ({sum(c.size for c in todo)} rows)")
     return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="ptd run", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="Example: ptd run configs/example.yaml --shard 0/4   (see docs/runner.md)")
-    parser.add_argument("config", help="run configuration (.yaml, .yml or .toml)")
-    parser.add_argument("--shard", default="0/1", help="run shard i of n (i/n; default 0/1: everything)")
-    parser.add_argument("--output", help="run directory (default: the config's output)")
-    parser.add_argument("--device", default="auto", help="torch device (default: cuda if available, else cpu)")
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    parser.add_argument("--dry-run", action="store_true", help="print the grid and this shard's work; run nothing")
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    try:
-        cfg = load_config(args.config)
-        if args.dry_run:
-            print(describe(cfg, Path(args.output or cfg.output), parse_shard(args.shard)))
-            return 0
-        stats = run(cfg, output=args.output, shard=parse_shard(args.shard), device=args.device,
-                    progress=not args.no_progress)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"ptd run: error: {e}", file=sys.stderr)
-        return 2
-    print(stats.line())
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

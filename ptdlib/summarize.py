@@ -9,20 +9,15 @@
    Benjamini–Hochberg correction) is printed as Markdown, and written as LaTeX with ``--latex PATH``.
 
 An arm of the summary is a (strategy, params) pair; when the grid runs one such pair with several truncation
-recoveries, the recovery is added to its params so that the arms stay apart.
+recoveries, the recovery is added to its params so that the arms stay apart. The command itself is
+:mod:`ptdlib.cli.summarize`; this module holds the steps it shares with the report.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
-from pathlib import Path
 
 import pandas as pd
-
-from ptdlib.results import load_results, merged_run, missing_chunks
-from ptdlib.summary import Baseline, summary_table, to_latex, to_markdown
 
 _SHOWN_MISSING = 10  # missing chunk ids listed before "..."
 
@@ -51,58 +46,3 @@ def report_missing(missing: list, total: int) -> str:
     ids = [c.id for c in missing[:_SHOWN_MISSING]] + (["..."] if len(missing) > _SHOWN_MISSING else [])
     return (f"{len(missing)} of {total} chunks missing ({rows} rows): run the missing shards (ptd run CONFIG "
             f"--shard i/n) or copy their chunks/ files in\n  " + "\n  ".join(ids))
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="ptd summarize", description=__doc__.split("\n\n")[0])
-    parser.add_argument("dirs", nargs="+", help="run directories (shards of one run)")
-    parser.add_argument("--correction", default="holm", choices=("holm", "fdr_bh"),
-                        help="multiple-comparison correction of the stars (default: holm)")
-    parser.add_argument("--quality-delta", default="points", choices=("points", "relative"),
-                        help="quality difference in percentage points or percent of the baseline")
-    parser.add_argument("--margin", type=float, help="non-inferiority margin in score units (e.g. 0.02)")
-    parser.add_argument("--baseline", help='baseline arm as STRATEGY or STRATEGY:{"param": value} '
-                                           "(default: the config's baseline, fixed at the maximum canvas)")
-    parser.add_argument("--output", help="merged table (default: DIR/results.csv of the first DIR)")
-    parser.add_argument("--latex", help="also write the summary as a LaTeX tabular to this path")
-    parser.add_argument("--allow-missing", action="store_true",
-                        help="summarise a partial run (queries every arm has) instead of failing")
-    args = parser.parse_args(argv)
-    try:
-        cfg, run = merged_run(args.dirs)
-        missing = missing_chunks(*args.dirs)
-        if missing:
-            print(f"ptd summarize: {report_missing(missing, run['chunks'])}", file=sys.stderr)
-            if not args.allow_missing:
-                return 1
-        rows = load_results(*args.dirs)
-        if rows.empty:
-            print("ptd summarize: error: no result rows yet", file=sys.stderr)
-            return 1
-        out = Path(args.output or Path(args.dirs[0]) / "results.csv")
-        rows.to_csv(out, index=False)
-        if args.baseline:
-            name, _, params = args.baseline.partition(":")
-            baseline = Baseline(name, params or "{}")
-        else:
-            baseline = Baseline(*cfg.baseline_arm)
-        arms = separate_recoveries(rows)
-        if missing:
-            arms = common_queries(arms)
-        table = summary_table(arms, baseline, correction=args.correction, quality_delta=args.quality_delta,
-                              margin=args.margin)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"ptd summarize: error: {e}", file=sys.stderr)
-        return 2
-    model = run["model"]
-    print(f"run: {model['id']} (weights {model['fingerprint']}), {len(rows)} rows, "
-          f"git {run['git']['revision'][:10]}; merged table -> {out}\n")
-    print(to_markdown(table))
-    if args.latex:
-        Path(args.latex).write_text(to_latex(table))
-        print(f"LaTeX table -> {args.latex}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

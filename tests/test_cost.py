@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 import torch
 
-from ptdlib.cost import bootstrap_saving, estimate, main, price_plans
+from ptdlib.cli.cost import main
+from ptdlib.cost import bootstrap_saving, estimate, price_plans
 from ptdlib.hardware import ASSUMED_MFU, HARDWARE, Hardware, hardware, measure_mfu
 from ptdlib.shapes import LLADA_8B, AnalyticCounter, ModelShape, analytic_flops
 from ptdlib.workload import (StrategyParams, StrategyPlans, canvas_plan, plan_strategy, plans_from_results,

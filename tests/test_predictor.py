@@ -14,7 +14,8 @@ import torch
 from ptdlib.predictor import (
     FeatureExtractor, FeatureSet, LengthPredictor, PredictorConfig, predictor_cost_report, prompt_representation,
 )
-from ptdlib.predictor.cli import fit_and_evaluate, length_metrics, load_calibration, main, save_run
+from ptdlib.cli.train_predictor import main
+from ptdlib.predictor.training import fit_and_evaluate, length_metrics, load_calibration, save_run
 from ptdlib.predictor.features import TEXT_STATS, text_statistics
 from ptdlib.predictor.regressors import RIDGE_ALPHAS
 from ptdlib.tasks import make_split

@@ -9,6 +9,7 @@ import torch
 pytest.importorskip("papermill")
 
 from ptdlib import report  # noqa: E402
+from ptdlib.cli.report import main as report_main  # noqa: E402
 from ptdlib.report.workers import label_jobs  # noqa: E402
 from ptdlib.analysis.significance import strategy_overview  # noqa: E402
 from ptdlib.models.embedded import build_model, save_model  # noqa: E402
@@ -30,7 +31,7 @@ def smoke_report(tmp_path_factory, tokenizer):
     model.lm_head.weight.data[tokenizer.eos_token_id] *= EOS_BOOST
     model_dir = save_model(model, tokenizer, root / "tiny-model")
     out = root / "out"
-    code = report.main(["--smoke", "--model", str(model_dir), "--out", str(out), "--notebooks", "06",
+    code = report_main(["--smoke", "--model", str(model_dir), "--out", str(out), "--notebooks", "06",
                         "--workers", "2"])
     yield {"code": code, "out": out, "model": model_dir, "root": root}
     mp.undo()
@@ -70,7 +71,7 @@ def test_numbers_on_the_page_are_those_of_the_result_rows(smoke_report):
 def test_rerunning_the_report_reuses_the_finished_rows(smoke_report, capsys):
     out = smoke_report["out"]
     before = load_results(out / "runs")
-    code = report.main(["--smoke", "--model", str(smoke_report["model"]), "--out", str(out), "--notebooks", "none",
+    code = report_main(["--smoke", "--model", str(smoke_report["model"]), "--out", str(out), "--notebooks", "none",
                         "--workers", "1"])
     printed = capsys.readouterr().out
     assert code == 0
@@ -79,9 +80,9 @@ def test_rerunning_the_report_reuses_the_finished_rows(smoke_report, capsys):
 
 
 def test_bad_options_fail_with_a_clear_message(tmp_path, capsys):
-    assert report.main(["--smoke", "--out", str(tmp_path), "--notebooks", "04,99"]) == 2
+    assert report_main(["--smoke", "--out", str(tmp_path), "--notebooks", "04,99"]) == 2
     assert "no notebook numbered 99" in capsys.readouterr().err
-    assert report.main(["--smoke", "--out", str(tmp_path), "--skip-grid", "--notebooks", "none"]) == 2
+    assert report_main(["--smoke", "--out", str(tmp_path), "--skip-grid", "--notebooks", "none"]) == 2
     assert "is not a run directory: it has no run.json" in capsys.readouterr().err
 
 

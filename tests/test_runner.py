@@ -13,7 +13,7 @@ import pytest
 import torch
 import yaml
 
-from ptdlib import summarize
+from ptdlib.cli import summarize
 from ptdlib.models.embedded import save_model
 from ptdlib.results import (ROW_KEY, atomic_write, chunk_path, finished_chunks, load_results, missing_chunks,
                             read_run)
@@ -168,7 +168,7 @@ def test_rerun_skips_finished_chunks_and_redoes_only_missing_ones(env, reference
 
 def test_run_killed_with_sigkill_and_restarted_ends_with_the_rows_of_an_uninterrupted_run(env, reference, tmp_path):
     out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "ptdlib.runner", str(env["config"]), "--output", str(out), "--threads", "1",
+    cmd = [sys.executable, "-m", "ptdlib.cli", "run", str(env["config"]), "--output", str(out), "--threads", "1",
            "--no-progress"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=dict(os.environ))
     deadline = time.monotonic() + 120

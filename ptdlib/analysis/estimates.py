@@ -5,7 +5,7 @@ queries right (Spearman ρ) and rarely falls short: a canvas cut at an estimate 
 its EOS only if ``own length <= e``, so the *under-prediction rate* P(own length > e) is the fraction of
 queries that would be truncated with no safety margin (Predict-then-Diffuse's motivation for one).
 Labels are the model's own lengths at the maximum canvas (DESIGN.md §4). The metrics themselves are
-:func:`ptdlib.predictor.cli.length_metrics`; this module tabulates them per estimator and task group.
+:func:`ptdlib.predictor.training.length_metrics`; this module tabulates them per estimator and task group.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from ptdlib.predictor.cli import length_metrics
+from ptdlib.predictor.training import length_metrics
 from ptdlib.tasks import get_family
 
 #: Label of the row that pools every task group.

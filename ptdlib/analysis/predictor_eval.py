@@ -31,7 +31,7 @@ from ptdlib.analysis.margins import passes_per_canvas
 from ptdlib.canvas import CanvasLimits, HeuristicCanvas
 from ptdlib.flops import FlopLedger
 from ptdlib.predictor import FeatureSet, LengthPredictor, PredictorConfig, predictor_cost_report
-from ptdlib.predictor.cli import length_metrics
+from ptdlib.predictor.training import length_metrics
 from ptdlib.sampler import SamplerConfig
 
 #: Feature sets of the ablation: text statistics only, the D-LLM's prompt states only, both.
@@ -58,7 +58,7 @@ def feature_ablation(lm, train: Sequence, train_lengths, test: Sequence, test_le
     """Fit a predictor per (feature set, regressor) on ``train``; score it on ``test``.
 
     Returns (table, predictions): one table row per predictor with the metrics of
-    :func:`ptdlib.predictor.cli.length_metrics`, ``n_features``, ``model_flops`` (the regressor's analytic
+    :func:`ptdlib.predictor.training.length_metrics`, ``n_features``, ``model_flops`` (the regressor's analytic
     cost per query) and ``fit_s``; predictions maps ``"<features> / <regressor>"`` to test predictions.
     """
     if not features or not regressors:

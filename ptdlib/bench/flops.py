@@ -8,12 +8,12 @@ to count a new shape vs a cached one.
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 
 import torch
 
+from ptdlib.cli.contract import ArgumentParser
 from ptdlib.flops import FlopCounter, count_with_torch, cross_check
 from ptdlib.shapes import analytic_flops, preset, shape_from_config, uncounted_flops_estimate
 
@@ -38,7 +38,7 @@ def _timed(fn):
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="ptd bench flops", description=__doc__.split("\n")[0])
+    ap = ArgumentParser(prog="ptd bench flops", description=__doc__.split("\n")[0])
     ap.add_argument("--lengths", type=int, nargs="+", default=[16, 64, 128, 192],
                     help="embedded-model sequence lengths to cross-check")
     ap.add_argument("--llada-lengths", type=int, nargs="+", default=[256, 512, 1024, 2048],

@@ -8,15 +8,16 @@ length and its MAE, per task group and overall.
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 
 import torch
 
+from ptdlib.cli.contract import ArgumentParser
+
 
 def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="ptd bench model", description=__doc__)
+    p = ArgumentParser(prog="ptd bench model", description=__doc__)
     p.add_argument("--model", default=None, help="model directory (default: the embedded model)")
     p.add_argument("--n", type=int, default=600, help="test queries")
     p.add_argument("--canvas", type=int, default=128, help="canvas of the accuracy and length-signal passes")

@@ -12,7 +12,6 @@ Timings are the fastest of ``--repeats`` runs (the machine may be shared). The l
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from collections import defaultdict
@@ -21,6 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ptdlib.cli.contract import ArgumentParser
 from ptdlib.models.embedded import DEFAULT_MODEL_DIR
 
 #: the reference settings of issue 3 §5
@@ -124,7 +124,7 @@ def quality(lm, n: int, seed: int, batch_size: int) -> dict:
 
 
 def main(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="ptd bench sampler", description=__doc__.splitlines()[0])
+    ap = ArgumentParser(prog="ptd bench sampler", description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=None, help="model directory or training checkpoint (default: the shipped model)")
     ap.add_argument("--n", type=int, default=240, help="test queries for the quality table")
     ap.add_argument("--batch", type=int, default=32, help="batch size of the quality run and the large timing batch")

@@ -16,6 +16,8 @@ import json
 import numpy as np
 import pandas as pd
 
+from ptdlib.cli.contract import ArgumentParser
+
 #: The grid: (policy, parameters) pairs; each runs with re-run-at-maximum recovery unless it says otherwise.
 GRID = [
     {"name": "fixed", "params": {"L": 128}},
@@ -58,7 +60,7 @@ def summarise(rows: pd.DataFrame, max_canvas: int = 128) -> pd.DataFrame:
 
 
 def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="ptd bench strategies", description=__doc__,
+    p = ArgumentParser(prog="ptd bench strategies", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="embedded", help="model directory (default: the embedded model)")
     # Defaults match configs/report.yaml, so the bench and the report share their cached labelling runs.

@@ -6,7 +6,7 @@
 * :mod:`~ptdlib.predictor.calibration` -- margin rules fitted on ``calib``: Predict-then-Diffuse's
   percentile, split conformal (additive or log), cost-optimal; :func:`calibrate` builds them by name;
 * :mod:`~ptdlib.predictor.online` -- adaptive conformal inference for a drifting stream;
-* :mod:`~ptdlib.predictor.cli` -- ``ptd train-predictor``.
+* :mod:`~ptdlib.predictor.training` -- fit, evaluate and save (``ptd train-predictor``).
 
 A canvas policy uses them as::
 

@@ -1,5 +1,5 @@
 import sys
 
-from ptdlib.report import main
+from ptdlib.cli.report import main
 
 sys.exit(main())

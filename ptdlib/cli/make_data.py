@@ -6,16 +6,17 @@ identically from its seed by :func:`ptdlib.tasks.make_split`.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
+from ptdlib.cli.contract import ArgumentParser, command
 from ptdlib.tasks.splits import SPLITS, make_split, save_queries
 
 DEFAULT_DIR = Path(__file__).resolve().parents[2] / "data" / "tasks"
 
 
+@command("ptd make-data")
 def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="ptd make-data", description=__doc__)
+    p = ArgumentParser(prog="ptd make-data", description=__doc__)
     p.add_argument("--n", type=int, default=50, help="queries per split")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=str(DEFAULT_DIR))

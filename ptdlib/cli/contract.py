@@ -1,0 +1,103 @@
+"""The error contract every ``ptd`` command keeps.
+
+* **Bad input** — a value, file or configuration the user can fix — ends the command with exit code 2 and
+  one line on stderr, ``ptd <cmd>: error: <what is wrong, naming the value and what is allowed>``. Library
+  code signals it by raising :class:`ValueError` (with subclasses such as ``json.JSONDecodeError``) or a
+  path error (:class:`FileNotFoundError`, :class:`IsADirectoryError`, :class:`NotADirectoryError`,
+  :class:`PermissionError`, :class:`FileExistsError`); argument-parsing errors take the same path.
+* **A bug or an environment failure** (anything else) ends with exit code 1 and one line naming the
+  exception's type; ``--debug`` (any position, or ``PTD_DEBUG=1``) prints the full traceback first in both
+  cases.
+* ``Ctrl-C`` ends with exit code 130.
+
+Every subcommand's ``main(argv)`` is wrapped by :func:`command`, so the contract holds whether the command
+runs through ``ptd`` or its ``main`` is called directly (tests, notebooks).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import sys
+import traceback
+from typing import Callable, Sequence
+
+#: exit codes of the contract
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+#: exceptions that mean "the user's input is wrong" (exit 2); everything else is a failure (exit 1)
+BAD_INPUT = (ValueError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError,
+             FileExistsError)
+
+DEBUG_FLAG = "--debug"
+DEBUG_ENV = "PTD_DEBUG"
+
+
+class UsageError(ValueError):
+    """A command-line argument was refused (raised by :class:`ArgumentParser` instead of exiting)."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """``argparse.ArgumentParser`` whose errors raise :class:`UsageError` (one line, exit 2 via the contract)
+    instead of printing the usage block and calling ``sys.exit``. ``--help`` still prints and exits 0."""
+
+    def error(self, message: str):  # noqa: D401  (argparse's hook)
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+
+def one_line(message: object) -> str:
+    """``message`` on one line: its lines joined with ``"; "`` (blank lines dropped)."""
+    return "; ".join(line.strip() for line in str(message).splitlines() if line.strip())
+
+
+def _message(err: BaseException) -> str:
+    if isinstance(err, (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError, FileExistsError)) \
+            and err.filename is not None and err.strerror:  # OSError's str() is "[Errno 2] ..."
+        return f"{err.strerror}: {err.filename}"
+    if isinstance(err, KeyError):  # str(KeyError) quotes its argument
+        return str(err.args[0]) if err.args else type(err).__name__
+    return str(err) or type(err).__name__
+
+
+def split_debug(argv: Sequence[str]) -> tuple[list[str], bool]:
+    """``argv`` without ``--debug`` (anywhere before a ``--``) and whether it was there or ``PTD_DEBUG`` is set."""
+    argv = list(argv)
+    end = argv.index("--") if "--" in argv else len(argv)
+    debug = DEBUG_FLAG in argv[:end]
+    argv = [a for i, a in enumerate(argv) if not (i < end and a == DEBUG_FLAG)]
+    return argv, debug or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+
+
+def handle(prog: str, err: BaseException, debug: bool) -> int:
+    """Report ``err`` by the contract on stderr and return the exit code."""
+    if isinstance(err, KeyboardInterrupt):
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if debug:
+        traceback.print_exception(err)
+    if isinstance(err, BAD_INPUT):
+        print(f"{prog}: error: {one_line(_message(err))}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    hint = "" if debug else f" (run with {DEBUG_FLAG} for the traceback)"
+    print(f"{prog}: failed: {type(err).__name__}: {one_line(_message(err))}{hint}", file=sys.stderr)
+    return EXIT_FAILED
+
+
+def command(prog: str) -> Callable:
+    """Decorate a subcommand's ``main(argv) -> int`` so that it keeps the contract (see the module doc)."""
+
+    def wrap(fn: Callable[[list[str]], int | None]) -> Callable[[Sequence[str] | None], int]:
+        @functools.wraps(fn)
+        def main(argv: Sequence[str] | None = None) -> int:
+            args, debug = split_debug(sys.argv[1:] if argv is None else argv)
+            try:
+                return int(fn(args) or 0)
+            except SystemExit:
+                raise
+            except BaseException as err:  # noqa: BLE001  (the contract's single handler)
+                return handle(prog, err, debug)
+
+        return main
+
+    return wrap

@@ -1,0 +1,46 @@
+"""``ptd run CONFIG``: run an experiment grid into a resumable, shardable run directory (:mod:`ptdlib.runner`)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ptdlib.cli.contract import ArgumentParser, command
+
+
+def parser() -> ArgumentParser:
+    from ptdlib import runner
+
+    p = ArgumentParser(prog="ptd run", description=runner.__doc__.split("\n\n")[0],
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="Example: ptd run configs/example.yaml --shard 0/4   (see docs/runner.md)")
+    p.add_argument("config", help="run configuration (.yaml, .yml or .toml)")
+    p.add_argument("--shard", default="0/1", help="run shard i of n (i/n; default 0/1: everything)")
+    p.add_argument("--output", help="run directory (default: the config's output)")
+    p.add_argument("--device", default="auto", help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--dry-run", action="store_true", help="print the grid and this shard's work; run nothing")
+    return p
+
+
+@command("ptd run")
+def main(argv: list[str]) -> int:
+    args = parser().parse_args(argv)
+    import torch
+
+    from ptdlib.runconfig import load_config, parse_shard
+    from ptdlib.runner import describe, run
+
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be a positive number of CPU threads, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    cfg = load_config(args.config)
+    shard = parse_shard(args.shard)
+    if args.dry_run:
+        print(describe(cfg, Path(args.output or cfg.output), shard))
+        return 0
+    stats = run(cfg, output=args.output, shard=shard, device=args.device, progress=not args.no_progress)
+    print(stats.line())
+    return 0
