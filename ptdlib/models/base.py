@@ -13,6 +13,7 @@ Everything else (sampling loops, FLOP counting, canvas policies) talks to this i
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import torch
@@ -63,7 +64,24 @@ class DiffusionLM:
         return tok(text)["input_ids"]
 
     def decode(self, ids) -> str:
-        return self.tokenizer.decode(list(ids), skip_special_tokens=True)
+        """The text of token ids, special tokens skipped; ids the tokenizer does not have are dropped.
+
+        A model's output layer can have more rows than its tokenizer has tokens (Dream-7B: 152,064 logits, about
+        151,665 tokens; the extra rows pad the matrix to a multiple of 128 and no text maps to them), so a sampler
+        can pick an id past ``len(tokenizer)``, on which tokenizers raise or print nothing. Such ids (and negative
+        ones) are left out of the text, with one warning per model naming the tokenizer's size; they still count
+        as canvas tokens for a response's length. A tokenizer without ``len()`` gets the ids unfiltered.
+        """
+        ids = [int(t) for t in ids]
+        try:
+            size = len(self.tokenizer)
+        except TypeError:
+            return self.tokenizer.decode(ids, skip_special_tokens=True)
+        known = [t for t in ids if 0 <= t < size]
+        if len(known) < len(ids):  # the same text each time, so Python shows it once per model
+            warnings.warn(f"{self.model_id}: token ids outside 0..{size - 1} (its tokenizer's {size} tokens) are left "
+                          "out of decoded text; the output layer has more rows than the tokenizer", stacklevel=2)
+        return self.tokenizer.decode(known, skip_special_tokens=True)
 
     def check_length(self, total: int) -> None:
         """Raise if prompt + canvas of ``total`` tokens exceeds the model's positions."""
