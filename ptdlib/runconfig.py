@@ -30,6 +30,7 @@ from pathlib import Path
 import yaml
 
 from ptdlib.canvas import RECOVERIES, CanvasLimits, make_policy
+from ptdlib.models.spec import ModelSpec
 from ptdlib.sampler import SamplerConfig
 from ptdlib.tasks import SPLITS
 
@@ -37,8 +38,6 @@ from ptdlib.tasks import SPLITS
 FIT_SPLITS = ("train", "calib")
 #: splits a run may evaluate
 EVAL_SPLITS = tuple(s for s in SPLITS if s not in FIT_SPLITS)
-LOADERS = ("auto", "embedded", "hf", "checkpoint")
-DTYPES = ("float32", "bfloat16", "float16")
 #: keys of a run configuration that do not change its results (where it is written)
 NOT_IDENTITY = ("output",)
 
@@ -58,23 +57,6 @@ def _positive_int(where: str, value) -> None:
     _int(where, value)
     if value <= 0:
         raise ValueError(f"{where} must be a positive integer, got {value}")
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """Which model a run evaluates."""
-
-    path: str = "embedded"  # a model directory, a training checkpoint (.pt), or "embedded" (data/models/ptd-tiny)
-    loader: str = "auto"  # auto: embedded architecture -> load_embedded, other directories -> load_hf_dllm
-    style: str = "llada"  # Hugging Face checkpoints: llada (logit i predicts token i) or dream (shifted by one)
-    trust_remote_code: bool = False  # run the checkpoint's own Python code (LLaDA and Dream need it); opt-in
-    dtype: str = "float32"  # weights dtype; float32 is exact on CPU, bfloat16 halves GPU memory
-
-    def __post_init__(self):
-        _choice("model.loader", self.loader, LOADERS)
-        _choice("model.dtype", self.dtype, DTYPES)
-        if not isinstance(self.trust_remote_code, bool):
-            raise ValueError(f"model.trust_remote_code must be true or false, got {self.trust_remote_code!r}")
 
 
 @dataclass(frozen=True)

@@ -33,15 +33,32 @@ class DiffusionLM:
     model_id: str
     logits_shift: int = 0  # 1 for models whose logits at i predict token i + 1 (Dream)
     prompt_encoder: object = field(default=None, repr=False)  # callable(text) -> ids; default: chat template
+    batch_invariant: bool = True  # honours its attention mask (ptdlib.models.padding); if not, no mixed lengths
 
     @property
     def device(self) -> torch.device:
         return next(self.network.parameters()).device
 
+    def _run(self, pick, ids: torch.Tensor, attention_mask: torch.Tensor | None, **kwargs) -> torch.Tensor:
+        """``pick(network output)`` for (B, T) ``ids``; for a model that ignores its attention mask, rows of
+        different real lengths run in separate forward passes without their left padding (zeros there)."""
+        if self.batch_invariant or attention_mask is None or bool(attention_mask.all()):
+            return pick(self.network(input_ids=ids, attention_mask=attention_mask, **kwargs))
+        T = ids.shape[1]
+        real = attention_mask.long().sum(1)
+        out = None
+        for n in real.unique().tolist():
+            rows = (real == n).nonzero().squeeze(1)
+            part = pick(self.network(input_ids=ids[rows, T - n:],
+                                     attention_mask=attention_mask[rows, T - n:], **kwargs))
+            if out is None:
+                out = part.new_zeros((ids.shape[0], T, *part.shape[2:]))
+            out[rows, T - n:] = part
+        return out
+
     @torch.no_grad()
     def logits(self, ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        out = self.network(input_ids=ids, attention_mask=attention_mask)
-        logits = out if isinstance(out, torch.Tensor) else out.logits
+        logits = self._run(lambda out: out if isinstance(out, torch.Tensor) else out.logits, ids, attention_mask)
         if self.logits_shift:
             # Dream-style: position i's logits predict token i+1; move them so that index i predicts token i.
             logits = torch.cat([logits[:, :1], logits[:, :-1]], dim=1)
@@ -50,8 +67,7 @@ class DiffusionLM:
     @torch.no_grad()
     def last_hidden(self, ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """(B, T, D) last-layer hidden states (the D-LLM's own representation, e.g. of a prompt)."""
-        out = self.network(input_ids=ids, attention_mask=attention_mask, output_hidden_states=True)
-        return out.hidden_states[-1]
+        return self._run(lambda out: out.hidden_states[-1], ids, attention_mask, output_hidden_states=True)
 
     def encode_prompt(self, text: str) -> list[int]:
         if self.prompt_encoder is not None:

@@ -1,23 +1,27 @@
-"""Hugging Face D-LLM checkpoints (LLaDA-style and Dream-style) behind the :class:`DiffusionLM` interface.
+"""Hugging Face D-LLM checkpoints (LLaDA, Dream, and others) behind the :class:`DiffusionLM` interface.
 
-``load_hf_dllm(path, style=...)`` loads a local checkpoint directory with the ``transformers`` Auto classes
-(``AutoModelForMaskedLM``, then ``AutoModelForCausalLM``, then ``AutoModel``: LLaDA's remote code registers
-``AutoModel``/``AutoModelForCausalLM``, Dream's ``AutoModel``, the embedded model ``AutoModelForMaskedLM``). A
-checkpoint's own Python code runs only when the caller passes ``trust_remote_code=True``.
+``load_hf_dllm(path)`` reads ``config.json`` and, for a family the project implements natively
+(:mod:`ptdlib.models.families`: LLaDA and its fine-tunes, Dream), builds the model from ``transformers``' own
+layer stacks with the published weights: the pinned ``transformers`` loads it and no checkpoint code runs.
+Any other checkpoint goes through the ``transformers`` Auto classes (``AutoModelForMaskedLM``, then
+``AutoModelForCausalLM``, then ``AutoModel``), running the checkpoint's own Python code only when the caller
+opts in (``trust_remote_code=True``; ``model.trust_remote_code: true`` in a run config). Code that fails under
+the installed ``transformers`` is one ``ValueError`` naming both versions.
 
-* ``style="llada"``: logits at position i predict token i (LLaDA, Nie et al., 2025).
-* ``style="dream"``: logits at position i predict token i + 1, as in the autoregressive model Dream was adapted
-  from (Ye et al., 2025, "Dream 7B"); ``DiffusionLM.logits`` shifts them back (``logits_shift=1``).
+Logits convention (``logits_shift``): native families know theirs (LLaDA: logit i predicts token i, Nie et al.,
+2025; Dream: logit i predicts token i + 1, as the autoregressive model it was adapted from, Ye et al., 2025,
+"Dream 7B"); for other checkpoints ``style="llada"`` (default) or ``style="dream"`` says it, and
+``DiffusionLM.logits`` shifts Dream-style logits back.
 
 Special ids are read from the checkpoint, each overridable: the mask id from ``config.mask_token_id`` or the
-tokenizer's mask token; EOS from the config or the tokenizer (every id of a config that lists several ends a response); EOT
-(end of turn, which also ends a response) from ``config.eot_token_id`` or the first of
-:data:`END_OF_TURN_TOKENS` the vocabulary holds. A missing mask or
-EOS id is a ``ValueError`` that says which argument to pass. The maximum number of positions comes from the
-config (:data:`POSITION_ATTRIBUTES`).
+tokenizer's mask token; EOS from the config or the tokenizer (every id of a config that lists several ends a
+response); EOT (end of turn, which also ends a response) from ``config.eot_token_id`` or the first of
+:data:`END_OF_TURN_TOKENS` the vocabulary holds. A missing mask or EOS id is a ``ValueError`` that says which
+argument to pass. The maximum number of positions comes from the config (:data:`POSITION_ATTRIBUTES`).
 
-The network is wrapped so that, where the model's ``forward`` accepts ``position_ids``, positions count real
-tokens only (``cumsum(attention_mask) - 1``): a left-padded prompt then sees the positions it would see alone.
+Positions count real tokens only (``cumsum(attention_mask) - 1``), so a left-padded prompt sees the positions
+it would see alone. Whether a model honours its attention mask at all is probed once at load
+(:mod:`ptdlib.models.padding`): one that does not is never batched across prompt lengths.
 """
 
 from __future__ import annotations
@@ -27,11 +31,16 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
+import transformers
+from transformers import (AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer,
+                          PreTrainedTokenizerFast, Qwen2Tokenizer)
 
 import ptdlib.models  # noqa: F401  (registers the embedded architecture with the Auto classes)
 from ptdlib.models.base import DiffusionLM
+from ptdlib.models.families import FAMILIES, Family, build_native, detect_family, get_family, read_config
 
+#: ``family`` value that loads a checkpoint through the Auto classes even when a native family knows it
+REMOTE = "remote"
 #: style -> logits shift (positions between a logit and the token it predicts)
 STYLES = {"llada": 0, "dream": 1}
 #: Auto classes tried in order; the first that knows the config loads the checkpoint
@@ -102,15 +111,43 @@ def _max_positions(config, path) -> int:
     raise ValueError(f"config of {path} names no maximum number of positions (looked for {', '.join(POSITION_ATTRIBUTES)})")
 
 
-def _load_network(path, trust_remote_code: bool, dtype: torch.dtype) -> tuple[nn.Module, type]:
+def _load_remote(path, config: dict, trust_remote_code: bool, dtype: torch.dtype) -> tuple[nn.Module, type]:
+    """A checkpoint of a family the project does not implement, through the ``transformers`` Auto classes."""
     errors = []
     for auto in AUTO_CLASSES:
         try:
             return auto.from_pretrained(path, trust_remote_code=trust_remote_code, dtype=dtype), auto
         except ValueError as e:  # the config is not registered for this Auto class
             errors.append(f"{auto.__name__}: {str(e).splitlines()[0]}")
-    hint = "" if trust_remote_code else " (if the checkpoint ships its own code, pass trust_remote_code=True)"
-    raise ValueError(f"no Auto class could load {path}{hint}: " + "; ".join(errors))
+        except Exception as e:  # the checkpoint's own code broke under the installed transformers
+            if not trust_remote_code:
+                raise
+            saved = config.get("transformers_version", "an unknown version")
+            raise ValueError(
+                f"the code shipped with {path} does not run under the installed transformers "
+                f"{transformers.__version__} (the checkpoint was saved with transformers {saved}): "
+                f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+    hint = ("" if trust_remote_code else
+            " (if the checkpoint ships its own code, set model.trust_remote_code: true in the run config, "
+            "or trust_remote_code=True in Python)")
+    known = ", ".join(FAMILIES)
+    raise ValueError(f"no native family ({known}) and no Auto class could load {path}{hint}: " + "; ".join(errors))
+
+
+def _load_tokenizer(path: Path, trust_remote_code: bool, native: Family | None):
+    """The checkpoint's tokenizer. A native family's is read from its files with ``transformers``' own classes
+    (``tokenizer.json``; Dream's ``DreamTokenizer``, a Qwen2 byte-level BPE, also from ``vocab.json`` +
+    ``merges.txt``), so no tokenizer code of the checkpoint runs; other checkpoints go through ``AutoTokenizer``."""
+    try:
+        if native is None:
+            return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+        if (path / "tokenizer.json").exists():
+            return PreTrainedTokenizerFast.from_pretrained(path)
+        if native.name == "dream" and (path / "vocab.json").exists() and (path / "merges.txt").exists():
+            return Qwen2Tokenizer.from_pretrained(path)
+        raise ValueError("no tokenizer.json" + (" (nor vocab.json + merges.txt)" if native.name == "dream" else ""))
+    except Exception as e:
+        raise ValueError(f"cannot load the tokenizer of {path}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
 
 
 def _check_has_logits(network: nn.Module, vocab_size: int, path) -> None:
@@ -123,21 +160,66 @@ def _check_has_logits(network: nn.Module, vocab_size: int, path) -> None:
         raise ValueError(f"the model loaded from {path} returns no token logits (a backbone without an LM head?)")
 
 
-def load_hf_dllm(path: str | Path, *, style: str = "llada", trust_remote_code: bool = False,
-                 mask_id: int | None = None, eos_id: int | None = None, eot_id: int | None = None,
-                 device: str = "cpu", dtype: torch.dtype = torch.float32) -> DiffusionLM:
+def resolve_family(config: dict, family: str = "auto") -> Family | None:
+    """The native family to build: ``family`` if named, else the one ``config`` (config.json) declares."""
+    if family == "auto":
+        return detect_family(config)
+    return get_family(family)
+
+
+def load_hf_dllm(path: str | Path, *, family: str = "auto", style: str | None = None,
+                 trust_remote_code: bool = False, mask_id: int | None = None, eos_id: int | None = None,
+                 eot_id: int | None = None, device: str = "cpu", dtype: torch.dtype = torch.float32,
+                 check_padding: bool = True) -> DiffusionLM:
     """A local Hugging Face D-LLM checkpoint as a :class:`DiffusionLM` (see module docstring).
 
-    ``mask_id``, ``eos_id``, ``eot_id`` override the ids read from the checkpoint. Raises ``ValueError`` for an
-    unknown style, a checkpoint no Auto class loads, or a mask/EOS id that cannot be found.
+    Args:
+        path: checkpoint directory (``config.json``, safetensors weights, tokenizer files).
+        family: ``"auto"`` (from ``config.json``), a native family (:data:`~ptdlib.models.families.FAMILIES`),
+            or ``"remote"`` to load through the Auto classes even for a known family (needs
+            ``trust_remote_code`` if the checkpoint ships its own code).
+        style: logits convention of a non-native model, ``llada`` (logit i predicts token i) or ``dream``
+            (shifted by one); native families know theirs. Default ``llada``.
+        trust_remote_code: let the checkpoint's own Python run (only for families the project does not know).
+        mask_id, eos_id, eot_id: override the ids read from the checkpoint.
+        device, dtype: where and in which precision the weights live.
+        check_padding: probe once whether the model honours its attention mask (see
+            :func:`ptdlib.models.padding.honours_padding`); a model that does not is never batched across prompt
+            lengths.
+
+    Raises:
+        FileNotFoundError: ``path`` is not a directory.
+        ValueError: unknown family or style, a checkpoint neither a native family nor an Auto class loads,
+            weights that do not match the config, a mask/EOS id that cannot be found, or remote code that
+            fails under the installed ``transformers`` (the message names both versions).
     """
-    if style not in STYLES:
+    if style is not None and style not in STYLES:
         raise ValueError(f"unknown model style {style!r}; choose from {', '.join(STYLES)}")
+    if family != "auto" and family != REMOTE and family not in FAMILIES:
+        raise ValueError(f"unknown model family {family!r}; choose from auto, {', '.join(FAMILIES)}, {REMOTE}")
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"model directory {path} does not exist")
-    config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
-    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    raw_config = read_config(path)
+    native = None if family == REMOTE else resolve_family(raw_config, family)
+    tokenizer = _load_tokenizer(path, trust_remote_code, native)
+    if native is not None:
+        config = native.hf_config(raw_config)
+        for key in ("mask_token_id", "eot_token_id", "eos_token_id", "pad_token_id"):
+            if key in raw_config:
+                setattr(config, key, raw_config[key])  # the published ids live beside the architecture fields
+        network = build_native(native, raw_config, device=device, dtype=dtype, weights_from=path)
+        shift, auto = native.logits_shift, None
+    else:
+        try:
+            config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+        except ValueError as e:
+            hint = ("" if trust_remote_code else " (if the checkpoint ships its own code, set "
+                    "model.trust_remote_code: true in the run config, or trust_remote_code=True in Python)")
+            raise ValueError(f"cannot read the config of {path}{hint}: {str(e).splitlines()[0]}") from None
+        model, auto = _load_remote(path, raw_config, trust_remote_code, dtype)
+        network = PositionCountingNetwork(model.to(device).eval())
+        shift = STYLES[style or "llada"]
     mask = mask_id if mask_id is not None else _mask_id(config, tokenizer)
     if mask is None:
         raise ValueError(f"cannot find the mask token id of {path}: the config has no mask_token_id and the "
@@ -152,13 +234,15 @@ def load_hf_dllm(path: str | Path, *, style: str = "llada", trust_remote_code: b
     if pad is None:
         pad = _first_int(getattr(config, "pad_token_id", None))
     max_positions = _max_positions(config, path)
-
-    model, auto = _load_network(path, trust_remote_code, dtype)
-    network = PositionCountingNetwork(model.to(device).eval())
     if auto is AutoModel:
         _check_has_logits(network, len(tokenizer), path)
-    return DiffusionLM(
+    lm = DiffusionLM(
         network=network, tokenizer=tokenizer, mask_id=int(mask), eos_id=int(eos), end_ids=end_ids,
         pad_id=int(eos if pad is None else pad),  # padding is never attended, any id will do
-        max_positions=max_positions, model_id=path.name, logits_shift=STYLES[style],
+        max_positions=max_positions, model_id=path.name, logits_shift=shift,
     )
+    if check_padding:
+        from ptdlib.models.padding import check_padding_invariance
+
+        check_padding_invariance(lm)
+    return lm

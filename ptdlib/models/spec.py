@@ -1,0 +1,130 @@
+"""One model spec everywhere: which model a run, a bench, the report or a notebook evaluates, and the one
+function that loads it.
+
+The same spec is the ``model:`` section of a run config, the ``model`` parameter of every notebook (a dict),
+and what ``ptd report --model`` and ``ptd bench ... --model`` fill in::
+
+    model: {path: /models/LLaDA-8B-Instruct, dtype: bfloat16}        # family read from config.json
+    model: {path: /models/Dream-v0-Instruct-7B, dtype: bfloat16}
+    model: {path: /models/SomeOtherDLLM, family: remote, trust_remote_code: true, style: llada}
+
+:func:`load_lm` turns it into a :class:`~ptdlib.models.base.DiffusionLM`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+#: how a model path is loaded
+LOADERS = ("auto", "embedded", "hf", "checkpoint")
+#: families a spec may name: auto (from config.json), the native ones, or remote (the checkpoint's own code)
+FAMILY_CHOICES = ("auto", "llada", "dream", "remote")
+#: logits conventions of non-native checkpoints
+STYLE_CHOICES = ("llada", "dream")
+DTYPES = ("float32", "bfloat16", "float16")
+#: model_type of the embedded architecture's config.json (loaded with its own prompt format)
+EMBEDDED_MODEL_TYPE = "ptd_llada"
+#: ``path`` value naming the shipped embedded model
+EMBEDDED = "embedded"
+
+
+def _choice(where: str, value, allowed):
+    if value not in allowed:
+        raise ValueError(f"unknown {where} {value!r}; choose from {', '.join(allowed)}")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Which model to evaluate and how to load it (see module docstring)."""
+
+    path: str = EMBEDDED  # a model directory, a training checkpoint (.pt), or "embedded" (data/models/ptd-tiny)
+    loader: str = "auto"  # auto: embedded architecture -> embedded, .pt file -> checkpoint, other directory -> hf
+    family: str = "auto"  # hf directories: auto (config.json decides), llada, dream, or remote (own code)
+    style: str = "llada"  # logits convention of a remote-code model: llada (logit i -> token i) or dream (i + 1)
+    trust_remote_code: bool = False  # run the checkpoint's own Python code (only for remote families); opt-in
+    dtype: str = "float32"  # weights dtype; float32 is exact on CPU, bfloat16 halves GPU memory
+
+    def __post_init__(self):
+        _choice("model.loader", self.loader, LOADERS)
+        _choice("model.family", self.family, FAMILY_CHOICES)
+        _choice("model.style", self.style, STYLE_CHOICES)
+        _choice("model.dtype", self.dtype, DTYPES)
+        if not isinstance(self.trust_remote_code, bool):
+            raise ValueError(f"model.trust_remote_code must be true or false, got {self.trust_remote_code!r}")
+        if not isinstance(self.path, str) or not self.path.strip():
+            raise ValueError(f"model.path must be a path or 'embedded', got {self.path!r}")
+
+    @classmethod
+    def from_dict(cls, data: dict | None) -> "ModelSpec":
+        """A spec from a mapping (a run config's ``model:``, a notebook's ``model`` parameter); None or {}:
+        the embedded model. Unknown keys are a ValueError naming them."""
+        data = dict(data or {})
+        allowed = list(asdict(cls()))
+        unknown = [k for k in data if k not in allowed]
+        if unknown:
+            raise ValueError(f"unknown key(s) {unknown} in model; allowed keys: {', '.join(allowed)}")
+        if data.get("path") is None:
+            data.pop("path", None)
+        return cls(**data)
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> ``cuda`` where available, else ``cpu``; anything else unchanged."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def resolve_loader(spec: ModelSpec) -> tuple[str, Path]:
+    """(loader, path) that ``spec`` means; FileNotFoundError if the path is neither a directory nor a file."""
+    from ptdlib.models.embedded import DEFAULT_MODEL_DIR
+
+    path = DEFAULT_MODEL_DIR if spec.path == EMBEDDED else Path(spec.path)
+    if spec.loader != "auto":
+        return spec.loader, path
+    if path.is_file():
+        return "checkpoint", path
+    if (path / "config.json").exists():
+        model_type = json.loads((path / "config.json").read_text()).get("model_type")
+        return ("embedded" if model_type == EMBEDDED_MODEL_TYPE else "hf"), path
+    hint = " (train the shipped model with `ptd train-model`)" if spec.path == EMBEDDED else ""
+    raise FileNotFoundError(f"model.path {path} is neither a model directory (with config.json) nor a "
+                            f"checkpoint file{hint}")
+
+
+def load_lm(spec: ModelSpec | dict | None = None, device: str = "auto"):
+    """The :class:`~ptdlib.models.base.DiffusionLM` that ``spec`` names, on ``device`` (auto: cuda if present).
+
+    Raises FileNotFoundError for a missing path and ValueError for a bad spec or an unloadable checkpoint.
+    """
+    spec = spec if isinstance(spec, ModelSpec) else ModelSpec.from_dict(spec)
+    device, dtype = resolve_device(device), getattr(torch, spec.dtype)
+    loader, path = resolve_loader(spec)
+    if loader == "embedded":
+        from ptdlib.models.embedded_lm import load_embedded
+
+        return load_embedded(path, device=device, dtype=dtype)
+    if loader == "checkpoint":  # a training checkpoint of the embedded model: its "model" state dict
+        from ptdlib.models.embedded import build_model
+        from ptdlib.models.embedded_lm import embedded_lm
+        from ptdlib.models.tokenizer import build_tokenizer
+
+        tok = build_tokenizer()
+        model = build_model(tok)
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)  # tensors only: no code runs
+            model.load_state_dict(ckpt["model"])
+        except Exception as e:
+            raise ValueError(f"cannot load the training checkpoint {path}: {type(e).__name__}: "
+                             f"{str(e).splitlines()[0] if str(e) else ''}") from None
+        name = path.parent.name if path.parent.name else path.stem
+        return embedded_lm(model.to(device=device, dtype=dtype).eval(), tok,
+                           model_id=f"{name}@step{ckpt.get('step', '?')}")
+    from ptdlib.models.hf import load_hf_dllm
+
+    return load_hf_dllm(path, family=spec.family, style=spec.style, trust_remote_code=spec.trust_remote_code,
+                        device=device, dtype=dtype)
