@@ -23,6 +23,7 @@ COMMANDS = {
     "summarize": ("ptdlib.cli.summarize", "merge result shards and print the summary table"),
     "report": ("ptdlib.cli.report", "the main job: experiment grid, notebooks, figures and REPORT.md"),
     "make-data": ("ptdlib.cli.make_data", "write the committed sample of every split to data/tasks/"),
+    "score": ("ptdlib.cli.score", "score a JSONL of {id, response} with a benchmark's scorer (gsm8k, humaneval, ...)"),
 }
 
 
