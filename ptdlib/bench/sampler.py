@@ -56,6 +56,7 @@ def load_lm(path: str | None):
     from ptdlib.models.embedded import build_model
     from ptdlib.models.embedded_lm import embedded_lm, load_embedded
     from ptdlib.models.tokenizer import build_tokenizer
+    from ptdlib.models.training import load_checkpoint
 
     p = Path(path) if path else (DEFAULT_MODEL_DIR if (DEFAULT_MODEL_DIR / "config.json").exists() else CHECKPOINT)
     if p.is_dir():
@@ -64,7 +65,7 @@ def load_lm(path: str | None):
         raise FileNotFoundError(f"no model at {p}; train one (ptd train-model) or pass --model")
     tok = build_tokenizer()
     model = build_model(tok)
-    ckpt = torch.load(p, map_location="cpu", weights_only=False)
+    ckpt = load_checkpoint(p)
     model.load_state_dict(ckpt["model"])
     return embedded_lm(model.eval(), tok, model_id=f"{p.parent.name}@step{ckpt.get('step', '?')}"), str(p)
 

@@ -158,6 +158,29 @@ def lineage(card: dict, init_card: dict, init_from: str) -> dict:
             "train_seconds_total": round(prev_seconds + card["train_seconds"], 1)}
 
 
+def load_checkpoint(path: str | Path) -> dict:
+    """A training checkpoint written by :func:`train` (``model``/``optimizer`` state, ``step``, ``config``...).
+
+    Read with ``torch.load(..., weights_only=True)``: tensors and plain containers only, so a crafted file
+    cannot run code. Raises FileNotFoundError if absent, ValueError if it is not such a checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint file at {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a cut file, or one holding objects other than tensors and plain containers
+        raise ValueError(f"cannot read checkpoint {path}: {type(e).__name__}: {_first_line(e)}") from e
+    if not isinstance(ckpt, dict) or "model" not in ckpt:
+        raise ValueError(f"{path} is not a training checkpoint of the embedded model (no 'model' state dict)")
+    return ckpt
+
+
+def _first_line(err: BaseException) -> str:
+    """The first line of an exception's message (torch's unpickling errors run to a page)."""
+    return (str(err).strip().splitlines() or [""])[0]
+
+
 def _atomic_save(obj, path: Path):
     tmp = path.with_suffix(".tmp")
     torch.save(obj, tmp)
@@ -192,7 +215,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, work_dir: str | Path | None = N
     ckpt_path = work_dir / "checkpoint.pt"
     start, elapsed, history = 0, 0.0, []
     if ckpt_path.exists():
-        ck = torch.load(ckpt_path, weights_only=False)
+        ck = load_checkpoint(ckpt_path)
         if ck["config"] != asdict(cfg):
             raise ValueError(f"{ckpt_path} was written by another training config; remove it or use the same one")
         model.load_state_dict(ck["model"])

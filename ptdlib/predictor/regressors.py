@@ -31,9 +31,15 @@ from ptdlib.predictor.features import TEXT_STATS, FeatureExtractor, FeatureSet
 REGRESSORS = ("ridge_log", "gbm_quantile", "gbm_log")
 #: Penalties ``ridge_log`` chooses among by leave-one-out cross-validation when ``ridge_alpha`` is None.
 RIDGE_ALPHAS = tuple(float(a) for a in np.logspace(-3, 4, 29))
-MODEL_FILE = "predictor.joblib"
+#: A saved predictor is three files, none of which can carry code: the scikit-learn estimator in skops'
+#: format (a schema of plain values and arrays, loaded without pickle), the rest as JSON.
+MODEL_FILE = "predictor.skops"
+STATE_FILE = "predictor.json"
 METRICS_FILE = "metrics.json"
-_FORMAT = 1  # version of the saved layout
+_FORMAT = 2  # version of the saved layout (1 was a joblib pickle, no longer read)
+#: Types outside skops' default trusted set that a fitted regressor of :data:`REGRESSORS` holds; a file
+#: naming any other type is refused rather than loaded.
+TRUSTED_TYPES = ("sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",)
 
 
 @dataclass(frozen=True)
@@ -191,17 +197,21 @@ class LengthPredictor:
 
     # ------------------------------------------------------------------ persistence
     def save(self, directory: str | Path, metrics: dict | None = None) -> Path:
-        """Write ``predictor.joblib`` and ``metrics.json`` (config, features, cost, metrics) into ``directory``."""
-        import joblib
+        """Write ``predictor.skops`` (the estimator), ``predictor.json`` (config, feature vocabulary, metrics)
+        and ``metrics.json`` (config, features, cost, metrics) into ``directory``; no file holds a pickle."""
+        import skops.io
 
         self._check_fitted()
         if metrics is not None:
             self.metrics = dict(metrics)
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
-        joblib.dump({"format": _FORMAT, "config": self.config.to_dict(), "extractor": self.extractor,
-                     "model": self.model, "n_features": self.n_features, "metrics": self.metrics},
-                    out / MODEL_FILE)
+        skops.io.dump(self.model, out / MODEL_FILE)
+        ex = self.extractor
+        state = {"format": _FORMAT, "config": self.config.to_dict(), "n_features": self.n_features,
+                 "extractor": {"keywords": ex.keywords, "model_id": ex.model_id, "hidden_dim": ex.hidden_dim},
+                 "metrics": self.metrics}
+        (out / STATE_FILE).write_text(json.dumps(state, indent=2, default=float) + "\n")
         summary = {"config": self.config.to_dict(), "n_features": self.n_features,
                    "hidden_model_id": self.extractor.model_id, "cost": self.model_flops(), "metrics": self.metrics}
         (out / METRICS_FILE).write_text(json.dumps(summary, indent=2, default=float) + "\n")
@@ -209,21 +219,40 @@ class LengthPredictor:
 
     @classmethod
     def load(cls, directory: str | Path) -> "LengthPredictor":
-        """A predictor saved by :meth:`save`; FileNotFoundError if absent, ValueError if unreadable."""
-        import joblib
+        """A predictor saved by :meth:`save`, read without unpickling anything.
 
-        path = Path(directory) / MODEL_FILE
-        if not path.exists():
-            raise FileNotFoundError(f"no saved predictor at {path}")
+        Raises FileNotFoundError if a file is absent; ValueError if a file is unreadable, of another format,
+        or names a type outside skops' trusted set and :data:`TRUSTED_TYPES` (such a file is not loaded).
+        """
+        import skops.io
+
+        folder = Path(directory)
+        model_path, state_path = folder / MODEL_FILE, folder / STATE_FILE
+        for path in (state_path, model_path):
+            if not path.exists():
+                legacy = " (a predictor.joblib pickle is no longer read: train it again)" \
+                    if (folder / "predictor.joblib").exists() else ""
+                raise FileNotFoundError(f"no saved predictor at {path}{legacy}")
         try:
-            state = joblib.load(path)
-        except Exception as e:  # pickle raises many types for a corrupt file
-            raise ValueError(f"cannot read predictor {path}: {type(e).__name__}: {e}") from e
+            state = json.loads(state_path.read_text())
+            untrusted = skops.io.get_untrusted_types(file=model_path)
+        except Exception as e:  # a cut or foreign file: JSON, zip or schema errors
+            raise ValueError(f"cannot read predictor {folder}: {type(e).__name__}: {e}") from e
         if not isinstance(state, dict) or state.get("format") != _FORMAT:
-            raise ValueError(f"{path} is not a saved LengthPredictor (format {_FORMAT})")
+            raise ValueError(f"{state_path} is not a saved LengthPredictor (format {_FORMAT})")
+        refused = sorted(set(untrusted) - set(TRUSTED_TYPES))
+        if refused:
+            raise ValueError(f"{model_path} holds types a length predictor never has: {', '.join(refused)}; "
+                             "it is not loaded")
+        try:
+            model = skops.io.load(model_path, trusted=list(untrusted))
+        except Exception as e:
+            raise ValueError(f"cannot read predictor {model_path}: {type(e).__name__}: {e}") from e
         obj = cls(PredictorConfig.from_dict(state["config"]))
-        obj.extractor, obj.model = state["extractor"], state["model"]
-        obj.n_features, obj.metrics = state["n_features"], state.get("metrics", {})
+        ex = state["extractor"]
+        obj.extractor.keywords, obj.extractor.model_id, obj.extractor.hidden_dim = (
+            ex["keywords"], ex["model_id"], ex["hidden_dim"])
+        obj.model, obj.n_features, obj.metrics = model, state["n_features"], state.get("metrics", {})
         return obj
 
     # ------------------------------------------------------------------ checks
