@@ -24,8 +24,14 @@ class ForwardEvent:
 
     kind: str  # one of FORWARD_KINDS
     query_ids: tuple[Hashable, ...]  # caller's id of each row of the batch
-    seq_len: int  # padded sequence length actually computed (prompt + canvas)
+    seq_len: int  # padded sequence length actually computed (prompt + canvas); the keys of a cached pass
     step: int | None = None  # denoising step index within the call, if any
+    query_len: int | None = None  # a cached pass (ptdlib.kvcache): tokens computed, attending to seq_len keys
+
+    @property
+    def cached(self) -> bool:
+        """Whether only ``query_len`` of the ``seq_len`` tokens were computed (a KV-cached pass)."""
+        return self.query_len is not None
 
     @property
     def batch_size(self) -> int:

@@ -16,6 +16,14 @@ threshold rule (``threshold``: a block is then decoded until it is full, however
 once a fully committed block holds an end token; committed tokens are final, so the tokens up to the stop are
 those of the full run; canvas positions after the stopping block stay mask tokens).
 
+Window and cache (``window``, ``cache``). ``window="growing"`` is dLLM-Var's decoding (Yang et al., 2025,
+"Diffusion LLMs Can Have Native Variable Generation Lengths: Let [EOS] Lead the Way"): a pass over block ``b``
+sees prompt + blocks ``0 … b`` only (nothing after the current block exists), the run stops after the block
+that holds an end token, and the canvas length is the maximum length. ``window="full"`` is the fixed canvas
+(with ``stop_after_eos_block``: the growth a fixed-canvas model can do). ``cache`` is Fast-dLLM's prefix or dual
+KV cache, refreshed per block (:mod:`ptdlib.kvcache`): the loop asks that module's forward strategy for each
+step's logits, and each pass is reported with the shape it really computed.
+
 Batching. Queries are grouped by canvas length and each group is run in batches of left-padded prompts, so a
 short canvas costs short-canvas time; a query whose step commits nothing (see ``init_canvas``) or that has
 stopped is left out of the forward pass, and the padding columns that no remaining row needs are dropped.
@@ -54,8 +62,13 @@ import torch
 from ptdlib.commit import RANDOM_REMASKING, check_remasking, commit_step, transfer_schedule
 from ptdlib.edits import StepView, apply_edit
 from ptdlib.events import FORWARD_KINDS, StepEvent, counted_logits, emit_step
+from ptdlib.kvcache import block_forward, check_cache_mode
 from ptdlib.models.base import DiffusionLM
 from ptdlib.models.batching import left_pad
+
+
+#: Sequence windows of :class:`SamplerConfig`: the whole canvas, or prompt + decoded blocks + the current one.
+WINDOWS = ("full", "growing")
 
 
 @dataclass(frozen=True)
@@ -71,8 +84,21 @@ class SamplerConfig:
     confidence_eos_eot_inf: bool = False  # the reference's option of that name: EOS/EOT candidates committed last
     threshold: float | None = None  # Fast-dLLM: commit every masked position at or above this confidence (>= 1 per step)
     stop_after_eos_block: bool = False  # stop a query once a fully committed block holds EOS (EOS-led growth)
+    window: str = "full"  # one of WINDOWS: the whole canvas, or dLLM-Var's growing window (stops after the EOS block)
+    cache: str = "none"  # one of ptdlib.kvcache.CACHE_MODES: none, or Fast-dLLM's prefix / dual cache per block
+
+    @property
+    def stops_after_eos_block(self) -> bool:
+        """Whether a query stops once a fully committed block holds an end token (always, on a growing window)."""
+        return self.stop_after_eos_block or self.window == "growing"
 
     def __post_init__(self):
+        if self.window not in WINDOWS:
+            raise ValueError(f"unknown window {self.window!r}; choose from {', '.join(WINDOWS)}")
+        check_cache_mode(self.cache)
+        if self.cache != "none" and self.cfg_scale > 0:
+            raise ValueError(f"cache {self.cache!r} does not combine with guidance (cfg_scale {self.cfg_scale}); "
+                             "use cache 'none' or cfg_scale 0")
         if self.steps is not None and (not isinstance(self.steps, numbers.Integral) or self.steps <= 0):
             raise ValueError(f"steps must be a positive integer or None (= canvas length), got {self.steps!r}")
         if not isinstance(self.block_length, numbers.Integral) or self.block_length <= 0:
@@ -173,6 +199,7 @@ class _Batch:
         self.steps_run = [0] * self.B
         self.end_ids = torch.tensor(lm.end_ids, device=dev)
         self.want_steps = any(hasattr(cb, "on_step") for cb in callbacks)
+        self.forward = block_forward(lm, cfg.cache, kind, callbacks)  # how a step's logits are computed (caches)
 
     def run(self) -> None:
         if self.editor is not None:
@@ -198,7 +225,7 @@ class _Batch:
                         break
                     self._step(rows, None, b, s, e, step)
                     step += 1
-            if cfg.stop_after_eos_block:
+            if cfg.stops_after_eos_block:
                 ended = torch.isin(self.x[:, self.P:e], self.end_ids).any(1).cpu()
                 self.active &= ~ended
 
@@ -241,6 +268,8 @@ class _Batch:
         every = len(rows) == self.B
         trim = int(self.pad[rows].min())  # padding columns no selected row needs
         right = self.P + int(self.lens[rows].max())  # ... on both sides (edited canvases differ in length)
+        if cfg.window == "growing":
+            right = min(right, e)  # nothing after the current block exists yet
         e = min(e, right)
         idx = rows.to(self.x.device)
         x = (self.x if every else self.x[idx])[:, trim:right]
@@ -257,7 +286,8 @@ class _Batch:
             cond, unc = logits[:, lo:hi].chunk(2)
             logits = unc + (cfg.cfg_scale + 1) * (cond - unc)
         else:
-            logits = counted_logits(lm, x, attn, self.kind, qids, self.callbacks, step)[:, lo:hi]
+            logits, first = self.forward.logits(x, attn, rows, trim, block, s, e, qids, step)
+            logits = logits[:, lo + trim - first:hi + trim - first]  # a cached pass starts at the block
         canvas_logits = logits
         logits = logits[:, s - trim - lo:e - trim - lo]
         if cfg.suppress_eos:  # logits_eos_inf: EOS only, as the reference
@@ -369,6 +399,9 @@ def sample(lm: DiffusionLM, prompts: Sequence[str | list[int]], canvas: int | Se
     if not isinstance(batch_size, int) or batch_size <= 0:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     if editor is not None:
+        if cfg.window != "full" or cfg.cache != "none":
+            raise ValueError(f"a canvas editor needs window 'full' and cache 'none', got window {cfg.window!r} and "
+                             f"cache {cfg.cache!r}")
         if cfg.steps is not None and cfg.threshold is None:
             raise ValueError(f"a canvas editor needs steps=None (one token per step) or a threshold, got steps={cfg.steps}")
         if lm.pad_id == lm.mask_id:

@@ -14,7 +14,7 @@ import torch
 from ptdlib.canvas.base import CanvasLimits, CanvasPolicy, round_canvas
 from ptdlib.events import counted_logits
 from ptdlib.models.batching import left_pad, with_canvas
-from ptdlib.sampler import SamplerConfig
+from ptdlib.sampler import WINDOWS, SamplerConfig
 
 
 def _check_positive(name: str, value) -> None:
@@ -167,16 +167,24 @@ class SmartCrop(CanvasPolicy):
 
 class GrowthCanvas(CanvasPolicy):
     """EOS-led growth (dLLM-Var; LLaDA2-style pipelines): decode block by block and stop after the block
-    in which EOS is committed. The canvas is the maximum; the saving comes from the passes not run."""
+    in which EOS is committed; the maximum canvas is the maximum length.
+
+    ``window="growing"`` (default) is how dLLM-Var runs (Yang et al., 2025): each pass sees the prompt, the
+    blocks decoded so far and the current block of masks, nothing after it (the sampler's growing window).
+    ``window="full"`` keeps the whole maximum canvas in every pass and only skips the passes after the EOS
+    block: what a model trained on fixed canvases can do (the canvas end stays visible).
+    """
 
     name = "growth"
 
-    def __init__(self, block: int = 32):
+    def __init__(self, block: int = 32, window: str = "growing"):
         _check_positive("block", block)
-        self.block = int(block)
+        if window not in WINDOWS:
+            raise ValueError(f"growth window must be one of {', '.join(WINDOWS)}, got {window!r}")
+        self.block, self.window = int(block), window
 
     def sampler_config(self, base: SamplerConfig) -> SamplerConfig:
-        return dataclasses.replace(base, block_length=self.block, stop_after_eos_block=True)
+        return dataclasses.replace(base, block_length=self.block, stop_after_eos_block=True, window=self.window)
 
     def choose(self, lm, queries: Sequence, limits: CanvasLimits, callbacks=()) -> np.ndarray:
         if limits.max_canvas % self.block:
@@ -184,4 +192,4 @@ class GrowthCanvas(CanvasPolicy):
         return np.full(len(queries), limits.max_canvas, dtype=int)
 
     def params(self) -> dict:
-        return {"block": self.block}
+        return {"block": self.block, "window": self.window}

@@ -9,11 +9,20 @@ counting tasks were not learned with rotary positions alone.
 ``AutoModelForMaskedLM`` when :mod:`ptdlib.models` is imported, so a saved model loads with
 ``AutoModelForMaskedLM.from_pretrained(dir)`` and ``model(input_ids, attention_mask).logits`` works with
 left-padded prompts (positions count real tokens only).
+
+**Key/value caching** (Fast-dLLM, Wu et al., 2025, "Fast-dLLM: Training-free Acceleration of Diffusion LLM
+by Enabling KV Cache and Parallel Decoding"). ``model(ids, mask, use_cache=True)`` also returns the keys and
+values of every layer (a :class:`KVCache`); ``model(part, past_key_values=cache, cache_start=c)`` then computes
+only the tokens ``part`` that stand at columns ``c … c + n`` of the cached sequence: their queries attend to
+every cached key, with the keys and values of those ``n`` columns recomputed from ``part``. Rows and key mask
+come from the cache. A bidirectional model's cached keys are stale once other tokens change, so the result is
+an approximation (exact only where nothing the cached columns depend on has changed).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -62,6 +71,36 @@ class PtdLladaConfig(PretrainedConfig):
         super().__init__(bos_token_id=bos_token_id, eos_token_id=eos_token_id, pad_token_id=pad_token_id, **kwargs)
 
 
+@dataclass
+class KVCache:
+    """Keys and values of every layer from one full pass, with the key mask and positions of its columns.
+
+    ``keys[l]`` and ``values[l]`` are (B, H, T, head_dim), rotary already applied to the keys; ``key_mask``
+    (B, T) bool marks real (non-padding) columns; ``position_ids`` (B, T) their positions.
+    """
+
+    keys: list[torch.Tensor]
+    values: list[torch.Tensor]
+    key_mask: torch.Tensor
+    position_ids: torch.Tensor
+
+    @property
+    def seq_len(self) -> int:
+        return int(self.key_mask.shape[1])
+
+    def select(self, rows: torch.Tensor, start: int = 0) -> "KVCache":
+        """The cache of batch rows ``rows`` from column ``start`` on (dropping padding columns no row needs)."""
+        return KVCache([k[rows, :, start:] for k in self.keys], [v[rows, :, start:] for v in self.values],
+                       self.key_mask[rows, start:], self.position_ids[rows, start:])
+
+
+@dataclass
+class CachedMaskedLMOutput(MaskedLMOutput):
+    """``MaskedLMOutput`` plus the :class:`KVCache` of a ``use_cache=True`` pass."""
+
+    past_key_values: KVCache | None = None
+
+
 class RMSNorm(nn.Module):
     def __init__(self, dim: int, eps: float):
         super().__init__()
@@ -96,15 +135,23 @@ class Block(nn.Module):
         self.gate_up = nn.Linear(d, 2 * h, bias=False)
         self.down = nn.Linear(h, d, bias=False)
 
-    def forward(self, x, cos, sin, attn_mask):
+    def forward(self, x, cos, sin, attn_mask, cached: tuple[torch.Tensor, torch.Tensor] | None = None,
+                start: int = 0):
+        """(new x, (keys, values) of x's tokens); with ``cached`` (keys, values) of a longer sequence, x's
+        tokens stand at its columns ``start …`` and attend to all of its keys, their own recomputed."""
         B, T, D = x.shape
         q, k, v = self.qkv(self.attn_norm(x)).view(B, T, 3, self.n_heads, D // self.n_heads).unbind(2)
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        fresh = (k, v)
+        if cached is not None:
+            ck, cv = cached
+            k = torch.cat([ck[:, :, :start], k, ck[:, :, start + T:]], dim=2)
+            v = torch.cat([cv[:, :, :start], v, cv[:, :, start + T:]], dim=2)
         a = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # bidirectional: no causal mask
         x = x + self.attn_out(a.transpose(1, 2).reshape(B, T, D))
         gate, up = self.gate_up(self.mlp_norm(x)).chunk(2, dim=-1)
-        return x + self.down(F.silu(gate) * up)
+        return x + self.down(F.silu(gate) * up), fresh
 
 
 class PtdLladaModel(PreTrainedModel):
@@ -113,6 +160,7 @@ class PtdLladaModel(PreTrainedModel):
     config_class = PtdLladaConfig
     base_model_prefix = "ptd_llada"
     _supports_sdpa = True
+    supports_kv_cache = True  # forward takes use_cache / past_key_values / cache_start (ptdlib.kvcache)
 
     def __init__(self, config: PtdLladaConfig):
         super().__init__(config)
@@ -141,7 +189,11 @@ class PtdLladaModel(PreTrainedModel):
                 nn.init.normal_(lin.weight, std=std / math.sqrt(2 * self.config.n_layers))
 
     def forward(self, input_ids, attention_mask=None, position_ids=None, output_hidden_states: bool = False,
+                use_cache: bool = False, past_key_values: KVCache | None = None, cache_start: int | None = None,
                 **kwargs) -> MaskedLMOutput:
+        """Logits of every position; see the module docstring for ``use_cache`` / ``past_key_values``."""
+        if past_key_values is not None:
+            return self._forward_cached(input_ids, past_key_values, cache_start, output_hidden_states)
         B, T = input_ids.shape
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
@@ -158,11 +210,39 @@ class PtdLladaModel(PreTrainedModel):
             x = x + self.pos_embed(position_ids)
         cos, sin = rotary_tables(position_ids, self.config.d_model // self.config.n_heads, self.config.rope_theta)
         key_mask = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T): padding keys are ignored
-        hidden = [x]
+        hidden, keys, values = [x], [], []
         for block in self.blocks:
-            x = block(x, cos, sin, key_mask)
+            x, (k, v) = block(x, cos, sin, key_mask)
             hidden.append(x)
+            if use_cache:
+                keys.append(k)
+                values.append(v)
         hidden[-1] = self.norm(x)  # as in transformers: the last hidden state is the normed one
-        return MaskedLMOutput(
+        cache = KVCache(keys, values, attention_mask.bool(), position_ids) if use_cache else None
+        return CachedMaskedLMOutput(
+            logits=self.lm_head(hidden[-1]), hidden_states=tuple(hidden) if output_hidden_states else None,
+            past_key_values=cache,
+        )
+
+    def _forward_cached(self, input_ids, cache: KVCache, start: int | None, output_hidden_states: bool):
+        """Logits of ``input_ids`` (B, n), the tokens at columns ``start … start + n`` of the cached sequence."""
+        B, n = input_ids.shape
+        if start is None or not 0 <= start <= cache.seq_len - n:
+            raise ValueError(f"cache_start must place {n} tokens inside the cached {cache.seq_len} columns "
+                             f"(0 … {cache.seq_len - n}), got {start}")
+        if cache.key_mask.shape[0] != B:
+            raise ValueError(f"the cache holds {cache.key_mask.shape[0]} rows but input_ids has {B}")
+        position_ids = cache.position_ids[:, start:start + n]
+        x = self.embed(input_ids)
+        if self.pos_embed is not None:
+            x = x + self.pos_embed(position_ids)
+        cos, sin = rotary_tables(position_ids, self.config.d_model // self.config.n_heads, self.config.rope_theta)
+        key_mask = cache.key_mask[:, None, None, :]
+        hidden = [x]
+        for block, k, v in zip(self.blocks, cache.keys, cache.values):
+            x, _ = block(x, cos, sin, key_mask, cached=(k, v), start=start)
+            hidden.append(x)
+        hidden[-1] = self.norm(x)
+        return CachedMaskedLMOutput(
             logits=self.lm_head(hidden[-1]), hidden_states=tuple(hidden) if output_hidden_states else None
         )
