@@ -69,7 +69,7 @@ def env(tmp_path_factory, tokenizer):
 
 def _execute(env, name, tmp_path, **params):
     figures = tmp_path / "figures"
-    base = {"smoke": True, "model_path": env["model"], "results_dir": env["results"], "figures_dir": str(figures)}
+    base = {"smoke": True, "model": {"path": env["model"]}, "results_dir": env["results"], "figures_dir": str(figures)}
     declared = declared_parameters(NOTEBOOKS / name)
     given = {k: v for k, v in {**base, **params}.items() if k in declared}
     nb = papermill.execute_notebook(str(NOTEBOOKS / name), str(tmp_path / name), parameters=given,

@@ -304,7 +304,7 @@ def run_predictions(run: dict, lm, splits, *, cell=None, progress: bool = False)
     fingerprint = model_fingerprint(lm)
     if fingerprint != run["model"]["fingerprint"]:
         raise ValueError(f"the model {lm.model_id!r} (weights {fingerprint}) is not the run's model "
-                         f"{run['model']['id']!r} (weights {run['model']['fingerprint']}); pass its model_path")
+                         f"{run['model']['id']!r} (weights {run['model']['fingerprint']}); pass its model spec")
     bench = Workbench(lm, cfg, progress=progress)
     policy = bench.policy(cell or predicted_cell(cfg))
     counter = None

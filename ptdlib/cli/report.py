@@ -6,6 +6,7 @@ The steps and where their outputs go are described in :mod:`ptdlib.report`.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from pathlib import Path
 
@@ -79,8 +80,7 @@ def main(argv: list[str]) -> int:
     log(f"[3/4] notebooks: {len(notebooks)} with papermill on {min(args.workers, len(notebooks))} process(es) -> "
         f"{out / 'notebooks'}")
     t0 = time.perf_counter()
-    params = {"smoke": bool(args.smoke), "model_path": None if cfg.model.path == "embedded" else cfg.model.path,
-              "results_dir": str(results)}
+    params = {"smoke": bool(args.smoke), "model": dataclasses.asdict(cfg.model), "results_dir": str(results)}
     done = run_notebooks(notebooks, out, figures, params, args.workers, log) if notebooks else []
     steps["notebooks"] = time.perf_counter() - t0
 

@@ -12,7 +12,7 @@ Steps, each logged with its elapsed time:
    (:func:`ptdlib.analysis.significance.strategy_overview`: FLOPs relative to the fixed maximum canvas and
    to the oracle, truncation, re-runs, score), as CSV and Markdown;
 3. **notebooks** — every ``notebooks/NN_*.ipynb`` executed headless with papermill, N at a time (parameters
-   ``smoke``, ``model_path``, ``figures_dir``, ``results_dir`` where the notebook declares them); executed
+   ``smoke``, ``model`` (the run's model spec), ``figures_dir``, ``results_dir`` where the notebook declares them); executed
    copies go to ``<out>/notebooks/``; each notebook saves into its own staging folder, whose figures are then
    moved to the figures folder (so that the page knows which notebook drew which figure);
 4. **page** — ``<out>/REPORT.md`` with the run's provenance, both tables and each notebook's figures.
