@@ -33,6 +33,7 @@ from ptdlib.canvas import RECOVERIES, CanvasLimits, make_policy
 from ptdlib.models.spec import ModelSpec
 from ptdlib.sampler import SamplerConfig
 from ptdlib.tasks import SPLITS
+from ptdlib.validation import check_types
 
 #: splits used to fit and calibrate policies; never evaluated (DESIGN.md §4: calibrate off the test split)
 FIT_SPLITS = ("train", "calib")
@@ -197,6 +198,7 @@ class RunConfig:
     def from_dict(cls, data: Mapping) -> "RunConfig":
         """Build from nested mappings (a parsed file or ``asdict`` of a config); unknown keys are errors."""
         d = _known(cls, data, "config")
+        check_types(cls, d)
         for key, sub in (("model", ModelSpec), ("sampler", SamplerConfig), ("limits", CanvasLimits)):
             if key in d:
                 d[key] = _build(sub, d[key], key)
@@ -222,13 +224,19 @@ def load_config(path: str | Path) -> RunConfig:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"config file {path} does not exist")
-    text = path.read_text()
-    if path.suffix in (".yaml", ".yml"):
-        data = yaml.safe_load(text)
-    elif path.suffix == ".toml":
-        data = tomllib.loads(text)
-    else:
+    if path.suffix not in (".yaml", ".yml", ".toml"):
         raise ValueError(f"config file {path} must end in .yaml, .yml or .toml")
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
+    except UnicodeDecodeError as e:
+        raise ValueError(f"config file {path} is not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ValueError(f"config file {path} is not valid YAML{at}: {getattr(e, 'problem', None) or e}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ValueError(f"config file {path} is not valid TOML: {e}") from None
     if not isinstance(data, Mapping):
         raise ValueError(f"config file {path} must hold a mapping at the top level, got {type(data).__name__}")
     return RunConfig.from_dict(data)
@@ -248,7 +256,9 @@ def expand(spec: StrategySpec, default_recovery: str, where: str = "strategy") -
         kwargs = dict(combo)
         try:
             policy = make_policy(spec.name, **kwargs)
-        except TypeError as e:  # e.g. a YAML string where a number belongs
+        except ValueError as e:  # unknown names, parameters, types and ranges
+            raise ValueError(f"{where}: {e}") from None
+        except TypeError as e:  # a type the parameter's annotation does not rule out
             raise ValueError(f"{where}: bad parameter value for {spec.name!r} {kwargs}: {e}") from None
         try:
             policy.check_recovery(recovery)
@@ -307,7 +317,9 @@ def _known(cls, data, where: str) -> dict:
 
 
 def _build(cls, data, where: str):
-    return cls(**_known(cls, data, where))
+    d = _known(cls, data, where)
+    check_types(cls, d, where)  # types from cls's annotations: "false" is not False, "abc" not an int
+    return cls(**d)
 
 
 def _strategy(data, where: str) -> StrategySpec:

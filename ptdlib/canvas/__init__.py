@@ -13,6 +13,7 @@ from ptdlib.canvas.evaluate import ROW_COLUMNS, evaluate_strategy
 from ptdlib.canvas.policies import FixedCanvas, GrowthCanvas, HeuristicCanvas, OracleCanvas, SmartCrop
 from ptdlib.canvas.predicted import PredictedCanvas
 from ptdlib.canvas.recovery import RECOVERIES
+from ptdlib.validation import check_types
 from ptdlib.canvas.smartcrop_conformal import CalibratedSmartCrop
 
 #: name -> policy class
@@ -40,7 +41,9 @@ def make_policy(name: str, **params) -> CanvasPolicy:
     unknown = sorted(set(params) - set(allowed))
     if unknown:
         raise ValueError(f"canvas policy {name!r} has no parameter(s) {unknown}; allowed: {allowed or 'none'}")
-    return get_policy_class(name)(**params)
+    cls = get_policy_class(name)
+    check_types(cls, params, name)  # types from the constructor's annotations ("false" is not False)
+    return cls(**params)
 
 
 __all__ = [
