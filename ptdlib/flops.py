@@ -23,6 +23,15 @@ peaks and MFU refer to.
 **Caching.** A forward pass costs the same for every batch of the same shape, and exactly ``batch`` times
 the cost of one row, so each ``seq_len`` is counted once at batch 1 and scaled (a run with thousands of
 forward passes traces a handful of shapes).
+
+**Fallbacks: counting never stops a run.** fvcore prices a forward pass from a ``torch.jit.trace`` of it,
+which some models refuse (a model that calls a ``torch.compile``d function, as Fast-dLLM's copy of LLaDA
+does: "Detected that you are using FX to torch.jit.trace a dynamo-optimized function"). :class:`FlopCounter`
+then counts with ``FlopCounterMode`` (which runs the forward eagerly and sees every aten call), and if that
+fails too, with the analytic model of the network's config (:func:`ptdlib.shapes.shape_from_config`), in the
+order of :data:`COUNTER_METHODS`. It warns once, naming each failed counter and its error, and prices every
+length with the counter it fell back to; its ``method`` names that counter (the ``flop_counter`` column of a
+result row). A count of zero FLOPs is treated as a failure (the counter saw none of the matrix products).
 """
 
 from __future__ import annotations
@@ -30,16 +39,23 @@ from __future__ import annotations
 import math
 import warnings
 from collections import defaultdict
+from pathlib import Path
 from typing import Hashable
 
 import torch
 from torch import nn
 
 from ptdlib.shapes import (FLOPS_PER_MAC, AnalyticCounter, FlopSource, ModelShape, analytic_flops, check_positive,
-                           check_seq_len)
+                           check_seq_len, model_shape, shape_from_config)
 
 #: fvcore's name for the fused attention op in a traced graph.
 SDPA_JIT_OP = "aten::scaled_dot_product_attention"
+
+#: The counters :class:`FlopCounter` tries, in order: fvcore's jit trace, ``torch.utils.flop_counter``'s
+#: ``FlopCounterMode``, the analytic model of the config. A result row's ``flop_counter`` is one of these.
+COUNTER_METHODS = ("fvcore", "flop_counter_mode", "analytic")
+#: Characters of a counter's error message quoted in the fallback warning (jit errors run to pages).
+_REASON_CHARS = 200
 
 
 def _fvcore_nn():
@@ -127,14 +143,15 @@ def count_with_torch(network: nn.Module, seq_len: int, batch: int = 1, token_id:
 
 
 class FlopCounter:
-    """fvcore FLOP counts of a network's forward pass, cached per sequence length and scaled by batch.
+    """FLOP counts of a network's forward pass, cached per sequence length and scaled by batch.
 
     ``network_or_lm`` is a :class:`~ptdlib.models.base.DiffusionLM` or a module called as
-    ``network(input_ids=ids)`` that returns logits or an object with ``.logits``. ``fallback``: a shape whose
-    analytic count is used (with a warning) if the network cannot be traced.
+    ``network(input_ids=ids)`` that returns logits or an object with ``.logits``. Counts with fvcore; if
+    that fails, with ``FlopCounterMode``, then with the analytic model of ``fallback`` (a shape; default: the
+    shape read from the network's ``config``), warning once (module docstring, "Fallbacks").
+    ``method`` names the counter in use (one of :data:`COUNTER_METHODS`); ``fallback_reasons`` lists why the
+    earlier ones failed. Raises ``RuntimeError`` naming every counter's error only if all three fail.
     """
-
-    method = "fvcore"
 
     def __init__(self, network_or_lm, max_positions: int | None = None, fallback: ModelShape | None = None):
         # Duck-typed DiffusionLM check: importing ptdlib.models would pull in transformers for every user.
@@ -147,7 +164,10 @@ class FlopCounter:
             config, "max_position_embeddings", None)
         # A token every model's embedding has; the mask token is what a D-LLM canvas is made of.
         self.token_id = lm.mask_id if lm is not None else 0
+        self.name = lm.model_id if lm is not None else type(self.network).__name__
         self.fallback = fallback
+        self.method = COUNTER_METHODS[0]
+        self.fallback_reasons: list[str] = []
         self._cache: dict[int, dict[str, int]] = {}
 
     @classmethod
@@ -155,8 +175,9 @@ class FlopCounter:
         """A counter for a configuration too large to hold: a LLaMA-layout stand-in on the meta device.
 
         Same matrix-product shapes as ``shape`` (LLaDA is LLaMA-shaped; a causal vs bidirectional mask
-        does not change the count), no weights in memory. Falls back to the analytic model if tracing
-        on the meta device fails, and uses it directly for shapes the stand-in cannot take (non-SwiGLU).
+        does not change the count), no weights in memory. Falls back like any :class:`FlopCounter` (to the
+        analytic model of ``shape`` last), and uses the analytic model directly for shapes the stand-in
+        cannot take (non-SwiGLU).
         """
         from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -170,26 +191,58 @@ class FlopCounter:
         )
         with torch.device("meta"):
             network = LlamaForCausalLM(config).eval()
-        return cls(network, max_positions=shape.max_positions, fallback=shape)
+        counter = cls(network, max_positions=shape.max_positions, fallback=shape)
+        counter.name = shape.name
+        return counter
 
     def count(self, seq_len: int) -> dict[str, int]:
-        """FLOPs of one row of ``seq_len`` tokens by operator (cached)."""
+        """FLOPs of one row of ``seq_len`` tokens by operator (analytic: by part), cached."""
         check_seq_len(seq_len, self.max_positions)
         if seq_len not in self._cache:
-            if self.method == "analytic":
-                self._cache[seq_len] = AnalyticCounter(self.fallback).count(seq_len)
-            else:
-                try:
-                    self._cache[seq_len] = count_with_fvcore(self.network, seq_len, token_id=self.token_id)
-                except Exception as e:  # tracing failures come as many exception types
-                    if self.fallback is None:
-                        raise
-                    warnings.warn(f"fvcore could not trace the network ({type(e).__name__}: {e}); "
-                                  f"using the analytic model of {self.fallback.name}", stacklevel=2)
-                    self.method = "analytic"
-                    self._cache.clear()
-                    return self.count(seq_len)
+            counts = self._count_new(seq_len)  # may switch counters and clear the cache
+            self._cache[seq_len] = counts
         return dict(self._cache[seq_len])
+
+    def _count_with(self, method: str, seq_len: int) -> dict[str, int]:
+        if method == "fvcore":
+            counts = count_with_fvcore(self.network, seq_len, token_id=self.token_id)
+        elif method == "flop_counter_mode":
+            counts = count_with_torch(self.network, seq_len, token_id=self.token_id)
+        else:
+            counts = AnalyticCounter(self._analytic_shape()).count(seq_len)
+        if sum(counts.values()) <= 0:
+            raise ValueError(f"counted no FLOPs at {seq_len} tokens (it saw none of the matrix products)")
+        return counts
+
+    def _analytic_shape(self) -> ModelShape:
+        if self.fallback is None:
+            config = getattr(self.network, "config", None)
+            if config is None:
+                raise ValueError("the network has no config to read its shape from; pass fallback=ModelShape(...)")
+            self.fallback = shape_from_config(config, name=self.name)  # ValueError naming the missing sizes
+        return self.fallback
+
+    def _count_new(self, seq_len: int) -> dict[str, int]:
+        failures = []
+        while True:
+            try:
+                counts = self._count_with(self.method, seq_len)
+                break
+            except Exception as e:  # tracing failures come as many exception types
+                message = (str(e).strip().splitlines() or [""])[0][:_REASON_CHARS]
+                failures.append(f"{self.method} failed ({type(e).__name__}: {message})")
+                position = COUNTER_METHODS.index(self.method) + 1
+                if position == len(COUNTER_METHODS):
+                    raise RuntimeError(f"no FLOP counter could price {self.name} at {seq_len} tokens: "
+                                       + "; ".join(self.fallback_reasons + failures)) from e
+                self.method = COUNTER_METHODS[position]
+        if failures:
+            self.fallback_reasons += failures
+            self._cache.clear()  # one counter prices every length
+            what = f"the analytic model of {self.fallback.name}" if self.method == "analytic" else self.method
+            warnings.warn(f"FLOP counting of {self.name}: {'; '.join(failures)}; counting with {what} instead",
+                          stacklevel=4)
+        return counts
 
     def forward_flops(self, seq_len: int, batch: int = 1) -> int:
         """FLOPs of one forward pass over ``batch`` rows of ``seq_len`` tokens (2 per multiply-add)."""
@@ -219,60 +272,73 @@ class FlopLedger:
     """A sampler callback summing FLOPs per query by kind of forward pass (denoise, probe, predictor, rerun).
 
     Each row of a forward pass over a (B, T) batch costs ``counter.forward_flops(T)`` (padding included:
-    a padded row is computed like any other), added to that row's query under the event's kind.
+    a padded row is computed like any other), added to that row's query under the event's kind. Passes are
+    priced when read (:meth:`per_query`, :meth:`total`, :meth:`to_frame`), so that every pass of a query is
+    priced by the same counter even if the counter fell back to another one mid-run; :meth:`on_forward`
+    prices the pass once as well, so a length the counter refuses fails at the pass that has it.
     """
 
     def __init__(self, counter: FlopSource):
         self.counter = counter
-        self._flops: dict[Hashable, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-        self._passes: dict[Hashable, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-        self._lengths: dict[Hashable, list[int]] = defaultdict(list)
+        self._forwards: dict[Hashable, list[tuple[str, int]]] = defaultdict(list)  # qid -> [(kind, seq_len)]
+
+    @property
+    def method(self) -> str:
+        """The counter that prices the passes (``fvcore``, ``flop_counter_mode``, ``analytic``, ...)."""
+        return str(getattr(self.counter, "method", type(self.counter).__name__))
 
     def on_forward(self, event) -> None:
-        flops = self.counter.forward_flops(event.seq_len)
+        self.counter.forward_flops(event.seq_len)  # count a new length now (and fail now if it is refused)
         for qid in event.query_ids:
-            self._flops[qid][event.kind] += flops
-            self._passes[qid][event.kind] += 1
-            self._lengths[qid].append(event.seq_len)
+            self._forwards[qid].append((event.kind, event.seq_len))
+
+    def _priced(self) -> dict[Hashable, tuple[dict[str, int], dict[str, int]]]:
+        """{query_id: ({kind: FLOPs}, {kind: forward passes})}, priced by the counter's current method."""
+        out = {}
+        for qid, passes in self._forwards.items():
+            flops, count = defaultdict(int), defaultdict(int)
+            for kind, seq_len in passes:
+                flops[kind] += self.counter.forward_flops(seq_len)
+                count[kind] += 1
+            out[qid] = (dict(flops), dict(count))
+        return out
 
     def per_query(self) -> dict[Hashable, dict[str, int]]:
         """{query_id: {kind: FLOPs}}."""
-        return {q: dict(kinds) for q, kinds in self._flops.items()}
+        return {q: flops for q, (flops, _) in self._priced().items()}
 
     def forward_lengths(self, query_id: Hashable) -> list[int]:
         """The sequence length of every forward pass a query took part in, in order (for re-pricing)."""
-        return list(self._lengths.get(query_id, []))
+        return [seq_len for _, seq_len in self._forwards.get(query_id, [])]
 
     def total(self, kind: str | None = None) -> int:
         """FLOPs over all queries, of one kind or of all kinds."""
-        return sum(n for kinds in self._flops.values() for k, n in kinds.items() if kind is None or k == kind)
+        return sum(n for kinds in self.per_query().values() for k, n in kinds.items() if kind is None or k == kind)
 
     def to_frame(self):
         """A tidy pandas frame: one row per (query_id, kind) with ``flops`` and ``forward_passes``."""
         import pandas as pd
 
-        rows = [{"query_id": q, "kind": k, "flops": n, "forward_passes": self._passes[q][k]}
-                for q, kinds in self._flops.items() for k, n in kinds.items()]
+        rows = [{"query_id": q, "kind": k, "flops": n, "forward_passes": passes[k]}
+                for q, (flops, passes) in self._priced().items() for k, n in flops.items()]
         return pd.DataFrame(rows, columns=["query_id", "kind", "flops", "forward_passes"])
 
     def reset(self) -> None:
-        self._flops.clear()
-        self._passes.clear()
-        self._lengths.clear()
+        self._forwards.clear()
 
 
 def counter_for(model) -> FlopSource:
-    """A counter for a DiffusionLM / module (fvcore), or for a shape or preset name (meta-device stand-in)."""
-    from ptdlib.shapes import preset
-
-    if isinstance(model, str):
-        model = preset(model)
+    """A counter for a DiffusionLM / module (:class:`FlopCounter`), or, without weights, for a shape, a preset
+    name or a checkpoint's ``config.json`` (or its directory): the meta-device stand-in of
+    :meth:`FlopCounter.for_shape` (see :func:`ptdlib.shapes.model_shape`)."""
+    if isinstance(model, (str, Path)):
+        model = model_shape(model)
     if isinstance(model, ModelShape):
         return FlopCounter.for_shape(model)
     return FlopCounter(model)
 
 
 __all__ = [
-    "AnalyticCounter", "FlopCounter", "FlopLedger", "FlopSource", "count_with_fvcore", "count_with_torch",
-    "counter_for", "cross_check", "sdpa_macs",
+    "COUNTER_METHODS", "AnalyticCounter", "FlopCounter", "FlopLedger", "FlopSource", "count_with_fvcore",
+    "count_with_torch", "counter_for", "cross_check", "sdpa_macs",
 ]

@@ -234,3 +234,19 @@ def preset(name: str) -> ModelShape:
     return entry() if callable(entry) else entry
 
 
+def model_shape(spec: str | Path) -> ModelShape:
+    """The :class:`ModelShape` of a preset name (:data:`PRESETS`), a checkpoint's ``config.json``, or a checkpoint
+    directory holding one: sizes only, no weights read (so LLaDA-8B or Dream-7B are priced from their
+    published configs on any machine). ``ValueError`` names the presets when ``spec`` is neither."""
+    if str(spec) in PRESETS:
+        return preset(str(spec))
+    path = Path(spec)
+    config = path / "config.json" if path.is_dir() else path
+    if not config.is_file():
+        raise ValueError(f"unknown model {str(spec)!r}: not a preset (choose from {', '.join(PRESETS)}), nor a "
+                         "config.json or a checkpoint directory holding one")
+    try:
+        data = json.loads(config.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{config} is not a JSON config: {e}") from None
+    return shape_from_config(data, name=(path if path.is_dir() else path.parent).name)
