@@ -7,11 +7,13 @@ traceback deep in a computation.
 
 from __future__ import annotations
 
-import numbers
 import os
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
+
+from ptdlib.validation import check_value
 
 
 class ParameterError(ValueError):
@@ -29,26 +31,15 @@ class Param:
     optional: bool = False  # None is allowed
 
 
-def _type_ok(value, kind) -> bool:
-    kinds = kind if isinstance(kind, tuple) else (kind,)
-    for k in kinds:
-        if k is float and isinstance(value, numbers.Real) and not isinstance(value, bool):
-            return True
-        if k is int and isinstance(value, numbers.Integral) and not isinstance(value, bool):
-            return True
-        if k not in (int, float) and isinstance(value, k):
-            return True
-    return False
-
-
 def check_param(name: str, value, spec: Param):
     """Return ``value`` if it satisfies ``spec``; raise :class:`ParameterError` naming it otherwise."""
     if value is None and spec.optional:
         return value
-    if not _type_ok(value, spec.kind):
-        kinds = spec.kind if isinstance(spec.kind, tuple) else (spec.kind,)
-        want = " or ".join(k.__name__ for k in kinds) + (" or None" if spec.optional else "")
-        raise ParameterError(f"parameter {name!r} must be {want}, got {value!r} ({type(value).__name__})")
+    kinds = spec.kind if isinstance(spec.kind, tuple) else (spec.kind,)
+    try:  # the same type rules as a run config's fields (ptdlib.validation): "false" is not a bool
+        check_value(f"parameter {name!r}", value, typing.Union[kinds + ((type(None),) if spec.optional else ())])
+    except ValueError as e:
+        raise ParameterError(str(e)) from None
     if spec.choices is not None and value not in spec.choices:
         raise ParameterError(f"parameter {name!r} must be one of {list(spec.choices)}, got {value!r}")
     if spec.low is not None and value < spec.low or spec.high is not None and value > spec.high:

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import torch
 
+from ptdlib.validation import check_types
+
 #: how a model path is loaded
 LOADERS = ("auto", "embedded", "hf", "checkpoint")
 #: families a spec may name: auto (from config.json), the native ones, or remote (the checkpoint's own code)
@@ -69,13 +71,20 @@ class ModelSpec:
             raise ValueError(f"unknown key(s) {unknown} in model; allowed keys: {', '.join(allowed)}")
         if data.get("path") is None:
             data.pop("path", None)
+        check_types(cls, data, "model")  # types from the annotations: "false" is not False
         return cls(**data)
 
 
 def resolve_device(device: str) -> str:
-    """``auto`` -> ``cuda`` where available, else ``cpu``; anything else unchanged."""
+    """``auto`` -> ``cuda`` where available, else ``cpu``; anything else unchanged once torch accepts it as a
+    device name (ValueError naming it otherwise, e.g. ``gpu0``)."""
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"unknown device {device!r}; use auto, cpu, cuda, cuda:N or another torch device name") \
+            from None
     return device
 
 
