@@ -10,7 +10,9 @@ The labelling run stops a query after the first fully committed block that holds
 (``stop_after_eos_block``). This is exact, not an approximation: with semi-autoregressive blocks, the passes
 that decide blocks up to the first EOS are the same whether or not later blocks are decoded afterwards, and
 committed tokens are never remasked, so the response before the first EOS is token-identical to the full
-run's (``tests/test_labels.py`` checks it), at a fraction of the forward passes.
+run's (``tests/test_labels.py`` checks it), at a fraction of the forward passes. It always decodes the whole
+canvas without a KV cache (the reference decoding), whatever ``window`` and ``cache`` the caller's sampler
+has, so every window and cache mode of a model shares one set of labels.
 """
 
 from __future__ import annotations
@@ -71,7 +73,9 @@ def model_fingerprint(lm) -> str:
 
 
 def _cache_path(lm, canvas: int, sampler: SamplerConfig, seed: int) -> Path:
-    key = json.dumps({"canvas": canvas, "sampler": asdict(sampler), "seed": seed, "device": lm.device.type},
+    # window and cache are left out: labels never use them (module docstring), and older files keep their names
+    settings = {k: v for k, v in asdict(sampler).items() if k not in ("window", "cache")}
+    key = json.dumps({"canvas": canvas, "sampler": settings, "seed": seed, "device": lm.device.type},
                      sort_keys=True)
     name = f"{lm.model_id}-{model_fingerprint(lm)}-{hashlib.sha256(key.encode()).hexdigest()[:10]}.jsonl"
     return cache_dir() / name
@@ -90,7 +94,7 @@ def label_queries(lm, queries, *, canvas: int = 128, sampler: SamplerConfig = Sa
                 continue
             done[(rec["qid"], rec["prompt"])] = rec
     todo = [q for q in queries if (q.qid, q.prompt) not in done]
-    early_stop = dataclasses.replace(sampler, stop_after_eos_block=True)
+    early_stop = dataclasses.replace(sampler, stop_after_eos_block=True, window="full", cache="none")
     if todo:
         path.parent.mkdir(parents=True, exist_ok=True)
         for i in range(0, len(todo), batch_size * 4):

@@ -69,10 +69,16 @@ def main(argv: list[str]) -> int:
     p.add_argument("--n-calib", type=int, default=128,
                    help="calib queries the margins are calibrated on (alpha=0.01 needs at least 99)")
     p.add_argument("--out", default="runs/bench-strategies", help="run directory (resumable)")
+    p.add_argument("--models", nargs="+", default=None,
+                   help="compare arms model/policy/cache over these model directories (ptdlib.bench.arms)")
+    p.add_argument("--caches", nargs="+", default=None, choices=("none", "prefix", "dual"),
+                   help="KV-cache modes of the arm comparison (the uncached run is always included)")
     args = p.parse_args(argv)
     for name in ("n_test", "n_train", "n_calib"):
         if getattr(args, name) < 2:
             p.error(f"--{name.replace('_', '-')} must be at least 2, got {getattr(args, name)}")
+    if args.models or args.caches:
+        return _compare_arms(args)
 
     from ptdlib.results import load_results
     from ptdlib.runconfig import RunConfig
@@ -118,5 +124,21 @@ def main(argv: list[str]) -> int:
         "predictor_flops_share_of_saving": pred_cost,
     }
     print(f"\nbest deployable (final truncation <= baseline + 1 %): {best}")
+    print(json.dumps(result))
+    return 0
+
+
+def _compare_arms(args) -> int:
+    """``--models`` / ``--caches``: the arms model/policy/cache of :mod:`ptdlib.bench.arms`."""
+    from ptdlib.bench.arms import run_arms, summarise_arms
+
+    rows, seconds = run_arms(args.models or ["embedded"], args.caches or ["none"], args.out, n_test=args.n_test,
+                             n_train=args.n_train, n_calib=args.n_calib)
+    table = summarise_arms(rows)
+    with pd.option_context("display.width", 250, "display.max_columns", 20):
+        print(table.drop(columns=["test", "p_value"]).round(3).to_string())
+    result = {"n_test": args.n_test, "seconds": round(seconds, 1),
+              "arms": {arm: {k: (None if pd.isna(v) else round(float(v), 4)) if isinstance(v, (int, float, np.number))
+                             else v for k, v in r.items()} for arm, r in table.iterrows()}}
     print(json.dumps(result))
     return 0
