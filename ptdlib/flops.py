@@ -20,6 +20,12 @@ products. :func:`ptdlib.shapes.uncounted_flops_estimate` bounds them generously:
 accelerators they are memory-bound work that fuses away, and matrix-product FLOPs are what hardware
 peaks and MFU refer to.
 
+**KV-cached passes** (:mod:`ptdlib.kvcache`: Fast-dLLM's prefix and dual caches) compute ``query_len`` tokens
+whose queries attend to ``seq_len`` keys: every per-token product scales with ``query_len`` and attention with
+``query_len x seq_len``. fvcore and FlopCounterMode count them by running the network's own cached forward
+(``past_key_values``, ``cache_start``) on a cache of ``seq_len`` columns; the analytic model has the same terms
+(:func:`ptdlib.shapes.analytic_flops`). The refresh pass that fills a cache is an ordinary full pass.
+
 **Caching.** A forward pass costs the same for every batch of the same shape, and exactly ``batch`` times
 the cost of one row, so each ``seq_len`` is counted once at batch 1 and scaled (a run with thousands of
 forward passes traces a handful of shapes).
@@ -95,14 +101,21 @@ def _matrix_product_handles() -> dict:
 
 
 class _LogitsOnly(nn.Module):
-    """Makes a Hugging Face model traceable: ``forward(input_ids)`` returns a plain logits tensor."""
+    """Makes a Hugging Face model traceable: ``forward(input_ids)`` returns a plain logits tensor.
 
-    def __init__(self, network: nn.Module):
+    With ``cache`` (a KV cache of the network) the pass is a cached one: ``input_ids`` stand at columns
+    ``cache_start …`` of the cached sequence.
+    """
+
+    def __init__(self, network: nn.Module, cache=None, cache_start: int = 0):
         super().__init__()
-        self.network = network
+        self.network, self.cache, self.cache_start = network, cache, cache_start
 
     def forward(self, input_ids):
-        out = self.network(input_ids=input_ids)
+        if self.cache is None:
+            out = self.network(input_ids=input_ids)
+        else:
+            out = self.network(input_ids=input_ids, past_key_values=self.cache, cache_start=self.cache_start)
         return out if isinstance(out, torch.Tensor) else out.logits
 
 
@@ -111,11 +124,31 @@ def _input_ids(network: nn.Module, seq_len: int, batch: int, token_id: int) -> t
     return torch.full((batch, seq_len), token_id, dtype=torch.long, device=device)
 
 
-def count_with_fvcore(network: nn.Module, seq_len: int, batch: int = 1, token_id: int = 0) -> dict[str, int]:
-    """FLOPs (2 per multiply-add) of one forward pass by operator, counted by fvcore with the SDPA handle."""
+def _traced(network: nn.Module, seq_len: int, batch: int, token_id: int, query_len: int | None):
+    """(module, inputs) of the pass to count: a full pass, or a cached pass of ``query_len`` tokens whose
+    queries attend to a cache of ``seq_len`` keys (the cache is filled here by one uncounted pass)."""
+    if query_len is None:
+        return _LogitsOnly(network), (_input_ids(network, seq_len, batch, token_id),)
+    check_positive("query_len", query_len)
+    if query_len > seq_len:
+        raise ValueError(f"query_len {query_len} exceeds the {seq_len} keys it attends to")
+    if not getattr(network, "supports_kv_cache", False):
+        raise ValueError(f"{type(network).__name__} cannot run KV-cached passes (no supports_kv_cache)")
+    with torch.no_grad():
+        cache = network(input_ids=_input_ids(network, seq_len, batch, token_id), use_cache=True).past_key_values
+    start = seq_len - query_len
+    return _LogitsOnly(network, cache, start), (_input_ids(network, query_len, batch, token_id),)
+
+
+def count_with_fvcore(network: nn.Module, seq_len: int, batch: int = 1, token_id: int = 0,
+                      query_len: int | None = None) -> dict[str, int]:
+    """FLOPs (2 per multiply-add) of one forward pass by operator, counted by fvcore with the SDPA handle.
+
+    ``query_len``: count a KV-cached pass of that many tokens against ``seq_len`` keys (module docstring).
+    """
     check_positive("seq_len", seq_len)
     check_positive("batch", batch)
-    analysis = _fvcore_nn().FlopCountAnalysis(_LogitsOnly(network), (_input_ids(network, seq_len, batch, token_id),))
+    analysis = _fvcore_nn().FlopCountAnalysis(*_traced(network, seq_len, batch, token_id, query_len))
     # fvcore's defaults also price norms and upsampling; keep matrix products only, plus attention.
     analysis.clear_op_handles().set_op_handle(**_matrix_product_handles())
     analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
@@ -129,16 +162,21 @@ def _sdpa_torch_formula(q_shape, k_shape, v_shape, *args, out_shape=None, **kwar
     return FLOPS_PER_MAC * sdpa_macs(q_shape, k_shape, v_shape)
 
 
-def count_with_torch(network: nn.Module, seq_len: int, batch: int = 1, token_id: int = 0) -> dict[str, int]:
-    """FLOPs (2 per multiply-add) of one forward pass by operator, counted by ``FlopCounterMode``."""
+def count_with_torch(network: nn.Module, seq_len: int, batch: int = 1, token_id: int = 0,
+                     query_len: int | None = None) -> dict[str, int]:
+    """FLOPs (2 per multiply-add) of one forward pass by operator, counted by ``FlopCounterMode``.
+
+    ``query_len``: count a KV-cached pass of that many tokens against ``seq_len`` keys (module docstring).
+    """
     from torch.utils.flop_counter import FlopCounterMode
 
     check_positive("seq_len", seq_len)
     check_positive("batch", batch)
+    module, inputs = _traced(network, seq_len, batch, token_id, query_len)  # the cache is filled uncounted
     extra = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _sdpa_torch_formula}
     mode = FlopCounterMode(display=False, custom_mapping=extra)
     with torch.no_grad(), mode:
-        _LogitsOnly(network)(_input_ids(network, seq_len, batch, token_id))
+        module(*inputs)
     return {str(op): int(n) for op, n in mode.get_flop_counts()["Global"].items() if n}
 
 
@@ -195,21 +233,23 @@ class FlopCounter:
         counter.name = shape.name
         return counter
 
-    def count(self, seq_len: int) -> dict[str, int]:
-        """FLOPs of one row of ``seq_len`` tokens by operator (analytic: by part), cached."""
+    def count(self, seq_len: int, query_len: int | None = None) -> dict[str, int]:
+        """FLOPs of one row of ``seq_len`` tokens by operator (analytic: by part), cached; with ``query_len``,
+        of a KV-cached pass of ``query_len`` tokens against ``seq_len`` keys."""
         check_seq_len(seq_len, self.max_positions)
-        if seq_len not in self._cache:
-            counts = self._count_new(seq_len)  # may switch counters and clear the cache
-            self._cache[seq_len] = counts
-        return dict(self._cache[seq_len])
+        key = seq_len if query_len is None else (seq_len, query_len)
+        if key not in self._cache:
+            counts = self._count_new(seq_len, query_len)  # may switch counters and clear the cache
+            self._cache[key] = counts
+        return dict(self._cache[key])
 
-    def _count_with(self, method: str, seq_len: int) -> dict[str, int]:
+    def _count_with(self, method: str, seq_len: int, query_len: int | None = None) -> dict[str, int]:
         if method == "fvcore":
-            counts = count_with_fvcore(self.network, seq_len, token_id=self.token_id)
+            counts = count_with_fvcore(self.network, seq_len, token_id=self.token_id, query_len=query_len)
         elif method == "flop_counter_mode":
-            counts = count_with_torch(self.network, seq_len, token_id=self.token_id)
+            counts = count_with_torch(self.network, seq_len, token_id=self.token_id, query_len=query_len)
         else:
-            counts = AnalyticCounter(self._analytic_shape()).count(seq_len)
+            counts = AnalyticCounter(self._analytic_shape()).count(seq_len, query_len)
         if sum(counts.values()) <= 0:
             raise ValueError(f"counted no FLOPs at {seq_len} tokens (it saw none of the matrix products)")
         return counts
@@ -222,11 +262,11 @@ class FlopCounter:
             self.fallback = shape_from_config(config, name=self.name)  # ValueError naming the missing sizes
         return self.fallback
 
-    def _count_new(self, seq_len: int) -> dict[str, int]:
+    def _count_new(self, seq_len: int, query_len: int | None = None) -> dict[str, int]:
         failures = []
         while True:
             try:
-                counts = self._count_with(self.method, seq_len)
+                counts = self._count_with(self.method, seq_len, query_len)
                 break
             except Exception as e:  # tracing failures come as many exception types
                 message = (str(e).strip().splitlines() or [""])[0][:_REASON_CHARS]
@@ -244,27 +284,34 @@ class FlopCounter:
                           stacklevel=4)
         return counts
 
-    def forward_flops(self, seq_len: int, batch: int = 1) -> int:
-        """FLOPs of one forward pass over ``batch`` rows of ``seq_len`` tokens (2 per multiply-add)."""
+    def forward_flops(self, seq_len: int, batch: int = 1, query_len: int | None = None) -> int:
+        """FLOPs of one forward pass over ``batch`` rows of ``seq_len`` tokens (2 per multiply-add); with
+        ``query_len``, of a KV-cached pass computing ``query_len`` tokens against ``seq_len`` keys."""
         check_positive("batch", batch)
-        return batch * sum(self.count(seq_len).values())
+        return batch * sum(self.count(seq_len, query_len).values())
 
     @property
     def cached_lengths(self) -> tuple[int, ...]:
-        return tuple(sorted(self._cache))
+        """The full-pass lengths counted so far (cached passes left out)."""
+        return tuple(sorted(k for k in self._cache if isinstance(k, int)))
 
 
-def cross_check(network: nn.Module, shape: ModelShape, seq_lens, token_id: int = 0) -> list[dict]:
-    """fvcore, FlopCounterMode and the analytic model at each length, with their largest relative gap."""
+def cross_check(network: nn.Module, shape: ModelShape, seq_lens, token_id: int = 0, query_len: int | None = None) -> list[dict]:
+    """fvcore, FlopCounterMode and the analytic model at each length, with their largest relative gap.
+
+    ``query_len``: check KV-cached passes of that many tokens against each ``seq_len`` keys instead (the
+    network must run cached passes; see :mod:`ptdlib.kvcache`).
+    """
     rows = []
     for t in seq_lens:
         counts = {
-            "fvcore": sum(count_with_fvcore(network, t, token_id=token_id).values()),
-            "torch": sum(count_with_torch(network, t, token_id=token_id).values()),
-            "analytic": analytic_flops(shape, t)["total"],
+            "fvcore": sum(count_with_fvcore(network, t, token_id=token_id, query_len=query_len).values()),
+            "torch": sum(count_with_torch(network, t, token_id=token_id, query_len=query_len).values()),
+            "analytic": analytic_flops(shape, t, query_len=query_len)["total"],
         }
         hi, lo = max(counts.values()), min(counts.values())
-        rows.append({"seq_len": t, **counts, "max_rel_diff": (hi - lo) / hi})
+        row = {"seq_len": t} if query_len is None else {"seq_len": t, "query_len": query_len}
+        rows.append({**row, **counts, "max_rel_diff": (hi - lo) / hi})
     return rows
 
 
@@ -280,7 +327,8 @@ class FlopLedger:
 
     def __init__(self, counter: FlopSource):
         self.counter = counter
-        self._forwards: dict[Hashable, list[tuple[str, int]]] = defaultdict(list)  # qid -> [(kind, seq_len)]
+        # qid -> [(kind, seq_len, query_len)]; query_len is None for a full pass (see ptdlib.kvcache)
+        self._forwards: dict[Hashable, list[tuple[str, int, int | None]]] = defaultdict(list)
 
     @property
     def method(self) -> str:
@@ -288,17 +336,23 @@ class FlopLedger:
         return str(getattr(self.counter, "method", type(self.counter).__name__))
 
     def on_forward(self, event) -> None:
-        self.counter.forward_flops(event.seq_len)  # count a new length now (and fail now if it is refused)
+        query_len = getattr(event, "query_len", None)  # a KV-cached pass computes query_len tokens only
+        self._price(event.seq_len, query_len)  # count a new shape now (and fail now if it is refused)
         for qid in event.query_ids:
-            self._forwards[qid].append((event.kind, event.seq_len))
+            self._forwards[qid].append((event.kind, event.seq_len, query_len))
+
+    def _price(self, seq_len: int, query_len: int | None) -> int:
+        if query_len is None:
+            return self.counter.forward_flops(seq_len)
+        return self.counter.forward_flops(seq_len, query_len=query_len)
 
     def _priced(self) -> dict[Hashable, tuple[dict[str, int], dict[str, int]]]:
         """{query_id: ({kind: FLOPs}, {kind: forward passes})}, priced by the counter's current method."""
         out = {}
         for qid, passes in self._forwards.items():
             flops, count = defaultdict(int), defaultdict(int)
-            for kind, seq_len in passes:
-                flops[kind] += self.counter.forward_flops(seq_len)
+            for kind, seq_len, query_len in passes:
+                flops[kind] += self._price(seq_len, query_len)
                 count[kind] += 1
             out[qid] = (dict(flops), dict(count))
         return out
@@ -309,7 +363,11 @@ class FlopLedger:
 
     def forward_lengths(self, query_id: Hashable) -> list[int]:
         """The sequence length of every forward pass a query took part in, in order (for re-pricing)."""
-        return [seq_len for _, seq_len in self._forwards.get(query_id, [])]
+        return [seq_len for _, seq_len, _ in self._forwards.get(query_id, [])]
+
+    def forward_query_lengths(self, query_id: Hashable) -> list[int | None]:
+        """Aligned with :meth:`forward_lengths`: each pass's computed tokens if KV-cached, else None."""
+        return [query_len for _, _, query_len in self._forwards.get(query_id, [])]
 
     def total(self, kind: str | None = None) -> int:
         """FLOPs over all queries, of one kind or of all kinds."""

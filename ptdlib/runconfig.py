@@ -34,6 +34,7 @@ from ptdlib.models.spec import ModelSpec
 from ptdlib.sampler import SamplerConfig
 from ptdlib.tasks import SPLITS
 from ptdlib.validation import check_types
+from ptdlib.tasks.sources import SOURCE_SPLITS, SourceSpec, source_from_dict
 
 #: splits used to fit and calibrate policies; never evaluated (DESIGN.md §4: calibrate off the test split)
 FIT_SPLITS = ("train", "calib")
@@ -124,11 +125,17 @@ class RunConfig:
     recovery: str = "max"  # default truncation recovery (Predict-then-Diffuse: re-run at the maximum)
     baseline: StrategySpec | None = None  # the arm ptd summarize compares with; None: fixed at max_canvas
     output: str = "results/run"  # the run directory (relative paths are relative to the working directory)
+    sources: tuple = ()  # file sources (ptdlib.tasks.sources.SourceSpec); empty: the synthetic suite
 
     def __post_init__(self):
         if not isinstance(self.splits, Mapping) or not self.splits:
             raise ValueError(f"splits must map at least one split name to a query count, got {self.splits!r}")
+        if self.sources:
+            _check_sources(self.sources, self.splits)
         for name, n in self.splits.items():
+            if self.sources:
+                _positive_int(f"splits.{name}", n)
+                continue
             if name in FIT_SPLITS:
                 raise ValueError(f"split {name!r} is used to fit and calibrate policies and cannot be evaluated; "
                                  f"evaluate one of {', '.join(EVAL_SPLITS)}")
@@ -191,6 +198,8 @@ class RunConfig:
         d = asdict(self)
         for key in NOT_IDENTITY:
             d.pop(key)
+        if not d["sources"]:  # a synthetic-suite run keeps the identity it had before sources existed
+            d.pop("sources")
         return json.loads(json.dumps(d, sort_keys=True))  # tuples -> lists, as stored in run.json
 
     # ------------------------------------------------------------ parsing
@@ -213,6 +222,13 @@ class RunConfig:
             d["seeds"] = tuple(seeds) if isinstance(seeds, (list, tuple)) else (seeds,)
         if "splits" in d and isinstance(d["splits"], Mapping):
             d["splits"] = dict(d["splits"])
+        if d.get("sources") is not None:
+            if not isinstance(d["sources"], (list, tuple)):
+                raise ValueError(f"sources must be a list of {{name, benchmark, path or files, ...}}, got {d['sources']!r}")
+            d["sources"] = tuple(s if isinstance(s, SourceSpec) else source_from_dict(s, f"sources[{i}]")
+                                 for i, s in enumerate(d["sources"]))
+        else:
+            d.pop("sources", None)
         missing = [m for m in ("splits", "strategies") if m not in d]
         if missing:
             raise ValueError(f"config lacks required key(s) {missing}")
@@ -278,6 +294,7 @@ def plan_chunks(cfg: RunConfig) -> list[Chunk]:
     out = []
     for seed in cfg.seeds:
         for split, n in cfg.splits.items():
+            n *= max(1, len(cfg.sources))  # with file sources: n queries from each source
             for start in range(0, n, cfg.chunk):
                 for cell in cfg.cells:
                     if cell.online and start:
@@ -306,6 +323,22 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 
 # ------------------------------------------------------------ validation helpers
+def _check_sources(sources, splits) -> None:
+    """With file sources a run evaluates their ``test`` part; source names are unique."""
+    for s in sources:
+        if not isinstance(s, SourceSpec):
+            raise ValueError(f"sources must hold source entries, got {s!r}")
+    names = [s.name for s in sources]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(f"source names must be unique, {repeated} repeat")
+    evaluable = [s for s in SOURCE_SPLITS if s not in FIT_SPLITS]
+    for name in splits:
+        if name not in evaluable:
+            raise ValueError(f"split {name!r} cannot be evaluated on file sources; choose from {', '.join(evaluable)} "
+                             f"(sources are cut into {', '.join(SOURCE_SPLITS)})")
+
+
 def _known(cls, data, where: str) -> dict:
     if not isinstance(data, Mapping):
         raise ValueError(f"{where} must be a mapping, got {data!r}")

@@ -88,6 +88,7 @@ class Workbench:
         self._queries: dict[str, list] = {}
         self._fitted: dict[tuple[str, str, str], CanvasPolicy] = {}  # (name, params, recovery) -> policy
         self._fit_labels: dict | None = None  # own lengths of the train and calib queries
+        self._sources: dict = {}  # file source name -> its loaded queries by split
 
     def queries(self, split: str) -> list:
         from ptdlib.tasks import make_split
@@ -97,8 +98,22 @@ class Workbench:
             if split not in sizes:
                 raise ValueError(f"split {split!r} is not part of this run; it has {', '.join(sizes)}")
             n = sizes[split]
-            self._queries[split] = make_split(split, n, seed=self.cfg.data_seed)
+            if self.cfg.sources:  # file sources: n queries of the split from each (ptdlib.tasks.sources)
+                from ptdlib.tasks.sources import source_queries
+
+                self._queries[split] = source_queries(self.cfg.sources, split, n, self._sources)
+            else:
+                self._queries[split] = make_split(split, n, seed=self.cfg.data_seed)
         return self._queries[split]
+
+    def check_sources(self) -> None:
+        """Load every query of a file-source run and check its prompt against the model (encodable, room for the
+        maximum canvas), so that a bad query stops the run before anything is sampled or written."""
+        from ptdlib.tasks.sources import check_prompts
+
+        if self.cfg.sources:
+            for split in (*self.cfg.splits, "train", "calib"):
+                check_prompts(self.lm, self.queries(split), self.cfg.limits.max_canvas)
 
     def own_lengths(self, queries) -> dict:
         """qid -> the model's own length at the maximum canvas (the cached labelling run)."""
@@ -153,10 +168,11 @@ class RunStats:
 
 
 def run(cfg: RunConfig, *, output: str | Path | None = None, shard: tuple[int, int] = (0, 1), device: str = "auto",
-        lm=None, progress: bool = True) -> RunStats:
+        lm=None, progress: bool = True, allow_code_execution: bool = False) -> RunStats:
     """Execute ``cfg`` (shard ``i`` of ``n``) into ``output`` (default ``cfg.output``); see module docstring.
 
-    ``lm`` overrides loading ``cfg.model`` (for callers that hold the model already).
+    ``lm`` overrides loading ``cfg.model`` (for callers that hold the model already). ``allow_code_execution``
+    is the caller's half of the opt-in that HumanEval sources need (the source's own flag is the other half).
     """
     from tqdm.auto import tqdm
 
@@ -170,7 +186,13 @@ def run(cfg: RunConfig, *, output: str | Path | None = None, shard: tuple[int, i
     if n < 1 or not 0 <= i < n:
         raise ValueError(f"shard must be (i, n) with 0 <= i < n, got {shard}")
     out = Path(output or cfg.output)
+    if cfg.sources:
+        from ptdlib.tasks.sources import check_code_execution
+
+        check_code_execution(cfg.sources, allow_code_execution)
     lm = lm if lm is not None else load_model(cfg.model, device)
+    bench = Workbench(lm, cfg, progress=progress)
+    bench.check_sources()
     open_run(out, cfg, lm.model_id, model_fingerprint(lm))
 
     chunks = plan_chunks(cfg)
@@ -184,7 +206,6 @@ def run(cfg: RunConfig, *, output: str | Path | None = None, shard: tuple[int, i
         if progress:
             print(f"ptd run: {text}", file=sys.stderr, flush=True)
 
-    bench = Workbench(lm, cfg, progress=progress)
     own: dict = {}
     for split in cfg.splits:  # one labelling run per evaluated split, over the queries this process needs
         wanted = sorted({k for c in todo if c.split == split for k in range(c.start, c.stop)})
@@ -209,7 +230,8 @@ def run(cfg: RunConfig, *, output: str | Path | None = None, shard: tuple[int, i
             policy.with_labels({q.qid: own[q.qid] for q in queries})
         rows = evaluate_strategy(lm, queries, policy, counter, recovery=chunk.cell.recovery, sampler=cfg.sampler,
                                  limits=cfg.limits, seed=chunk.seed, batch_size=cfg.batch_size,
-                                 own_lengths={q.qid: own[q.qid] for q in queries})
+                                 own_lengths={q.qid: own[q.qid] for q in queries},
+                                 allow_code_execution=allow_code_execution)
         write_chunk(out, chunk.id, rows)
         written += len(rows)
     bar.close()

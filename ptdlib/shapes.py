@@ -17,6 +17,9 @@ For a batch of ``B`` sequences of ``T`` tokens, per layer (``d`` = d_model, ``H`
 and once per forward ``lm_head`` = 2 B T d V (logits at every position: a D-LLM needs all of them).
 Embedding lookups, the learned position embedding of the embedded model, RoPE and RMSNorm are not matrix
 products and are not counted.
+
+A **KV-cached pass** (:mod:`ptdlib.kvcache`, Fast-dLLM) computes only ``T_q`` of the ``T`` tokens: every term
+above takes ``T_q`` for ``T``, except ``attn/scores`` = 2 * 2 B H T_q T hd (the queries attend to all keys).
 """
 
 from __future__ import annotations
@@ -85,18 +88,23 @@ class ModelShape:
         return cls(**data)
 
 
-def analytic_flops(shape: ModelShape, seq_len: int, batch: int = 1) -> dict[str, int]:
+def analytic_flops(shape: ModelShape, seq_len: int, batch: int = 1, query_len: int | None = None) -> dict[str, int]:
     """Itemised FLOPs (2 per multiply-add) of one forward pass over ``batch`` x ``seq_len`` tokens.
 
     Keys: ``attn/qkv``, ``attn/scores``, ``attn/out``, ``mlp`` (summed over layers), ``lm_head`` and
-    ``total``. Formulas in the module docstring (after Kaplan et al., 2020).
+    ``total``. Formulas in the module docstring (after Kaplan et al., 2020). ``query_len``: a KV-cached pass
+    computing that many tokens against ``seq_len`` keys (``ValueError`` if more than ``seq_len``).
     """
     check_positive("seq_len", seq_len)
     check_positive("batch", batch)
-    bt, d, hd, L = batch * seq_len, shape.d_model, shape.hd, shape.n_layers
+    q = seq_len if query_len is None else query_len
+    check_positive("query_len", q)
+    if q > seq_len:
+        raise ValueError(f"query_len {q} exceeds the {seq_len} keys it attends to")
+    bt, d, hd, L = batch * q, shape.d_model, shape.hd, shape.n_layers
     macs = {
         "attn/qkv": L * bt * d * hd * (shape.n_heads + 2 * shape.n_kv_heads),
-        "attn/scores": L * 2 * batch * shape.n_heads * seq_len * seq_len * hd,
+        "attn/scores": L * 2 * batch * shape.n_heads * q * seq_len * hd,
         "attn/out": L * bt * shape.n_heads * hd * d,
         "mlp": L * bt * d * shape.mlp_hidden * MLP_MATRICES[shape.mlp],
         "lm_head": bt * d * shape.vocab_size,
@@ -135,7 +143,7 @@ def check_seq_len(seq_len: int, max_positions: int | None) -> None:
 class FlopSource(Protocol):
     """Anything that prices a forward pass: :class:`AnalyticCounter` or :class:`ptdlib.flops.FlopCounter`."""
 
-    def forward_flops(self, seq_len: int, batch: int = 1) -> int: ...
+    def forward_flops(self, seq_len: int, batch: int = 1, query_len: int | None = None) -> int: ...
 
 
 class AnalyticCounter:
@@ -147,16 +155,16 @@ class AnalyticCounter:
         self.shape = shape
         self.max_positions = shape.max_positions
 
-    def count(self, seq_len: int) -> dict[str, int]:
-        """Itemised FLOPs of one row of ``seq_len`` tokens."""
+    def count(self, seq_len: int, query_len: int | None = None) -> dict[str, int]:
+        """Itemised FLOPs of one row of ``seq_len`` tokens (a KV-cached pass of ``query_len`` of them)."""
         check_seq_len(seq_len, self.max_positions)
-        items = analytic_flops(self.shape, seq_len)
+        items = analytic_flops(self.shape, seq_len, query_len=query_len)
         items.pop("total")
         return items
 
-    def forward_flops(self, seq_len: int, batch: int = 1) -> int:
+    def forward_flops(self, seq_len: int, batch: int = 1, query_len: int | None = None) -> int:
         check_positive("batch", batch)
-        return batch * sum(self.count(seq_len).values())
+        return batch * sum(self.count(seq_len, query_len).values())
 
 
 def _first(cfg: dict, *keys, default=None):

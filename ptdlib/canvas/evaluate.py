@@ -18,14 +18,14 @@ from ptdlib.canvas.recovery import check_recovery, recover
 from ptdlib.events import FORWARD_KINDS
 from ptdlib.flops import FlopLedger
 from ptdlib.sampler import SamplerConfig, sample
-from ptdlib.tasks import get_family, score
+from ptdlib.tasks import score_responses
 
 #: Columns of a result row, in order (the runner adds run-level provenance).
 ROW_COLUMNS = [
     "split", "family", "qid", "seed", "strategy", "params", "recovery", "model_id", "prompt_len", "own_length",
     "chosen_canvas", "final_canvas", "truncated", "truncated_final", "reruns", "forward_passes",
-    *[f"flops_{k}" for k in FORWARD_KINDS], "flops_total", "flop_counter", "forward_lens", "wall_s", "length",
-    "response", "score", "metric",
+    *[f"flops_{k}" for k in FORWARD_KINDS], "flops_total", "forward_lens", "wall_s", "length", "response", "score",
+    "metric", "source", "scores",
 ]
 
 
@@ -62,11 +62,10 @@ class _Restart:
 def evaluate_strategy(lm, queries, policy: CanvasPolicy, counter, *, recovery: str = "max",
                       sampler: SamplerConfig = SamplerConfig(), limits: CanvasLimits = CanvasLimits(),
                       seed: int = 0, batch_size: int = 32, own_lengths: dict | None = None, callbacks=(),
-                      progress: bool = False) -> list[dict]:
+                      progress: bool = False, allow_code_execution: bool = False) -> list[dict]:
     """One result row per query (columns :data:`ROW_COLUMNS`) for ``policy`` on ``queries``.
 
-    ``counter`` prices a forward pass (``forward_flops(seq_len)``; its ``method``, the counter that priced the rows
-    after any fallback, fills ``flop_counter``); ``own_lengths`` (qid -> length) fills the
+    ``counter`` prices a forward pass (``forward_flops(seq_len)``); ``own_lengths`` (qid -> length) fills the
     ``own_length`` column when given. ``forward_lens`` lists the padded sequence length of every pass the query
     took part in, so :mod:`ptdlib.workload` can re-price the same plan on another model.
     """
@@ -106,6 +105,8 @@ def evaluate_strategy(lm, queries, policy: CanvasPolicy, counter, *, recovery: s
         outputs += outs
     flops = ledger.per_query()
     params = json.dumps(policy.params(), sort_keys=True)
+    # one batch per benchmark (HumanEval runs its programs in one worker process, after the caller's opt-in)
+    scored = score_responses(queries, [o.text for o in outputs], allow_code_execution=allow_code_execution)
     rows = []
     for i, (q, o) in enumerate(zip(queries, outputs)):
         f = {k: int(flops.get(q.qid, {}).get(k, 0)) for k in FORWARD_KINDS}
@@ -118,9 +119,10 @@ def evaluate_strategy(lm, queries, policy: CanvasPolicy, counter, *, recovery: s
             "truncated": bool(truncated[i]), "truncated_final": bool(o.truncated), "reruns": int(reruns[i]),
             "forward_passes": len(ledger.forward_lengths(q.qid)),
             **{f"flops_{k}": v for k, v in f.items()}, "flops_total": sum(f.values()),
-            "flop_counter": ledger.method,  # fvcore, flop_counter_mode or analytic (ptdlib.flops.COUNTER_METHODS)
             "forward_lens": json.dumps(ledger.forward_lengths(q.qid)),  # JSON list: every pass's length
             "wall_s": clock.seconds[q.qid], "length": o.length, "response": o.text,
-            "score": score(q, o.text), "metric": get_family(q.family).metric,
+            "score": scored[i]["score"], "metric": scored[i]["metric"],
+            "source": q.source,  # "synthetic" or the file source's name
+            "scores": json.dumps(scored[i]["scores"], sort_keys=True),  # every metric of the query's benchmark
         })
     return rows

@@ -13,6 +13,7 @@ BENCHES = {
     "sampler": "ptdlib.bench.sampler",
     "flops": "ptdlib.bench.flops",
     "strategies": "ptdlib.bench.strategies",
+    "features": "ptdlib.bench.features",
 }
 
 

@@ -21,6 +21,9 @@ def parser() -> ArgumentParser:
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--dry-run", action="store_true", help="print the grid and this shard's work; run nothing")
+    p.add_argument("--allow-code-execution", action="store_true",
+                   help="let sources that opted in (allow_code_execution: true, e.g. HumanEval) run generated code, "
+                        "in a separate time-limited process")
     return p
 
 
@@ -41,6 +44,7 @@ def main(argv: list[str]) -> int:
     if args.dry_run:
         print(describe(cfg, Path(args.output or cfg.output), shard))
         return 0
-    stats = run(cfg, output=args.output, shard=shard, device=args.device, progress=not args.no_progress)
+    stats = run(cfg, output=args.output, shard=shard, device=args.device, progress=not args.no_progress,
+                allow_code_execution=args.allow_code_execution)
     print(stats.line())
     return 0

@@ -9,6 +9,9 @@ so that a notebook can ablate them:
   follow a ``:``; ``b - a`` in "... from a to b"; ``n`` in "... n times"; ``log1p`` of the counts (so that
   a linear model on log length can use them); and a bag of the first non-numeric word(s), whose vocabulary
   is learned on the training prompts (unseen words fall into one ``other`` column).
+* ``"generic"`` -- learned from data for real prompts: TF-IDF word and character n-grams plus numeric
+  statistics (:mod:`ptdlib.predictor.generic`). ``"text"`` is then the hand-written ablation: on the synthetic
+  suite it knows the families' patterns, on real text it has nothing to read.
 * ``"hidden"`` -- the D-LLM's own representation of the prompt: one prompt-only forward pass
   (``lm.last_hidden``), summarised by the mean of the last-layer states over real prompt tokens and the
   state of the prompt's last token. The pass is reported to callbacks as a ``ForwardEvent`` of kind
@@ -28,7 +31,7 @@ import numpy as np
 from ptdlib.events import ForwardEvent, emit_forward
 
 #: The feature groups a :class:`FeatureSet` can choose from.
-FEATURE_GROUPS = ("text", "hidden")
+FEATURE_GROUPS = ("text", "hidden", "generic")
 
 _NUMBER = re.compile(r"^[-+]?\d+(?:\.\d+)?$")
 _FROM_TO = re.compile(r"\bfrom\s+([-+]?\d+(?:\.\d+)?)\s+to\s+([-+]?\d+(?:\.\d+)?)")
@@ -158,6 +161,7 @@ class FeatureExtractor:
         self.keywords: list[str] | None = None  # learned vocabulary; None until fit
         self.model_id: str | None = None  # the D-LLM whose states the hidden features are
         self.hidden_dim: int | None = None  # width of the hidden block (2 · d_model)
+        self.generic = None  # GenericTextFeatures learned on the training prompts (the "generic" group)
 
     @property
     def is_fitted(self) -> bool:
@@ -174,6 +178,10 @@ class FeatureExtractor:
         counts = Counter(w for p in prompts for w in leading_keywords(p, fs.n_keywords))
         kept = [w for w, c in counts.most_common() if c >= fs.min_keyword_count][: fs.max_keywords]
         self.keywords = sorted(kept)
+        if "generic" in fs.groups:
+            from ptdlib.predictor.generic import GenericTextFeatures
+
+            self.generic = GenericTextFeatures().fit(prompts)
         return self
 
     def fit_transform(self, prompts: Sequence[str], lm=None, callbacks=(), query_ids=None) -> np.ndarray:
@@ -187,6 +195,8 @@ class FeatureExtractor:
         names: list[str] = []
         if "text" in self.feature_set.groups:
             names += list(TEXT_STATS) + [f"kw={w}" for w in self.keywords + [_OTHER]]
+        if "generic" in self.feature_set.groups:
+            names += self.generic.feature_names
         if self.uses_hidden and self.hidden_dim is not None:
             half = self.hidden_dim // 2
             names += [f"h_mean_{i}" for i in range(half)] + [f"h_last_{i}" for i in range(half)]
@@ -210,6 +220,8 @@ class FeatureExtractor:
         blocks = []
         if "text" in self.feature_set.groups:
             blocks.append(self.text_features(prompts))
+        if "generic" in self.feature_set.groups:
+            blocks.append(self.generic.transform(prompts))
         if self.uses_hidden:
             if lm is None:
                 raise ValueError("the 'hidden' feature group needs the D-LLM (lm=...) for its prompt pass")

