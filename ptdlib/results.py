@@ -44,6 +44,9 @@ COLUMNS = [*ROW_COLUMNS, "chunk"]
 ROW_KEY = ["split", "qid", "seed", "strategy", "params", "recovery"]
 #: columns that legitimately differ between two executions of the same chunk
 VOLATILE = ["wall_s"]
+#: ``flop_counter`` of rows stored before that column existed: the runner then counted with fvcore and had no
+#: fallback (a model fvcore could not trace stopped the run), so every such row was priced by fvcore
+LEGACY_FLOP_COUNTER = "fvcore"
 #: packages whose versions go into run.json
 PACKAGES = ("ptdlib", "torch", "transformers", "fvcore", "numpy", "pandas")
 _REPO = Path(__file__).resolve().parents[1]
@@ -226,6 +229,8 @@ def load_results(*dirs) -> pd.DataFrame:
     for _, d, cid in sorted(found):
         rows += read_chunk(chunk_path(d, cid), planned[cid][1].size)
     seen = {cid for _, _, cid in found}
+    for row in rows:  # rows of older runs (no flop_counter column) resume unchanged
+        row.setdefault("flop_counter", LEGACY_FLOP_COUNTER)
     df = pd.DataFrame.from_records(rows, columns=COLUMNS)
     df["source"] = df["source"].fillna("synthetic")  # rows stored before file sources existed
     stable = [c for c in COLUMNS if c not in VOLATILE]
@@ -240,7 +245,7 @@ def load_results(*dirs) -> pd.DataFrame:
 
 
 __all__ = [
-    "CHUNK_DIR", "COLUMNS", "RUN_FILE", "ROW_KEY", "atomic_write", "check_same_run", "chunk_path",
-    "finished_chunks", "git_revision", "load_results", "merged_run", "missing_chunks", "open_run",
+    "CHUNK_DIR", "COLUMNS", "LEGACY_FLOP_COUNTER", "RUN_FILE", "ROW_KEY", "atomic_write", "check_same_run",
+    "chunk_path", "finished_chunks", "git_revision", "load_results", "merged_run", "missing_chunks", "open_run",
     "package_versions", "read_chunk", "read_run", "run_record", "write_chunk",
 ]

@@ -24,8 +24,8 @@ from ptdlib.tasks import score_responses
 ROW_COLUMNS = [
     "split", "family", "qid", "seed", "strategy", "params", "recovery", "model_id", "prompt_len", "own_length",
     "chosen_canvas", "final_canvas", "truncated", "truncated_final", "reruns", "forward_passes",
-    *[f"flops_{k}" for k in FORWARD_KINDS], "flops_total", "forward_lens", "wall_s", "length", "response", "score",
-    "metric", "source", "scores",
+    *[f"flops_{k}" for k in FORWARD_KINDS], "flops_total", "flop_counter", "forward_lens", "wall_s", "length",
+    "response", "score", "metric", "source", "scores",
 ]
 
 
@@ -65,7 +65,8 @@ def evaluate_strategy(lm, queries, policy: CanvasPolicy, counter, *, recovery: s
                       progress: bool = False, allow_code_execution: bool = False) -> list[dict]:
     """One result row per query (columns :data:`ROW_COLUMNS`) for ``policy`` on ``queries``.
 
-    ``counter`` prices a forward pass (``forward_flops(seq_len)``); ``own_lengths`` (qid -> length) fills the
+    ``counter`` prices a forward pass (``forward_flops(seq_len)``; its ``method``, the counter that priced the rows
+    after any fallback, fills ``flop_counter``); ``own_lengths`` (qid -> length) fills the
     ``own_length`` column when given. ``forward_lens`` lists the padded sequence length of every pass the query
     took part in, so :mod:`ptdlib.workload` can re-price the same plan on another model.
     """
@@ -119,6 +120,7 @@ def evaluate_strategy(lm, queries, policy: CanvasPolicy, counter, *, recovery: s
             "truncated": bool(truncated[i]), "truncated_final": bool(o.truncated), "reruns": int(reruns[i]),
             "forward_passes": len(ledger.forward_lengths(q.qid)),
             **{f"flops_{k}": v for k, v in f.items()}, "flops_total": sum(f.values()),
+            "flop_counter": ledger.method,  # fvcore, flop_counter_mode or analytic (ptdlib.flops.COUNTER_METHODS)
             "forward_lens": json.dumps(ledger.forward_lengths(q.qid)),  # JSON list: every pass's length
             "wall_s": clock.seconds[q.qid], "length": o.length, "response": o.text,
             "score": scored[i]["score"], "metric": scored[i]["metric"],
