@@ -15,19 +15,17 @@ from __future__ import annotations
 import json
 import time
 from collections import defaultdict
-from pathlib import Path
 
 import torch
 from torch import nn
 
 from ptdlib.cli.contract import ArgumentParser
-from ptdlib.models.embedded import DEFAULT_MODEL_DIR
+from ptdlib.models.spec import add_model_arguments, load_lm, spec_from_args
 
 #: the reference settings of issue 3 §5
 REFERENCE_CANVAS = 128
 REFERENCE_BLOCK = 32
 SHORT_CANVAS = 32  # the short canvas of the wall-time ratio
-CHECKPOINT = DEFAULT_MODEL_DIR.parent / f"{DEFAULT_MODEL_DIR.name}.ckpt" / "checkpoint.pt"
 
 
 class TimedNetwork(nn.Module):
@@ -49,25 +47,6 @@ class TimedNetwork(nn.Module):
         self.seconds += time.perf_counter() - t0
         self.calls += 1
         return out
-
-
-def load_lm(path: str | None):
-    """The model to benchmark: a model directory, or a training checkpoint file (its ``model`` state dict)."""
-    from ptdlib.models.embedded import build_model
-    from ptdlib.models.embedded_lm import embedded_lm, load_embedded
-    from ptdlib.models.tokenizer import build_tokenizer
-    from ptdlib.models.training import load_checkpoint
-
-    p = Path(path) if path else (DEFAULT_MODEL_DIR if (DEFAULT_MODEL_DIR / "config.json").exists() else CHECKPOINT)
-    if p.is_dir():
-        return load_embedded(p), str(p)
-    if not p.exists():
-        raise FileNotFoundError(f"no model at {p}; train one (ptd train-model) or pass --model")
-    tok = build_tokenizer()
-    model = build_model(tok)
-    ckpt = load_checkpoint(p)
-    model.load_state_dict(ckpt["model"])
-    return embedded_lm(model.eval(), tok, model_id=f"{p.parent.name}@step{ckpt.get('step', '?')}"), str(p)
 
 
 def timed_run(lm, prompts, canvas: int, cfg, repeats: int, desc: str) -> dict:
@@ -126,7 +105,7 @@ def quality(lm, n: int, seed: int, batch_size: int) -> dict:
 
 def main(argv: list[str]) -> int:
     ap = ArgumentParser(prog="ptd bench sampler", description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default=None, help="model directory or training checkpoint (default: the shipped model)")
+    add_model_arguments(ap)
     ap.add_argument("--n", type=int, default=240, help="test queries for the quality table")
     ap.add_argument("--batch", type=int, default=32, help="batch size of the quality run and the large timing batch")
     ap.add_argument("--repeats", type=int, default=2, help="timing runs; the fastest is reported")
@@ -141,7 +120,8 @@ def main(argv: list[str]) -> int:
     from ptdlib.sampler import SamplerConfig
     from ptdlib.tasks import make_split
 
-    lm, source = load_lm(args.model)
+    spec = spec_from_args(args)
+    lm, source = load_lm(spec, args.device), spec.path
     print(f"model {lm.model_id} from {source}; {args.threads} thread(s)")
     cfg = SamplerConfig(steps=None, block_length=REFERENCE_BLOCK)  # steps = canvas length
     prompts = [q.prompt for q in make_split("test", args.batch, args.seed + 1)]

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ptdlib import report
 from ptdlib.cli.contract import ArgumentParser, command
+from ptdlib.models.spec import add_model_arguments, spec_from_args
 from ptdlib.report import (DEFAULT_CONFIG, DEFAULT_OUT, DEFAULT_RESULTS, DEFAULT_WORKERS, PAGE, REPO,
                            RESAMPLES, SMOKE_OUT, SMOKE_RESAMPLES, Log, build_tables, render_page, report_config,
                            run_grid, run_notebooks, select_notebooks, write_tables)
@@ -26,7 +27,7 @@ def parser() -> ArgumentParser:
     p.add_argument("--out", help="put the page, figures, tables, executed notebooks and results under this folder")
     p.add_argument("--results", help="results folder of the grid (default runs/report, or OUT/runs with --out)")
     p.add_argument("--config", default=str(DEFAULT_CONFIG), help="grid configuration (default configs/report.yaml)")
-    p.add_argument("--model", help="model directory (default: the shipped embedded model, data/models/ptd-tiny)")
+    add_model_arguments(p, what="the model of the grid and the notebooks (default: the config's)")
     p.add_argument("--skip-grid", action="store_true", help="do not run the grid; report on the results present")
     p.add_argument("--notebooks", help="notebook numbers to run, e.g. 01,04 (default all; 'none' for none)")
     p.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
@@ -51,7 +52,8 @@ def main(argv: list[str]) -> int:
         figures = out / "figures" if args.smoke else resolve_figures_dir()
         results = Path(args.results).resolve() if args.results else (
             REPO / "runs" / "report-smoke" if args.smoke else DEFAULT_RESULTS)
-    cfg = report_config(Path(args.config), smoke=args.smoke, model=args.model, results=results)
+    spec = spec_from_args(args) if args.model else None
+    cfg = report_config(Path(args.config), smoke=args.smoke, model=spec, results=results)
     notebooks = select_notebooks(args.notebooks)
     log(f"report -> {out / PAGE}; results {results}; figures {figures}; {len(cfg.cells)} strategies x "
         f"{', '.join(f'{s} {n}' for s, n in cfg.splits.items())}; notebooks: "
@@ -80,7 +82,8 @@ def main(argv: list[str]) -> int:
     log(f"[3/4] notebooks: {len(notebooks)} with papermill on {min(args.workers, len(notebooks))} process(es) -> "
         f"{out / 'notebooks'}")
     t0 = time.perf_counter()
-    params = {"smoke": bool(args.smoke), "model": dataclasses.asdict(cfg.model), "results_dir": str(results)}
+    params = {"smoke": bool(args.smoke), "model": dataclasses.asdict(cfg.model), "device": args.device,
+              "results_dir": str(results)}
     done = run_notebooks(notebooks, out, figures, params, args.workers, log) if notebooks else []
     steps["notebooks"] = time.perf_counter() - t0
 

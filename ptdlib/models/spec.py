@@ -137,3 +137,23 @@ def load_lm(spec: ModelSpec | dict | None = None, device: str = "auto"):
 
     return load_hf_dllm(path, family=spec.family, style=spec.style, trust_remote_code=spec.trust_remote_code,
                         device=device, dtype=dtype)
+
+
+def add_model_arguments(parser, *, what: str = "the model to evaluate") -> None:
+    """The model-spec options every command shares: ``--model PATH --family --dtype --trust-remote-code
+    --device`` (the fields of :class:`ModelSpec`, plus the device)."""
+    group = parser.add_argument_group("model", f"{what} (the fields of a run config's model: section)")
+    group.add_argument("--model", default=None, metavar="PATH",
+                       help="model directory or training checkpoint (default: the embedded model)")
+    group.add_argument("--family", default="auto", choices=FAMILY_CHOICES,
+                       help="model family (default: read from config.json; remote: the checkpoint's own code)")
+    group.add_argument("--dtype", default="float32", choices=DTYPES, help="weights dtype (default: float32)")
+    group.add_argument("--trust-remote-code", action="store_true",
+                       help="let a checkpoint of an unknown family run its own Python code")
+    group.add_argument("--device", default="auto", help="torch device (default: cuda if available, else cpu)")
+
+
+def spec_from_args(args) -> ModelSpec:
+    """The :class:`ModelSpec` of options added by :func:`add_model_arguments`."""
+    return ModelSpec(path=args.model or EMBEDDED, family=args.family, dtype=args.dtype,
+                     trust_remote_code=bool(args.trust_remote_code))

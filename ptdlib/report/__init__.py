@@ -67,14 +67,18 @@ class Log:
 
 
 # ---------------------------------------------------------------- configuration
-def report_config(path: Path, *, smoke: bool, model: str | None, results: Path):
-    """The run configuration of the report: the file's, with the model, sizes and output replaced."""
+def report_config(path: Path, *, smoke: bool, model, results: Path):
+    """The run configuration of the report: the file's, with the model (a
+    :class:`~ptdlib.models.spec.ModelSpec`, or a model directory), sizes and output replaced."""
     from ptdlib.runconfig import load_config
 
     cfg = load_config(path)
     changes = {"output": str(results)}
-    if model is not None:
+    if isinstance(model, (str, Path)):
         changes["model"] = dataclasses.replace(cfg.model, path=str(Path(model).resolve()))
+    elif model is not None:
+        path = model.path if model.path == "embedded" else str(Path(model.path).resolve())
+        changes["model"] = dataclasses.replace(model, path=path)
     if smoke:
         changes.update(splits={s: min(n, SMOKE_QUERIES) for s, n in cfg.splits.items()},
                        train=min(cfg.train, SMOKE_TRAIN), calib=min(cfg.calib, SMOKE_CALIB),
