@@ -251,7 +251,7 @@ def model_shape(spec: str | Path) -> ModelShape:
     path = Path(spec)
     config = path / "config.json" if path.is_dir() else path
     if not config.is_file():
-        raise ValueError(f"unknown model {str(spec)!r}: not a preset (choose from {', '.join(PRESETS)}), nor a "
+        raise ValueError(f"unknown model preset {str(spec)!r} (choose from {', '.join(PRESETS)}), and not a "
                          "config.json or a checkpoint directory holding one")
     try:
         data = json.loads(config.read_text())

@@ -231,8 +231,22 @@ def test_the_published_dream_config_is_counted_on_the_meta_device_by_the_fallbac
 
 
 def test_an_unknown_model_names_the_presets_and_what_else_is_accepted(tmp_path):
-    with pytest.raises(ValueError, match="not a preset \\(choose from embedded, llada-8b, dream-7b\\), nor a config"):
+    with pytest.raises(ValueError, match="unknown model preset .* \\(choose from embedded, llada-8b, dream-7b\\), "
+                                         "and not a config.json or a checkpoint directory"):
         model_shape(tmp_path / "nowhere")
     (tmp_path / "config.json").write_text("{not json")
     with pytest.raises(ValueError, match="is not a JSON config"):
         model_shape(tmp_path)
+
+
+def test_ptd_cost_prices_a_checkpoint_directory_from_its_config_as_the_preset(tmp_path, capsys):
+    from ptdlib.cli.cost import main
+
+    (tmp_path / "config.json").write_text(json.dumps(DREAM_CONFIG))
+    args = ["--hardware", "h100", "--strategy", "oracle", "--queries", "50", "--boot", "20", "--json"]
+    assert main(["--model", "dream-7b", *args]) == 0
+    preset = json.loads(capsys.readouterr().out)
+    assert main(["--model", str(tmp_path), *args]) == 0
+    folder = json.loads(capsys.readouterr().out)
+    assert folder.pop("model") == tmp_path.name and preset.pop("model") == "dream-7b"
+    assert folder == preset and folder["strategy"]["flops_per_query"] > 0

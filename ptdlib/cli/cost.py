@@ -9,7 +9,7 @@ import numpy as np
 from ptdlib.cli.contract import ArgumentParser, command
 from ptdlib.cost import CostEstimate, estimate
 from ptdlib.hardware import ASSUMED_MFU, hardware
-from ptdlib.shapes import preset
+from ptdlib.shapes import model_shape
 from ptdlib.workload import (STRATEGIES, StrategyParams, StrategyPlans, plan_strategy, plans_from_results,
                              read_results, strategy_rows, synthetic_workload)
 
@@ -19,7 +19,9 @@ def parser() -> ArgumentParser:
                                  epilog="MFU and prices are assumptions unless you pass your own "
                                         "(see ptdlib.hardware).")
     d = StrategyParams()
-    ap.add_argument("--model", default="llada-8b", help="model preset: embedded, llada-8b, dream-7b")
+    ap.add_argument("--model", default="llada-8b",
+                    help="model preset (embedded, llada-8b, dream-7b) or a checkpoint's config.json or directory "
+                         "(sizes only: no weights are read)")
     ap.add_argument("--hardware", default="h100", help="hardware preset: h100, h200, a100, l40s")
     ap.add_argument("--strategy", default="predicted",
                     help=f"synthetic: {', '.join(STRATEGIES)}; with --results: the rows' strategy value")
@@ -61,7 +63,7 @@ def baseline_canvas(canvas: int | None, table=None, source: str = "the table") -
 
 
 def run(args) -> CostEstimate:
-    shape, hw = preset(args.model), hardware(args.hardware)
+    shape, hw = model_shape(args.model), hardware(args.hardware)
     table = read_results(args.results) if args.results else None
     args.canvas = baseline_canvas(args.canvas, table, args.results)  # the notes under the table quote it
     params = StrategyParams(canvas=args.canvas, block=args.block, margin=args.margin, length_error=args.length_error,
