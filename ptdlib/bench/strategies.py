@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import asdict
 
 import numpy as np
 import pandas as pd
 
 from ptdlib.cli.contract import ArgumentParser
+from ptdlib.models.spec import add_model_arguments, spec_from_args
 
 #: The grid: (policy, parameters) pairs; each runs with re-run-at-maximum recovery unless it says otherwise.
 GRID = [
@@ -62,7 +64,7 @@ def summarise(rows: pd.DataFrame, max_canvas: int = 128) -> pd.DataFrame:
 def main(argv: list[str]) -> int:
     p = ArgumentParser(prog="ptd bench strategies", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="embedded", help="model directory (default: the embedded model)")
+    add_model_arguments(p)
     # Defaults match configs/report.yaml, so the bench and the report share their cached labelling runs.
     p.add_argument("--n-test", type=int, default=256, help="test queries")
     p.add_argument("--n-train", type=int, default=256, help="train queries the predictor and heuristic learn from")
@@ -85,10 +87,10 @@ def main(argv: list[str]) -> int:
     from ptdlib.runner import run
 
     cfg = RunConfig.from_dict({
-        "model": {"path": args.model}, "splits": {"test": args.n_test}, "train": args.n_train,
+        "model": asdict(spec_from_args(args)), "splits": {"test": args.n_test}, "train": args.n_train,
         "calib": args.n_calib, "strategies": GRID, "output": args.out,
     })
-    stats = run(cfg)
+    stats = run(cfg, device=args.device)
     rows = load_results(args.out)
     per = summarise(rows, cfg.limits.max_canvas)
     show = per[["n", "flops_vs_oracle", "flops_vs_fixed", "truncation", "rerun_rate", "final_truncation",
