@@ -18,7 +18,7 @@ from ptdlib.cli.contract import ArgumentParser
 
 def main(argv: list[str]) -> int:
     p = ArgumentParser(prog="ptd bench model", description=__doc__)
-    p.add_argument("--model", default=None, help="model directory (default: the embedded model)")
+    p.add_argument("--model", default=None, help="embedded-architecture model directory (default: the shipped model); this bench measures the synthetic suite, so it is for the embedded family only")
     p.add_argument("--n", type=int, default=600, help="test queries")
     p.add_argument("--canvas", type=int, default=128, help="canvas of the accuracy and length-signal passes")
     p.add_argument("--seed", type=int, default=0)
