@@ -258,5 +258,3 @@ def model_shape(spec: str | Path) -> ModelShape:
     except json.JSONDecodeError as e:
         raise ValueError(f"{config} is not a JSON config: {e}") from None
     return shape_from_config(data, name=(path if path.is_dir() else path.parent).name)
-
-
