@@ -180,3 +180,27 @@ def test_one_spec_loads_embedded_and_hub_layouts(hub_dirs):
         load_lm({"path": str(hub_dirs["dream"]), "styel": "dream"})
     with pytest.raises(ValueError, match="unknown model.family 'mdlm'; choose from auto, llada, dream, remote"):
         ModelSpec(family="mdlm")
+
+
+class _RejectsIntegerMask(torch.nn.Module):
+    """Dream's published forward: a 2-D integer attention mask reaches SDPA and raises."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, input_ids, attention_mask=None, **kwargs):
+        if attention_mask is not None:
+            raise RuntimeError("Expected attn_mask dtype to be bool or float or to match query dtype, got long int")
+        return self.inner(input_ids=input_ids, **kwargs)
+
+
+def test_a_model_that_cannot_take_a_padding_mask_is_run_one_prompt_length_at_a_time(hub_dirs):
+    lm = load_hf_dllm(hub_dirs["dream"])
+    reference = sample(lm, ["How many clips?", "Write a function that returns the sum."], 16,
+                       SamplerConfig(block_length=8))
+    lm.network = _RejectsIntegerMask(lm.network)
+    with pytest.warns(PaddingWarning, match="a padded forward failed: RuntimeError: Expected attn_mask dtype"):
+        assert not check_padding_invariance(lm)
+    again = sample(lm, ["How many clips?", "Write a function that returns the sum."], 16, SamplerConfig(block_length=8))
+    assert [o.tokens for o in again] == [o.tokens for o in reference]

@@ -40,17 +40,17 @@ class DiffusionLM:
         return next(self.network.parameters()).device
 
     def _run(self, pick, ids: torch.Tensor, attention_mask: torch.Tensor | None, **kwargs) -> torch.Tensor:
-        """``pick(network output)`` for (B, T) ``ids``; for a model that ignores its attention mask, rows of
-        different real lengths run in separate forward passes without their left padding (zeros there)."""
-        if self.batch_invariant or attention_mask is None or bool(attention_mask.all()):
+        """``pick(network output)`` for (B, T) ``ids``. For a model that ignores (or cannot take) its attention
+        mask, rows of equal real length run together without their left padding and without a mask (zeros
+        are returned at padding positions), so no row ever sees padding."""
+        if self.batch_invariant or attention_mask is None:
             return pick(self.network(input_ids=ids, attention_mask=attention_mask, **kwargs))
         T = ids.shape[1]
         real = attention_mask.long().sum(1)
         out = None
         for n in real.unique().tolist():
             rows = (real == n).nonzero().squeeze(1)
-            part = pick(self.network(input_ids=ids[rows, T - n:],
-                                     attention_mask=attention_mask[rows, T - n:], **kwargs))
+            part = pick(self.network(input_ids=ids[rows, T - n:], attention_mask=None, **kwargs))
             if out is None:
                 out = part.new_zeros((ids.shape[0], T, *part.shape[2:]))
             out[rows, T - n:] = part

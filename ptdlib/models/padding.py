@@ -4,9 +4,10 @@ Batching left-pads prompts of different lengths. A model that attends to padding
 file calls attention with ``attn_mask=None``) gives a prompt different logits depending on its batch
 neighbours, so results would change with ``batch_size``. :func:`check_padding_invariance` runs a short and a
 long sequence together (the short one left-padded) and each alone; if the short one's logits differ beyond
-float rounding, the model is marked ``batch_invariant = False`` with one warning, and
-:meth:`DiffusionLM.logits <ptdlib.models.base.DiffusionLM.logits>` then runs rows of different real lengths
-in separate, unpadded forward passes.
+float rounding (or the padded forward fails, as remote code that hands a 2-D integer mask to SDPA does), the
+model is marked ``batch_invariant = False`` with one warning, and :meth:`DiffusionLM.logits
+<ptdlib.models.base.DiffusionLM.logits>` then runs rows of different real lengths in separate forward passes,
+without padding and without a mask.
 """
 
 from __future__ import annotations
@@ -42,10 +43,10 @@ def padding_gap(lm) -> float:
     attn = torch.zeros_like(ids)
     attn[0, long_n - short_n:], attn[1] = 1, 1
     with torch.no_grad():
+        out = lm.network(input_ids=short.to(dev), attention_mask=None)
+        alone = (out if isinstance(out, torch.Tensor) else out.logits)[0].float()
         out = lm.network(input_ids=ids.to(dev), attention_mask=attn.to(dev))
         together = (out if isinstance(out, torch.Tensor) else out.logits)[0, long_n - short_n:].float()
-        out = lm.network(input_ids=short.to(dev), attention_mask=torch.ones_like(short).to(dev))
-        alone = (out if isinstance(out, torch.Tensor) else out.logits)[0].float()
     scale = alone.abs().max().clamp(min=1e-6)
     return float(((together - alone).abs().max() / scale).nan_to_num(float("inf")))
 
@@ -53,12 +54,15 @@ def padding_gap(lm) -> float:
 def check_padding_invariance(lm) -> bool:
     """Probe ``lm`` once; set ``lm.batch_invariant`` and warn in one line if padding changes its logits."""
     dtype = next(lm.network.parameters()).dtype
-    gap = padding_gap(lm)
+    try:
+        gap, why = padding_gap(lm), ""
+    except Exception as e:  # e.g. remote code that hands a 2-D integer mask to SDPA
+        gap, why = float("inf"), f"; a padded forward failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
     ok = gap <= RELATIVE_TOLERANCE.get(dtype, 1e-4)
     lm.batch_invariant = ok
     if not ok:
+        change = f" (left padding changed its logits by {gap:.2g} of their scale)" if not why else why
         warnings.warn(
-            f"{lm.model_id} does not honour its attention mask (left padding changed its logits by {gap:.2g} of "
-            f"their scale): prompts of different lengths are run in separate forward passes", PaddingWarning,
-            stacklevel=2)
+            f"{lm.model_id} does not honour its attention mask{change}: prompts of different lengths are run in "
+            f"separate forward passes, without padding or mask", PaddingWarning, stacklevel=2)
     return ok
