@@ -158,28 +158,87 @@ class RunStats:
     rows_other_shards: int  # planned rows that belong to other shards
     chunks_written: int
     seconds: float
+    failed: tuple = ()  # (chunk id, error) of chunks that kept failing (``--ray``: after their retries)
 
     def line(self) -> str:
         text = (f"ptd run: {self.rows_written} rows written ({self.chunks_written} chunks), {self.rows_skipped} "
                 f"rows skipped (already present)")
         if self.rows_other_shards:
             text += f", {self.rows_other_shards} rows left to other shards"
+        if self.failed:
+            text += f", {len(self.failed)} chunks FAILED ({', '.join(cid for cid, _ in self.failed)}; re-run to retry)"
         return text + f"; {self.seconds:.1f} s -> {self.output}"
 
 
+@dataclass
+class SharedWork:
+    """What every chunk of a run reads and nothing recomputes: the queries, own-length labels and fitted
+    policies, computed once by the process that plans the run (and, under ``--ray``, shipped once to every
+    worker with ``ray.put``)."""
+
+    queries: dict  # split -> the split's queries (a chunk takes queries[split][start:stop])
+    own: dict  # qid -> own length at the maximum canvas, for every query a chunk of this run evaluates
+    policies: dict  # Cell.key -> the cell's (fitted) policy
+
+    def inputs(self, chunk):
+        """(queries, policy, own lengths) of ``chunk``; an online policy is a fresh copy of its calibrated state."""
+        queries = self.queries[chunk.split][chunk.start : chunk.stop]
+        policy = self.policies[chunk.cell.key]
+        if chunk.cell.online:  # each (split, seed) stream starts from the calibrated state, whatever ran before
+            policy = copy.deepcopy(policy)
+        own = {q.qid: self.own[q.qid] for q in queries}
+        if isinstance(policy, OracleCanvas):
+            policy.with_labels(own)
+        return queries, policy, own
+
+
+def run_chunk(lm, counter, cfg: RunConfig, out: Path, chunk, work: SharedWork, *,
+              allow_code_execution: bool = False) -> int:
+    """Evaluate one chunk and store its rows atomically (:func:`ptdlib.results.write_chunk`); the number of rows.
+
+    The one unit of work of every executor (the serial loop below, :mod:`ptdlib.ray_runner`'s workers): running
+    a chunk twice rewrites the same file, so a retried chunk never duplicates rows.
+    """
+    from ptdlib.results import write_chunk
+
+    queries, policy, own = work.inputs(chunk)
+    rows = evaluate_strategy(lm, queries, policy, counter, recovery=chunk.cell.recovery, sampler=cfg.sampler,
+                             limits=cfg.limits, seed=chunk.seed, batch_size=cfg.batch_size, own_lengths=own,
+                             allow_code_execution=allow_code_execution)
+    write_chunk(out, chunk.id, rows)
+    return len(rows)
+
+
+def run_chunks(lm, cfg: RunConfig, out: Path, chunks: list, work: SharedWork, *, progress: bool = True,
+               allow_code_execution: bool = False) -> int:
+    """Run ``chunks`` one after another in this process (one progress bar); the number of rows written."""
+    from tqdm.auto import tqdm
+
+    from ptdlib.flops import FlopCounter
+
+    counter = FlopCounter(lm)
+    written = 0
+    bar = tqdm(chunks, unit="chunk", disable=not progress, dynamic_ncols=True)
+    for chunk in bar:
+        bar.set_description(f"{chunk.split} {chunk.cell.label} seed {chunk.seed} q{chunk.start}-{chunk.stop}")
+        written += run_chunk(lm, counter, cfg, out, chunk, work, allow_code_execution=allow_code_execution)
+    bar.close()
+    return written
+
+
 def run(cfg: RunConfig, *, output: str | Path | None = None, shard: tuple[int, int] = (0, 1), device: str = "auto",
-        lm=None, progress: bool = True, allow_code_execution: bool = False) -> RunStats:
+        lm=None, progress: bool = True, allow_code_execution: bool = False, ray: str | None = None) -> RunStats:
     """Execute ``cfg`` (shard ``i`` of ``n``) into ``output`` (default ``cfg.output``); see module docstring.
+
+    ``ray``: run the chunks on a Ray cluster (:mod:`ptdlib.ray_runner`; ``"local"`` starts a local instance,
+    ``"auto"`` or ``"host:port"`` joins a running one); labels and fitted policies are still computed here, once.
 
     ``lm`` overrides loading ``cfg.model`` (for callers that hold the model already). ``allow_code_execution``
     is the caller's half of the opt-in that HumanEval sources need (the source's own flag is the other half).
     """
-    from tqdm.auto import tqdm
-
-    from ptdlib.flops import FlopCounter
     from ptdlib.labels import cache_dir as label_cache_dir
     from ptdlib.labels import model_fingerprint
-    from ptdlib.results import finished_chunks, open_run, write_chunk
+    from ptdlib.results import finished_chunks, open_run
 
     t0 = time.perf_counter()
     i, n = shard
@@ -217,25 +276,22 @@ def run(cfg: RunConfig, *, output: str | Path | None = None, shard: tuple[int, i
             say(f"fitting {cell.label} on {cfg.train} train / {cfg.calib} calib queries")
         bench.policy(cell)
 
-    counter = FlopCounter(lm)
-    written = 0
-    bar = tqdm(todo, unit="chunk", disable=not progress, dynamic_ncols=True)
-    for chunk in bar:
-        bar.set_description(f"{chunk.split} {chunk.cell.label} seed {chunk.seed} q{chunk.start}-{chunk.stop}")
-        queries = bench.queries(chunk.split)[chunk.start : chunk.stop]
-        policy = bench.policy(chunk.cell)
-        if chunk.cell.online:  # each (split, seed) stream starts from the calibrated state, whatever ran before
-            policy = copy.deepcopy(policy)
-        if isinstance(policy, OracleCanvas):
-            policy.with_labels({q.qid: own[q.qid] for q in queries})
-        rows = evaluate_strategy(lm, queries, policy, counter, recovery=chunk.cell.recovery, sampler=cfg.sampler,
-                                 limits=cfg.limits, seed=chunk.seed, batch_size=cfg.batch_size,
-                                 own_lengths={q.qid: own[q.qid] for q in queries},
-                                 allow_code_execution=allow_code_execution)
-        write_chunk(out, chunk.id, rows)
-        written += len(rows)
-    bar.close()
-    return RunStats(str(out), written, skipped, others, len(todo), time.perf_counter() - t0)
+    work = SharedWork(queries={s: bench.queries(s) for s in {c.split for c in todo}}, own=own,
+                      policies={c.cell.key: bench.policy(c.cell) for c in todo})
+    failed: tuple = ()
+    if ray is None:
+        written = run_chunks(lm, cfg, out, todo, work, progress=progress, allow_code_execution=allow_code_execution)
+    elif todo:
+        from ptdlib.ray_runner import run_on_ray
+
+        del bench, lm  # the workers load their own copy; a model this call loaded is freed before they start
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        written, failed = run_on_ray(cfg, out, todo, work, address=ray, device=device, progress=progress,
+                                     allow_code_execution=allow_code_execution)
+    else:
+        written = 0
+    return RunStats(str(out), written, skipped, others, len(todo) - len(failed), time.perf_counter() - t0, failed)
 
 
 def describe(cfg: RunConfig, out: Path, shard: tuple[int, int]) -> str:

@@ -21,6 +21,9 @@ def parser() -> ArgumentParser:
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--dry-run", action="store_true", help="print the grid and this shard's work; run nothing")
+    p.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                   help="run the chunks on Ray workers (one per GPU, else per CPU): no ADDRESS starts a local "
+                        "instance, 'auto' joins this machine's cluster (needs pip install 'ptdlib[ray]')")
     p.add_argument("--allow-code-execution", action="store_true",
                    help="let sources that opted in (allow_code_execution: true, e.g. HumanEval) run generated code, "
                         "in a separate time-limited process")
@@ -45,6 +48,6 @@ def main(argv: list[str]) -> int:
         print(describe(cfg, Path(args.output or cfg.output), shard))
         return 0
     stats = run(cfg, output=args.output, shard=shard, device=args.device, progress=not args.no_progress,
-                allow_code_execution=args.allow_code_execution)
+                allow_code_execution=args.allow_code_execution, ray=args.ray)
     print(stats.line())
-    return 0
+    return 1 if stats.failed else 0  # chunks that kept failing were listed above; a re-run retries only them

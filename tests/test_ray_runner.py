@@ -1,0 +1,158 @@
+"""``ptd run --ray``: a grid's chunks on a local Ray instance (2 CPUs) give the serial run's rows, survive
+workers that die, report chunks that keep failing, and resume with and from serial runs.
+
+Marked ``ray`` (skip with ``-m "not ray"``): starting Ray and its worker processes takes tens of seconds on
+a 2-core machine. One Ray instance serves the whole module.
+"""
+
+import json
+import os
+
+import pandas as pd
+import pytest
+import ray
+import torch
+import yaml
+from conftest import save_tiny_model
+
+from ptdlib import ray_runner
+from ptdlib.cli import run as run_cli
+from ptdlib.results import ROW_KEY, finished_chunks, load_results
+from ptdlib.runconfig import load_config, plan_chunks
+from ptdlib.runner import run
+
+pytestmark = pytest.mark.ray
+
+SPLIT_SIZE = 8  # test queries: two chunks of four
+CELLS = 5  # strategies below, expanded
+CHUNKS = CELLS * 2
+
+
+def config_dict(model_path) -> dict:
+    """A seconds-fast grid with a fitted policy (shared with the workers) and the oracle (labels shared)."""
+    return {
+        "model": {"path": str(model_path)},
+        "sampler": {"block_length": 32, "steps": 8},
+        "limits": {"max_canvas": 64, "round_to": 32},
+        "splits": {"test": SPLIT_SIZE},
+        "train": 16, "calib": 8, "seeds": [0], "batch_size": 4,
+        "strategies": [
+            {"name": "fixed", "params": {"L": [64, 32]}},
+            {"name": "oracle"},
+            {"name": "predicted", "params": {"margin": "conformal", "alpha": 0.2, "features": "text"}},
+            {"name": "smartcrop", "params": {"tau": 0.9}, "recovery": "double"},
+        ],
+        "output": "unused",
+    }
+
+
+def start_local_ray(tries: int = 3) -> None:
+    """``ray.init`` with 2 CPUs. Ray's raylet gives its helper processes 15 s to start and aborts otherwise, which
+    a busy 2-core machine can miss: a failed start is retried (it leaves nothing running)."""
+    for attempt in range(1, tries + 1):
+        try:
+            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+            return
+        except Exception:  # noqa: BLE001  (Ray raises a bare Exception when its node times out)
+            ray.shutdown()
+            if attempt == tries:
+                raise
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory, tokenizer):
+    """A saved tiny model, a private label cache, one torch thread (the workers' count: identical numerics),
+    a fault-injection file path, and a local Ray instance with 2 CPUs, shut down afterwards."""
+    root = tmp_path_factory.mktemp("ray_runner")
+    model_dir = save_tiny_model(tokenizer, root / "tiny-model")
+    saved = {k: os.environ.get(k) for k in ("PTD_CACHE_DIR", ray_runner.FAULTS_ENV)}
+    os.environ["PTD_CACHE_DIR"] = str(root / "cache")
+    os.environ[ray_runner.FAULTS_ENV] = str(root / "faults.json")  # inherited by the workers; absent: no fault
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    cfg_file = root / "grid.yaml"
+    cfg_file.write_text(yaml.safe_dump(config_dict(model_dir), sort_keys=False))
+    start_local_ray()
+    yield {"root": root, "config": cfg_file, "faults": root / "faults.json"}
+    ray.shutdown()
+    torch.set_num_threads(old_threads)
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture(scope="module")
+def reference(env):
+    """The serial run's rows."""
+    out = env["root"] / "serial"
+    stats = run(load_config(env["config"]), output=out, progress=False)
+    assert stats.chunks_written == CHUNKS
+    return load_results(out)
+
+
+def same_rows(a: pd.DataFrame, b: pd.DataFrame) -> None:
+    """Equal tables up to row order and wall time; no row twice."""
+    assert not a.duplicated(ROW_KEY).any() and not b.duplicated(ROW_KEY).any()
+
+    def norm(df):
+        return df.drop(columns=["wall_s"]).sort_values(ROW_KEY).reset_index(drop=True)
+    pd.testing.assert_frame_equal(norm(a), norm(b))
+
+
+def test_a_ray_run_writes_the_serial_runs_rows_and_a_second_one_resumes_with_nothing_to_do(env, reference):
+    out = env["root"] / "ray"
+    stats = run(load_config(env["config"]), output=out, progress=False, ray=ray_runner.LOCAL)
+    assert (stats.chunks_written, stats.rows_written, stats.failed) == (CHUNKS, CHUNKS * 4, ())
+    same_rows(load_results(out), reference)
+    stamps = {p: p.stat().st_mtime_ns for p in (out / "chunks").iterdir()}
+    again = run(load_config(env["config"]), output=out, progress=False, ray=ray_runner.LOCAL)
+    assert (again.rows_written, again.rows_skipped) == (0, CHUNKS * 4)
+    assert {p: p.stat().st_mtime_ns for p in (out / "chunks").iterdir()} == stamps
+
+
+def test_workers_killed_before_a_chunk_and_after_writing_one_still_give_every_row_once(env, reference):
+    out = env["root"] / "killed"
+    faults = [{"chunk": "*", "times": 1, "stage": "start"}, {"chunk": "*", "times": 1, "stage": "written"}]
+    env["faults"].write_text(json.dumps(faults))
+    try:
+        stats = run(load_config(env["config"]), output=out, progress=False, ray=ray_runner.LOCAL)
+        left = json.loads(env["faults"].read_text())
+    finally:
+        env["faults"].unlink()
+    assert [f["times"] for f in left] == [0, 0], "both workers must have died"
+    assert (stats.chunks_written, stats.rows_written, stats.failed) == (CHUNKS, CHUNKS * 4, ())
+    assert not [p for p in (out / "chunks").iterdir() if p.name.startswith(".")], "no temporary file is left"
+    same_rows(load_results(out), reference)
+
+
+def test_a_chunk_that_keeps_failing_is_reported_and_a_serial_run_completes_the_ray_run(env, reference, monkeypatch,
+                                                                                      capsys):
+    out = env["root"] / "failing"
+    cfg = load_config(env["config"])
+    victim = plan_chunks(cfg)[3].id
+    env["faults"].write_text(json.dumps([{"chunk": victim, "times": 99, "stage": "start"}]))
+    monkeypatch.setattr(ray_runner, "MAX_ATTEMPTS", 2)
+    try:
+        code = run_cli.main([str(env["config"]), "--output", str(out), "--no-progress", "--ray"])
+        left = json.loads(env["faults"].read_text())
+    finally:
+        env["faults"].unlink()
+    captured = capsys.readouterr()
+    assert code == 1 and left[0]["times"] == 97, "the chunk gets exactly MAX_ATTEMPTS attempts"
+    assert f"chunk {victim} failed 2 times" in captured.err and "1 chunks FAILED" in captured.out
+    assert finished_chunks(out) == {c.id for c in plan_chunks(cfg)} - {victim}, "the rest of the run completes"
+    stats = run(cfg, output=out, progress=False)
+    assert (stats.chunks_written, stats.rows_skipped) == (1, (CHUNKS - 1) * 4)
+    same_rows(load_results(out), reference)
+
+
+def test_a_serial_run_cut_short_is_completed_by_a_ray_run(env, reference):
+    out = env["root"] / "half"
+    cfg = load_config(env["config"])
+    first = run(cfg, output=out, shard=(0, 2), progress=False)  # about half of the chunks, as a killed run leaves
+    assert 0 < first.chunks_written < CHUNKS
+    stats = run(cfg, output=out, progress=False, ray=ray_runner.LOCAL)
+    assert stats.chunks_written == CHUNKS - first.chunks_written and stats.rows_skipped == first.rows_written
+    same_rows(load_results(out), reference)
