@@ -9,6 +9,8 @@ finished chunk is stored atomically (:mod:`ptdlib.results`), so
   most the chunk in flight (one batch by default) and never leaves a duplicate or half-written row;
 * ``--shard i/n`` runs the chunks whose stable hash falls in shard ``i`` of ``n``; shards are independent
   processes (other GPUs, other machines) and ``ptd summarize DIR...`` merges their directories;
+* ``--ray [ADDRESS]`` hands the chunks to Ray workers (:mod:`ptdlib.ray_runner`), one per GPU or CPU, each
+  running :func:`run_chunk` like the serial loop: the same files, so Ray, serial and sharded runs resume each other;
 * re-running a *different* config (or another model's weights) into the same directory is an error.
 
 Own-length labels (the model's length at the maximum canvas, DESIGN.md §4) come from one cached labelling
