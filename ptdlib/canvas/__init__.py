@@ -9,17 +9,19 @@ from __future__ import annotations
 import inspect
 
 from ptdlib.canvas.base import CanvasLimits, CanvasPolicy, round_canvas
+from ptdlib.canvas.daedal import DaedalCanvas
 from ptdlib.canvas.evaluate import ROW_COLUMNS, evaluate_strategy
 from ptdlib.canvas.policies import FixedCanvas, GrowthCanvas, HeuristicCanvas, OracleCanvas, SmartCrop
 from ptdlib.canvas.predicted import PredictedCanvas
 from ptdlib.canvas.recovery import RECOVERIES
 from ptdlib.validation import check_types
+from ptdlib.canvas.rho_eos import RhoEosCanvas
 from ptdlib.canvas.smartcrop_conformal import CalibratedSmartCrop
 
 #: name -> policy class
 POLICIES: dict[str, type[CanvasPolicy]] = {
     cls.name: cls for cls in (FixedCanvas, OracleCanvas, HeuristicCanvas, PredictedCanvas, SmartCrop, GrowthCanvas,
-                              CalibratedSmartCrop)
+                              CalibratedSmartCrop, DaedalCanvas, RhoEosCanvas)
 }
 
 
@@ -47,7 +49,8 @@ def make_policy(name: str, **params) -> CanvasPolicy:
 
 
 __all__ = [
-    "POLICIES", "RECOVERIES", "ROW_COLUMNS", "CalibratedSmartCrop", "CanvasLimits", "CanvasPolicy", "FixedCanvas", "GrowthCanvas",
+    "POLICIES", "RECOVERIES", "ROW_COLUMNS", "CalibratedSmartCrop", "CanvasLimits", "CanvasPolicy", "DaedalCanvas", "FixedCanvas",
+    "GrowthCanvas", "RhoEosCanvas",
     "HeuristicCanvas", "OracleCanvas", "PredictedCanvas", "SmartCrop", "evaluate_strategy", "get_policy_class",
     "make_policy", "policy_parameters", "round_canvas",
 ]

@@ -73,6 +73,15 @@ class CanvasPolicy(ABC):
         """The sampler settings this policy runs with (default: unchanged)."""
         return base
 
+    def initial_canvases(self, lm, canvases) -> "list[list[int]] | None":
+        """Per query the canvas to start from (committed tokens and masks), or None for all masks (default)."""
+        return None
+
+    def editor(self, limits: CanvasLimits):
+        """A :class:`~ptdlib.edits.CanvasEditor` the sampler runs with on the first attempt, or None (default):
+        policies that grow or shrink canvases during denoising (DAEDAL, ρ-EOS) return one."""
+        return None
+
     @abstractmethod
     def choose(self, lm, queries: Sequence, limits: CanvasLimits, callbacks=()) -> np.ndarray:
         """Canvas length per query (whole blocks, capped), reporting any forward pass to ``callbacks``."""

@@ -87,8 +87,10 @@ def evaluate_strategy(lm, queries, policy: CanvasPolicy, counter, *, recovery: s
         clock.mark()
         c = np.asarray(policy.choose(lm, queries[part], limits, cbs), dtype=int)
         clock.mark()
+        # an editing policy (DAEDAL, rho-EOS) may start from committed tokens and change canvases as it goes
         outs = sample(lm, prompts[part], c.tolist(), cfg, seed=seed, callbacks=cbs, query_ids=qids[part],
-                      batch_size=batch_size, progress=progress)
+                      batch_size=batch_size, progress=progress, init_canvas=policy.initial_canvases(lm, c.tolist()),
+                      editor=policy.editor(limits))
         first_truncated = [o.truncated for o in outs]
 
         def resample(indices, canvases, init, offset=start):
@@ -101,7 +103,7 @@ def evaluate_strategy(lm, queries, policy: CanvasPolicy, counter, *, recovery: s
         policy.observe(queries[part], [o.length for o in outs], c, first_truncated)
         truncated += first_truncated
         chosen += c.tolist()
-        final += f.tolist()
+        final += [o.canvas_length for o in outs]  # the canvas each final answer had (edits included)
         reruns += r.tolist()
         outputs += outs
     flops = ledger.per_query()
