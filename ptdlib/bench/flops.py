@@ -1,9 +1,10 @@
-"""``ptd bench flops``: fvcore vs FlopCounterMode vs the analytic model, LLaDA-8B per-forward FLOPs, cache speed.
+"""``ptd bench flops``: fvcore vs FlopCounterMode vs the analytic model, LLaDA-8B and Dream-7B per-forward FLOPs,
+cache speed.
 
 Prints a table and, as its last line, one JSON object with: the three counts at several lengths on the
-embedded model and their largest relative disagreement; the same for LLaDA-8B at 256-2,048 tokens
-(counted on the meta device, no weights); the share of work the counts leave out (estimate); and the time
-to count a new shape vs a cached one.
+embedded model and their largest relative disagreement; the same for LLaDA-8B at 256-2,048 tokens and
+Dream-7B (grouped key/value heads) at 256 and 2,048 (counted on the meta device, no weights); the share of
+work the counts leave out (estimate); and the time to count a new shape vs a cached one.
 """
 
 from __future__ import annotations
@@ -37,12 +38,48 @@ def _timed(fn):
     return out, time.perf_counter() - start
 
 
+def _meta_rows(shape, lengths) -> tuple:
+    """(counter, seconds to build it, rows): ``shape`` counted on its meta-device stand-in (no weights) at
+    ``lengths``, by the counter (fvcore unless it fell back), FlopCounterMode and the analytic model."""
+    counter, build_s = _timed(lambda: FlopCounter.for_shape(shape))
+    rows = []
+    for t in lengths:
+        fv, new_s = _timed(lambda: counter.forward_flops(t))
+        _, cached_s = _timed(lambda: counter.forward_flops(t))
+        tc = sum(count_with_torch(counter.network, t).values()) if counter.method == "fvcore" else None
+        an = analytic_flops(shape, t)["total"]
+        counts = [c for c in (fv, tc, an) if c is not None]
+        rows.append({"seq_len": t, "fvcore_meta": fv, "torch_meta": tc, "analytic": an,
+                     "max_rel_diff": (max(counts) - min(counts)) / max(counts),
+                     "attention_frac": analytic_flops(shape, t)["attn/scores"] / an,
+                     "uncounted_frac": uncounted_flops_estimate(shape, t) / an,
+                     "count_new_s": new_s, "count_cached_s": cached_s})
+    return counter, build_s, rows
+
+
+def _print_meta(title, shape, counter, build_s, rows) -> None:
+    print(f"\n{title} ({shape.n_params / 1e9:.2f}B parameters), counted on the meta device ({counter.method}); "
+          f"building the stand-in took {build_s:.2f} s")
+    print(f"{'tokens':>7} {'TFLOP/forward':>14} {'max rel diff':>13} {'attention':>10} {'new shape s':>12} "
+          f"{'cached s':>10}")
+    for r in rows:
+        print(f"{r['seq_len']:>7} {r['analytic'] / 1e12:>14.2f} {r['max_rel_diff']:>13.2e} "
+              f"{r['attention_frac']:>10.1%} {r['count_new_s']:>12.3f} {r['count_cached_s']:>10.2e}")
+
+
+def _meta_summary(counter, rows) -> dict:
+    return {"method": counter.method, "rows": rows,
+            "flops_per_forward": {str(r["seq_len"]): r["analytic"] for r in rows},
+            "max_rel_diff": max(r["max_rel_diff"] for r in rows)}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = ArgumentParser(prog="ptd bench flops", description=__doc__.split("\n")[0])
     ap.add_argument("--lengths", type=int, nargs="+", default=[16, 64, 128, 192],
                     help="embedded-model sequence lengths to cross-check")
     ap.add_argument("--llada-lengths", type=int, nargs="+", default=[256, 512, 1024, 2048],
                     help="LLaDA-8B sequence lengths")
+    ap.add_argument("--dream-lengths", type=int, nargs="+", default=[256, 2048], help="Dream-7B sequence lengths")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -59,27 +96,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{r['seq_len']:>7} {r['fvcore']:>14,} {r['torch']:>16,} {r['analytic']:>14,} "
               f"{r['max_rel_diff']:>13.2e} {r['uncounted_frac']:>10.2%}")
 
-    llada = preset("llada-8b")
-    counter, first_s = _timed(lambda: FlopCounter.for_shape(llada))
-    llada_rows = []
-    for t in args.llada_lengths:
-        fv, new_s = _timed(lambda: counter.forward_flops(t))
-        _, cached_s = _timed(lambda: counter.forward_flops(t))
-        tc = sum(count_with_torch(counter.network, t).values()) if counter.method == "fvcore" else None
-        an = analytic_flops(llada, t)["total"]
-        counts = [c for c in (fv, tc, an) if c is not None]
-        llada_rows.append({"seq_len": t, "fvcore_meta": fv, "torch_meta": tc, "analytic": an,
-                           "max_rel_diff": (max(counts) - min(counts)) / max(counts),
-                           "attention_frac": analytic_flops(llada, t)["attn/scores"] / an,
-                           "uncounted_frac": uncounted_flops_estimate(llada, t) / an,
-                           "count_new_s": new_s, "count_cached_s": cached_s})
-    print(f"\nLLaDA-8B ({llada.n_params / 1e9:.2f}B parameters), counted on the meta device ({counter.method}); "
-          f"building the stand-in took {first_s:.2f} s")
-    print(f"{'tokens':>7} {'TFLOP/forward':>14} {'max rel diff':>13} {'attention':>10} {'new shape s':>12} "
-          f"{'cached s':>10}")
-    for r in llada_rows:
-        print(f"{r['seq_len']:>7} {r['analytic'] / 1e12:>14.2f} {r['max_rel_diff']:>13.2e} {r['attention_frac']:>10.1%} "
-              f"{r['count_new_s']:>12.3f} {r['count_cached_s']:>10.2e}")
+    llada, dream = preset("llada-8b"), preset("dream-7b")
+    counter, first_s, llada_rows = _meta_rows(llada, args.llada_lengths)
+    _print_meta("LLaDA-8B", llada, counter, first_s, llada_rows)
+    dream_counter, dream_s, dream_rows = _meta_rows(dream, args.dream_lengths)
+    _print_meta("Dream-7B", dream, dream_counter, dream_s, dream_rows)
 
     emb_counter = FlopCounter(lm)
     _, emb_new_s = _timed(lambda: emb_counter.forward_flops(100))
@@ -91,10 +112,9 @@ def main(argv: list[str] | None = None) -> int:
         "convention": "2 FLOPs per multiply-add",
         "embedded": {"model": shape.name, "weights": source, "rows": rows,
                      "max_rel_diff": max(r["max_rel_diff"] for r in rows)},
-        "llada_8b": {"method": counter.method, "rows": llada_rows,
-                     "flops_per_forward": {str(r["seq_len"]): r["analytic"] for r in llada_rows},
-                     "max_rel_diff": max(r["max_rel_diff"] for r in llada_rows)},
-        "max_rel_diff": max(r["max_rel_diff"] for r in rows + llada_rows),
+        "llada_8b": _meta_summary(counter, llada_rows),
+        "dream_7b": _meta_summary(dream_counter, dream_rows),
+        "max_rel_diff": max(r["max_rel_diff"] for r in rows + llada_rows + dream_rows),
         "count_time_s": {"embedded_new": emb_new_s, "embedded_cached": emb_cached_s,
                          "llada_8b_new_mean": sum(r["count_new_s"] for r in llada_rows) / len(llada_rows),
                          "llada_8b_cached_mean": sum(r["count_cached_s"] for r in llada_rows) / len(llada_rows)},
