@@ -16,6 +16,8 @@ so that a notebook can ablate them:
   (``lm.last_hidden``), summarised by the mean of the last-layer states over real prompt tokens and the
   state of the prompt's last token. The pass is reported to callbacks as a ``ForwardEvent`` of kind
   ``"predictor"``, so the FLOP ledger charges it to the strategy that uses it.
+* ``"probe"`` -- the hybrid with SmartCrop: a summary of the EOS curve of one all-mask probe pass
+  (:mod:`ptdlib.predictor.probe`), reported as kind ``"probe"``.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import numpy as np
 from ptdlib.events import ForwardEvent, emit_forward
 
 #: The feature groups a :class:`FeatureSet` can choose from.
-FEATURE_GROUPS = ("text", "hidden", "generic")
+FEATURE_GROUPS = ("text", "hidden", "generic", "probe")
 
 _NUMBER = re.compile(r"^[-+]?\d+(?:\.\d+)?$")
 _FROM_TO = re.compile(r"\bfrom\s+([-+]?\d+(?:\.\d+)?)\s+to\s+([-+]?\d+(?:\.\d+)?)")
@@ -59,6 +61,7 @@ class FeatureSet:
     max_keywords: int = 64  # cap on the keyword vocabulary (most frequent words in the training prompts)
     min_keyword_count: int = 2  # a word seen fewer times in training prompts goes to the "other" column
     batch_size: int = 64  # prompts per predictor forward pass (bounds memory, not results)
+    probe_canvas: int = 128  # all-mask canvas of the "probe" group's pass: the maximum canvas, as SmartCrop's
 
     def __post_init__(self):
         groups = tuple(self.groups) if not isinstance(self.groups, str) else (self.groups,)
@@ -68,7 +71,7 @@ class FeatureSet:
             raise ValueError(f"feature groups must be a non-empty subset of {FEATURE_GROUPS}, got {groups}")
         if len(set(groups)) != len(groups):
             raise ValueError(f"feature groups must not repeat, got {groups}")
-        for name in ("n_keywords", "max_keywords", "min_keyword_count", "batch_size"):
+        for name in ("n_keywords", "max_keywords", "min_keyword_count", "batch_size", "probe_canvas"):
             value = getattr(self, name)
             lowest = 0 if name == "n_keywords" else 1
             if not isinstance(value, int) or value < lowest:
@@ -200,6 +203,10 @@ class FeatureExtractor:
         if self.uses_hidden and self.hidden_dim is not None:
             half = self.hidden_dim // 2
             names += [f"h_mean_{i}" for i in range(half)] + [f"h_last_{i}" for i in range(half)]
+        if "probe" in self.feature_set.groups:
+            from ptdlib.predictor.probe import PROBE_FEATURES
+
+            names += list(PROBE_FEATURES)
         return names
 
     def text_features(self, prompts: Sequence[str]) -> np.ndarray:
@@ -233,6 +240,13 @@ class FeatureExtractor:
                 raise ValueError(f"hidden features have width {hidden.shape[1]}, predictor expects {self.hidden_dim}")
             self.model_id, self.hidden_dim = lm.model_id, hidden.shape[1]
             blocks.append(hidden)
+        if "probe" in self.feature_set.groups:
+            if lm is None:
+                raise ValueError("the 'probe' feature group needs the D-LLM (lm=...) for its probe pass")
+            from ptdlib.predictor.probe import probe_representation
+
+            blocks.append(probe_representation(lm, prompts, self.feature_set.probe_canvas, callbacks, query_ids,
+                                               self.feature_set.batch_size))
         return np.hstack(blocks)
 
     def _check_fitted(self) -> None:
