@@ -75,6 +75,9 @@ def model_fingerprint(lm) -> str:
 def _cache_path(lm, canvas: int, sampler: SamplerConfig, seed: int) -> Path:
     # window and cache are left out: labels never use them (module docstring), and older files keep their names
     settings = {k: v for k, v in asdict(sampler).items() if k not in ("window", "cache")}
+    if not (settings["confidence_eos_eot_inf"] or settings["suppress_eos"]):
+        # older files keep their names; with suppress_eos (EOS only since confidence_eos_eot_inf came) a new one
+        del settings["confidence_eos_eot_inf"]
     key = json.dumps({"canvas": canvas, "sampler": settings, "seed": seed, "device": lm.device.type},
                      sort_keys=True)
     name = f"{lm.model_id}-{model_fingerprint(lm)}-{hashlib.sha256(key.encode()).hexdigest()[:10]}.jsonl"

@@ -56,3 +56,19 @@ def test_fingerprint_tells_apart_dtype_weights_and_special_ids_and_handles_bfloa
     other_end = dataclasses.replace(tiny_lm, end_ids=tiny_lm.end_ids[:1])
     prints = {model_fingerprint(m) for m in (bf16, nudged, other_end)}
     assert len(prints) == 3 and base not in prints
+
+
+def test_label_files_keep_their_names_unless_an_end_token_option_is_on(tiny_lm):
+    import hashlib
+    import json
+    from dataclasses import asdict, replace
+
+    from ptdlib.labels import _cache_path
+
+    path = _cache_path(tiny_lm, 64, CFG, 0)
+    # the key as it was before confidence_eos_eot_inf existed: existing label files stay valid
+    before = {k: v for k, v in asdict(CFG).items() if k not in ("window", "cache", "confidence_eos_eot_inf")}
+    key = json.dumps({"canvas": 64, "sampler": before, "seed": 0, "device": "cpu"}, sort_keys=True)
+    assert path.name.endswith(f"-{hashlib.sha256(key.encode()).hexdigest()[:10]}.jsonl")
+    on = {_cache_path(tiny_lm, 64, replace(CFG, **{o: True}), 0) for o in ("suppress_eos", "confidence_eos_eot_inf")}
+    assert path not in on and len(on) == 2  # suppress_eos now forbids EOS only: its old labels are not reused
