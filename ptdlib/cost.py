@@ -61,10 +61,14 @@ def price_plans(plans, shape: ModelShape, hw: Hardware, batch: int = 1, mfu: flo
     counter = counter or AnalyticCounter(shape)
     memory_s = BYTES_PER_PARAM * shape.n_params / hw.mem_bandwidth
     step_s, flops = {}, {}
-    for t in {t for plan in plans for t in plan}:
-        if t > shape.max_positions:
-            raise ValueError(f"a forward pass over {t} tokens exceeds {shape.name}'s {shape.max_positions} positions")
-        flops[t] = counter.forward_flops(t) if t > 0 else 0
+    for t in {t for plan in plans for t in plan}:  # T (a full pass) or (T, T_q) (a KV-cached pass; ptdlib.workload)
+        keys, queries = t if isinstance(t, tuple) else (t, None)
+        if keys > shape.max_positions:
+            raise ValueError(f"a forward pass over {keys} tokens exceeds {shape.name}'s {shape.max_positions} positions")
+        if keys <= 0:
+            flops[t] = 0
+        else:
+            flops[t] = counter.forward_flops(keys) if queries is None else counter.forward_flops(keys, query_len=queries)
         step_s[t] = max(batch * flops[t] / (hw.peak_flops * mfu), memory_s)
     out = {k: np.zeros(len(plans)) for k in ("flops", "passes", "latency_s")}
     for i, plan in enumerate(plans):

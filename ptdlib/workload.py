@@ -6,6 +6,12 @@ tokens); LLaDA's reference settings use ``S = L`` (Nie et al., 2025, "Large Lang
 here ``S = ceil(steps_per_token * L)``. Probes, predictor passes and re-runs are entries like any other,
 so a plan counts everything a strategy pays for.
 
+**KV caches** (Fast-dLLM's prefix and dual caches, :mod:`ptdlib.kvcache`; ``StrategyParams.cache``). A plan
+key is then either ``T`` (a full pass over ``T`` tokens) or ``(T, T_q)`` (a cached pass computing ``T_q``
+tokens against ``T`` keys). Per block of ``block`` tokens, ``ceil(steps_per_token * block)`` steps: the first
+refreshes the cache with a full pass, the others are cached passes over the block (``dual``) or the block and
+everything after it (``prefix``). Cache reads are not priced (memory traffic, not FLOPs).
+
 Plans come from a result table (:func:`plans_from_results`: what a real run did) or are simulated from
 prompt- and answer-length distributions for a few strategies (:func:`plan_strategy`), for what-if
 questions at a scale no CPU run reaches.
@@ -30,6 +36,8 @@ class StrategyParams:
     length_error: float = 0.15  # log-normal sigma of the length estimate (0 = exact)
     steps_per_token: float = 1.0  # denoising steps per canvas token (LLaDA's reference: S = L)
     seed: int = 0  # seeds the simulated length-estimate errors
+    cache: str = "none"  # KV cache of every D-LLM run: none, prefix or dual (Fast-dLLM; module docstring)
+    growth_window: str = "growing"  # growth: dLLM-Var's growing window, or "full" (the whole canvas every pass)
 
     def __post_init__(self):
         for name in ("canvas", "block"):
@@ -40,6 +48,10 @@ class StrategyParams:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.steps_per_token <= 0:
             raise ValueError(f"steps_per_token must be > 0, got {self.steps_per_token}")
+        if self.cache not in PLAN_CACHE_MODES:
+            raise ValueError(f"unknown cache mode {self.cache!r}; choose from {', '.join(PLAN_CACHE_MODES)}")
+        if self.growth_window not in ("full", "growing"):
+            raise ValueError(f"growth_window must be full or growing, got {self.growth_window!r}")
 
 
 def check_lengths(name: str, values) -> np.ndarray:
@@ -77,9 +89,37 @@ def synthetic_workload(prompt_mean: float, response_mean: float, n: int = 2000, 
     return prompts, responses
 
 
-def canvas_plan(prompt_len: int, canvas: int, steps_per_token: float = 1.0) -> Counter:
-    """The forward passes of one D-LLM run: ``S = ceil(steps_per_token * canvas)`` over prompt + canvas."""
-    return Counter({int(prompt_len + canvas): max(1, math.ceil(steps_per_token * canvas))})
+#: Cache modes of a plan: ``ptdlib.kvcache.CACHE_MODES`` restated without importing torch (a test checks them).
+PLAN_CACHE_MODES = ("none", "prefix", "dual")
+
+
+def canvas_plan(prompt_len: int, canvas: int, steps_per_token: float = 1.0, *, cache: str = "none",
+                block: int = 32) -> Counter:
+    """The forward passes of one D-LLM run: ``S = ceil(steps_per_token * canvas)`` over prompt + canvas.
+
+    With ``cache`` "prefix" or "dual": per block, a refresh pass and cached passes (module docstring).
+    """
+    if cache not in PLAN_CACHE_MODES:
+        raise ValueError(f"unknown cache mode {cache!r}; choose from {', '.join(PLAN_CACHE_MODES)}")
+    if cache == "none":
+        return Counter({int(prompt_len + canvas): max(1, math.ceil(steps_per_token * canvas))})
+    plan = Counter()
+    for start in range(0, canvas, block):
+        plan += block_plan(prompt_len + canvas, prompt_len + start, min(block, canvas - start), steps_per_token,
+                           cache)
+    return plan
+
+
+def block_plan(seq_len: int, block_start: int, block: int, steps_per_token: float, cache: str) -> Counter:
+    """The passes that decode one block at columns ``block_start …`` of a ``seq_len``-token sequence."""
+    steps = max(1, math.ceil(steps_per_token * block))
+    if cache == "none":
+        return Counter({seq_len: steps})
+    queries = block if cache == "dual" else seq_len - block_start
+    plan = Counter({seq_len: 1})
+    if steps > 1:
+        plan[(seq_len, queries)] += steps - 1
+    return plan
 
 
 def _round_up(x: np.ndarray, block: int) -> np.ndarray:
@@ -132,11 +172,11 @@ def plan_strategy(name: str, prompts: np.ndarray, responses: np.ndarray, p: Stra
         raise ValueError(f"{prompts.size} prompt lengths but {responses.size} response lengths")
     plans, truncated, reruns = [], [], []
     for prompt, response, canvas in zip(prompts.tolist(), responses.tolist(), canvases.tolist()):
-        plan = canvas_plan(prompt, canvas, p.steps_per_token)
+        plan = canvas_plan(prompt, canvas, p.steps_per_token, cache=p.cache, block=p.block)
         cut = canvas <= response  # the answer and its EOS need response + 1 positions
         rerun = name in ("predicted", "smartcrop") and cut and canvas < p.canvas
-        if rerun:
-            plan += canvas_plan(prompt, p.canvas, p.steps_per_token)  # re-run on the maximum canvas
+        if rerun:  # re-run on the maximum canvas
+            plan += canvas_plan(prompt, p.canvas, p.steps_per_token, cache=p.cache, block=p.block)
             cut = p.canvas <= response
         if name == "predicted" and prompt > 0:
             plan[prompt] += 1

@@ -195,7 +195,7 @@ def test_whole_blocks_agrees_with_round_canvas():
 
 
 def test_growth_decodes_blocks_up_to_the_one_holding_eos_over_the_whole_canvas():
-    p = StrategyParams(canvas=128, block=32)
+    p = StrategyParams(canvas=128, block=32, growth_window="full")
     plans = growth_plans([10, 10, 10], [40, 63, 127], p)
     assert plans.plans == [Counter({138: 64}), Counter({138: 64}), Counter({138: 128})]
     assert plans.truncated.tolist() == [False, False, False] and not plans.reruns.any()

@@ -31,7 +31,7 @@ import pandas as pd
 from ptdlib.cost import estimate
 from ptdlib.hardware import hardware
 from ptdlib.shapes import ModelShape
-from ptdlib.workload import StrategyParams, StrategyPlans, canvas_plan, plan_strategy, synthetic_workload
+from ptdlib.workload import StrategyParams, StrategyPlans, block_plan, canvas_plan, plan_strategy, synthetic_workload
 
 #: Strategies compared, in table order (``fixed`` is the baseline every saving is relative to).
 DEPLOY_STRATEGIES = ("fixed", "oracle", "predicted", "smartcrop", "growth")
@@ -88,18 +88,24 @@ def draw_workload(profile: TrafficProfile, max_response: int) -> tuple[np.ndarra
 
 
 def growth_plans(prompts, responses, p: StrategyParams) -> StrategyPlans:
-    """EOS-led growth on the maximum canvas: blocks are decoded left to right until one holds the EOS.
+    """EOS-led growth up to the maximum canvas: blocks are decoded left to right until one holds the EOS.
 
     The answer's EOS sits at position ``response``, so ``ceil((response + 1) / block)`` blocks are decoded
-    (all of them when it does not fit); each of their steps is a forward pass over prompt + the whole
-    canvas (the sampler's ``stop_after_eos_block``; dLLM-Var, LLaDA2-style pipelines). Truncated only
-    where the fixed canvas is.
+    (all of them when it does not fit). With ``p.growth_window="growing"`` (dLLM-Var, Yang et al., 2025) a
+    pass over block ``b`` sees prompt + blocks ``0 … b``; with ``"full"`` every pass sees prompt + the whole
+    canvas (the sampler's ``stop_after_eos_block`` on a fixed canvas). ``p.cache`` adds Fast-dLLM's per-block
+    cache (:func:`ptdlib.workload.block_plan`). Truncated only where the fixed canvas is.
     """
     prompts, responses = np.asarray(prompts, dtype=int), np.asarray(responses, dtype=int)
-    blocks = np.minimum(np.ceil((responses + 1) / p.block), math.ceil(p.canvas / p.block))
-    decoded = np.minimum(blocks * p.block, p.canvas).astype(int)
-    plans = [Counter({int(pr + p.canvas): max(1, math.ceil(p.steps_per_token * d))})
-             for pr, d in zip(prompts, decoded)]
+    blocks = np.minimum(np.ceil((responses + 1) / p.block), math.ceil(p.canvas / p.block)).astype(int)
+    plans = []
+    for pr, n in zip(prompts.tolist(), blocks.tolist()):
+        plan = Counter()
+        for b in range(n):
+            size = min(p.block, p.canvas - b * p.block)
+            seq = pr + (b * p.block + size if p.growth_window == "growing" else p.canvas)
+            plan += block_plan(int(seq), int(pr + b * p.block), size, p.steps_per_token, p.cache)
+        plans.append(plan)
     return StrategyPlans("growth", plans, np.zeros(len(plans), dtype=bool), responses >= p.canvas)
 
 
@@ -176,9 +182,9 @@ def carried_plans(arm: MeasuredArm, prompts, responses, p: StrategyParams, seed:
     reruns = arm.truncated[draw] & (canvases < p.canvas)
     plans, truncated = [], []
     for prompt, response, canvas, rerun in zip(prompts.tolist(), responses.tolist(), canvases.tolist(), reruns):
-        plan = canvas_plan(prompt, canvas, p.steps_per_token)
+        plan = canvas_plan(prompt, canvas, p.steps_per_token, cache=p.cache, block=p.block)
         if rerun:
-            plan += canvas_plan(prompt, p.canvas, p.steps_per_token)
+            plan += canvas_plan(prompt, p.canvas, p.steps_per_token, cache=p.cache, block=p.block)
         if arm.strategy == "predicted":
             plan[prompt] += 1
         else:

@@ -32,6 +32,10 @@ ARM_GRID = [
     {"name": "growth", "params": {"block": 32, "window": "full"}},
 ]
 
+#: Named grids: ``full`` (:data:`ARM_GRID`) and ``core``, without the predictor (whose train and calib labelling
+#: runs cost more than the other arms together on a small CPU).
+ARM_GRIDS = {"full": ARM_GRID, "core": [g for g in ARM_GRID if g["name"] != "predicted"]}
+
 #: Cache mode -> its name in an arm.
 CACHE_NAMES = {"none": "nocache", "prefix": "prefix", "dual": "dual"}
 #: The family whose answers have a random length (validity score) and the group whose length follows the prompt.
@@ -108,8 +112,9 @@ def summarise_arms(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def run_arms(models: list[str], caches: list[str], out: str | Path, *, n_test: int, n_train: int, n_calib: int,
-             batch_size: int | None = None) -> tuple[pd.DataFrame, float]:
-    """Run :data:`ARM_GRID` for every (model, cache mode); the uncached run of each model is always included.
+             grid: str = "full", batch_size: int | None = None) -> tuple[pd.DataFrame, float]:
+    """Run grid ``grid`` of :data:`ARM_GRIDS` for every (model, cache mode); each model's uncached run is always
+    included (the reference of every ratio and test).
 
     Returns (all result rows with ``model`` and ``cache`` columns, seconds spent).
     """
@@ -120,13 +125,15 @@ def run_arms(models: list[str], caches: list[str], out: str | Path, *, n_test: i
 
     for c in caches:
         check_cache_mode(c)
+    if grid not in ARM_GRIDS:
+        raise ValueError(f"unknown arm grid {grid!r}; choose from {', '.join(ARM_GRIDS)}")
     modes = ["none"] + [c for c in caches if c != "none"]
     frames, seconds = [], 0.0
     for model in models:
         for cache in modes:
             where = run_dir(out, model, cache)
             spec = {"model": {"path": model}, "splits": {"test": n_test}, "train": n_train, "calib": n_calib,
-                    "strategies": ARM_GRID, "sampler": {"cache": cache}, "output": str(where)}
+                    "strategies": ARM_GRIDS[grid], "sampler": {"cache": cache}, "output": str(where)}
             if batch_size:
                 spec["batch_size"] = batch_size
             stats = run(RunConfig.from_dict(spec))

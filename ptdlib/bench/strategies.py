@@ -36,7 +36,45 @@ GRID = [
     {"name": "smartcrop", "params": {"tau": 0.9, "rule": ["product", "running_max"]}},
     {"name": "smartcrop", "params": {"tau": 0.99, "rule": "running_max"}},
     {"name": "growth", "params": {"block": 32}},
+    # Calibrated SmartCrop: the probe's estimate plus a split-conformal pad (truncation <= alpha on exchangeable
+    # queries, ptdlib.canvas.smartcrop_conformal).
+    {"name": "smartcrop_conformal", "params": {"alpha": [0.01, 0.05]}},
+    {"name": "smartcrop_conformal", "params": {"alpha": 0.01, "early_stop": True}},
+    # The hybrid: AdaRLP on text statistics plus the probe's EOS-curve summary, conformal margin on top.
+    {"name": "predicted", "params": {"margin": "conformal", "alpha": [0.01, 0.05], "features": "text+probe"}},
+    {"name": "predicted", "params": {"margin": "conformal", "alpha": 0.01, "features": "text+probe", "early_stop": True}},
+    # Training-free expansion, the papers' parameters scaled to blocks of 8 (ptdlib.canvas.daedal, .rho_eos).
+    {"name": "daedal"},
+    {"name": "daedal", "params": {"grow": 8}},  # stage 1 grows by a block of 8 per probe (fewer probes)
+    {"name": "rho_eos"},
 ]
+
+
+#: The rounding-8 study (issue 16), short enough for 2 CPU cores: the references, the best arms of the blocks-of-32
+#: study, and the new arms (calibrated SmartCrop, the hybrid predictor, DAEDAL, rho-EOS).
+FINE_GRID = [
+    {"name": "fixed", "params": {"L": 128}},
+    {"name": "oracle"},
+    {"name": "predicted", "params": {"margin": "conformal", "alpha": [0.01, 0.05]}},
+    {"name": "predicted", "params": {"margin": "conformal", "alpha": 0.01, "early_stop": True}},
+    {"name": "smartcrop", "params": {"tau": 0.99, "rule": "running_max"}},
+    {"name": "smartcrop", "params": {"tau": 0.99, "rule": "running_max", "early_stop": True}},
+    {"name": "growth", "params": {"block": 8}},
+    *GRID[-7:],  # the new arms, as in GRID
+]
+
+
+def select_arms(grid: list[dict], policies) -> list[dict]:
+    """The arms of ``grid`` whose policy is in ``policies`` (all when None), with fixed and oracle always kept."""
+    if policies is None:
+        return grid
+    from ptdlib.canvas import POLICIES
+
+    unknown = sorted(set(policies) - set(POLICIES))
+    if unknown:
+        raise ValueError(f"unknown canvas policies {unknown}; choose from {', '.join(POLICIES)}")
+    keep = set(policies) | {"fixed", "oracle"}
+    return [arm for arm in grid if arm["name"] in keep]
 
 
 def label(row) -> str:
@@ -75,7 +113,17 @@ def main(argv: list[str]) -> int:
                    help="compare arms model/policy/cache over these model directories (ptdlib.bench.arms)")
     p.add_argument("--caches", nargs="+", default=None, choices=("none", "prefix", "dual"),
                    help="KV-cache modes of the arm comparison (the uncached run is always included)")
+    p.add_argument("--grid", default="full", choices=("full", "core"),
+                   help="arm comparison: all policies, or all but the predictor (no train/calib labelling)")
+    p.add_argument("--round-to", type=int, default=32,
+                   help="canvas rounding and sampler block (32: the report's setting; 8: fine enough to rank estimators)")
+    p.add_argument("--arms", default="all", choices=("all", "fine"),
+                   help="all: GRID; fine: FINE_GRID, the shorter rounding-8 study of the new arms")
+    p.add_argument("--strategies", nargs="+", default=None, metavar="POLICY",
+                   help="run only the arms of these policies (fixed and oracle always run, as references)")
     args = p.parse_args(argv)
+    if args.round_to < 1 or 128 % args.round_to:
+        p.error(f"--round-to must divide the maximum canvas 128, got {args.round_to}")
     for name in ("n_test", "n_train", "n_calib"):
         if getattr(args, name) < 2:
             p.error(f"--{name.replace('_', '-')} must be at least 2, got {getattr(args, name)}")
@@ -88,7 +136,8 @@ def main(argv: list[str]) -> int:
 
     cfg = RunConfig.from_dict({
         "model": asdict(spec_from_args(args)), "splits": {"test": args.n_test}, "train": args.n_train,
-        "calib": args.n_calib, "strategies": GRID, "output": args.out,
+        "calib": args.n_calib, "strategies": select_arms(FINE_GRID if args.arms == "fine" else GRID, args.strategies), "output": args.out,
+        "sampler": {"block_length": args.round_to}, "limits": {"max_canvas": 128, "round_to": args.round_to},
     })
     stats = run(cfg, device=args.device)
     rows = load_results(args.out)
@@ -105,7 +154,8 @@ def main(argv: list[str]) -> int:
 
     conformal = {}
     for arm, r in per.iterrows():
-        if "margin=conformal" in arm and "early_stop" not in arm:  # conformal without early stop
+        calibrated = "margin=conformal" in arm or arm.startswith("smartcrop_conformal(")
+        if calibrated and "early_stop" not in arm:  # conformal without early stop
             alpha = float(arm.split("alpha=")[1].rstrip(")").split(",")[0])
             bound = alpha + 1 / (args.n_calib + 1)
             se = np.sqrt(bound * (1 - bound) / r["n"])
@@ -135,7 +185,7 @@ def _compare_arms(args) -> int:
     from ptdlib.bench.arms import run_arms, summarise_arms
 
     rows, seconds = run_arms(args.models or ["embedded"], args.caches or ["none"], args.out, n_test=args.n_test,
-                             n_train=args.n_train, n_calib=args.n_calib)
+                             n_train=args.n_train, n_calib=args.n_calib, grid=args.grid)
     table = summarise_arms(rows)
     with pd.option_context("display.width", 250, "display.max_columns", 20):
         print(table.drop(columns=["test", "p_value"]).round(3).to_string())

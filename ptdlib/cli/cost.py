@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -39,6 +40,11 @@ def parser() -> ArgumentParser:
     ap.add_argument("--length-error", type=float, default=d.length_error,
                     help="log-normal sigma of the simulated length estimate")
     ap.add_argument("--steps-per-token", type=float, default=d.steps_per_token, help="denoising steps per canvas token")
+    ap.add_argument("--cache", default=d.cache, choices=("none", "prefix", "dual"),
+                    help="synthetic plans: the strategy's Fast-dLLM KV cache, refreshed per block")
+    ap.add_argument("--baseline-cache", default="none", choices=("none", "prefix", "dual"),
+                    help="synthetic plans: the fixed-canvas baseline's KV cache (default none: a cache's saving "
+                         "shows in the comparison)")
     ap.add_argument("--batch", type=int, default=8, help="rows per forward pass (same-length buckets)")
     ap.add_argument("--mfu", type=float, help="achieved fraction of peak (default: the preset's assumed 0.40)")
     ap.add_argument("--price", type=float, help="USD per GPU-hour (default: the preset's illustrative price)")
@@ -67,7 +73,7 @@ def run(args) -> CostEstimate:
     table = read_results(args.results) if args.results else None
     args.canvas = baseline_canvas(args.canvas, table, args.results)  # the notes under the table quote it
     params = StrategyParams(canvas=args.canvas, block=args.block, margin=args.margin, length_error=args.length_error,
-                            steps_per_token=args.steps_per_token, seed=args.seed)
+                            steps_per_token=args.steps_per_token, seed=args.seed, cache=args.cache)
     if args.results:
         prompts, ours, responses = plans_from_results(strategy_rows(table, args.strategy, args.results),
                                                       args.steps_per_token, name=args.strategy)
@@ -84,7 +90,7 @@ def run(args) -> CostEstimate:
                              f"exceeds {shape.name}'s {shape.max_positions} positions; lower --prompt-mean, "
                              "--spread or --canvas")
         ours = plan_strategy(args.strategy, prompts, responses, params)
-        base = plan_strategy("fixed", prompts, responses, params)
+        base = plan_strategy("fixed", prompts, responses, dataclasses.replace(params, cache=args.baseline_cache))
     return estimate(shape, hw, ours, base, batch=args.batch, mfu=args.mfu, price=args.price, n_boot=args.boot,
                     seed=args.seed)
 
