@@ -1,10 +1,11 @@
-"""End to end on real text: the gsm8k and ifeval configs, shrunk, on a tiny random-weight checkpoint with a
+"""End to end on real text: the gsm8k and ifeval configs, shrunk, on tiny random-weight checkpoints with a
 real subword (byte-level BPE) tokenizer and a chat template, built here. Weights are random, so scores are
 near 0; the point is that labels, fitting, probes, sampling, scoring, FLOPs and the summary all work on real
 prompts, and that bad workloads stop before anything is sampled or written.
 
-The checkpoint is the embedded architecture saved in Hugging Face layout with the BPE tokenizer and loaded
-through the Hugging Face adapter (:func:`tiny_subword_lm`); a LLaDA-layout checkpoint can take its place there.
+Two checkpoints: the published LLaDA layout (``tests/hub_layouts.py``, loaded natively from the run config's
+``model.path``, as LLaDA-8B-Instruct would be) and the embedded architecture saved with a BPE tokenizer trained
+on the benchmarks' own text (:func:`tiny_subword_lm`, handed to the runner in memory).
 """
 
 import copy
@@ -16,6 +17,7 @@ import torch
 import yaml
 
 from benchdata import bench_file
+from hub_layouts import write_llada
 from ptdlib.runconfig import RunConfig
 from ptdlib.runner import run
 
@@ -62,6 +64,20 @@ def tiny_subword_lm(directory: Path, max_positions: int = 1024):
     return load_hf_dllm(directory)
 
 
+def llada_checkpoint(directory: Path, max_positions: int = 2048) -> Path:
+    """The LLaDA-layout tiny checkpoint with room for real prompts (its rotary positions have no learned table)."""
+    path = write_llada(directory)
+    config = json.loads((path / "config.json").read_text())
+    config["max_sequence_length"] = max_positions
+    (path / "config.json").write_text(json.dumps(config, indent=2))
+    return path
+
+
+@pytest.fixture(scope="module")
+def llada_dir(tmp_path_factory):
+    return llada_checkpoint(tmp_path_factory.mktemp("llada") / "tiny-llada")
+
+
 @pytest.fixture(scope="module")
 def subword_lm(tmp_path_factory):
     return tiny_subword_lm(tmp_path_factory.mktemp("tiny-bpe") / "tiny-bpe")
@@ -88,14 +104,22 @@ def shrunk(config: str, **over) -> dict:
     return d
 
 
-@pytest.mark.parametrize("config, metric", [("gsm8k.yaml", "accuracy"), ("ifeval.yaml", "prompt_level_strict_acc")])
-def test_shrunk_benchmark_config_runs_end_to_end_on_a_subword_checkpoint(subword_lm, tmp_path, capsys, config, metric):
+@pytest.mark.parametrize("config, metric, checkpoint", [
+    ("gsm8k.yaml", "accuracy", "llada"), ("ifeval.yaml", "prompt_level_strict_acc", "llada"),
+    ("gsm8k.yaml", "accuracy", "embedded-bpe"),
+])
+def test_shrunk_benchmark_config_runs_end_to_end_on_a_subword_checkpoint(request, tmp_path, capsys, config, metric,
+                                                                         checkpoint):
     from ptdlib.cli.summarize import main as summarize
     from ptdlib.results import load_results
 
-    cfg = RunConfig.from_dict(shrunk(config))
     out = tmp_path / "run"
-    stats = run(cfg, output=out, lm=subword_lm, progress=False)
+    if checkpoint == "llada":  # loaded by the runner from the config, like a real checkpoint
+        cfg = RunConfig.from_dict(shrunk(config, model={"path": str(request.getfixturevalue("llada_dir"))}))
+        stats = run(cfg, output=out, device="cpu", progress=False)
+    else:
+        cfg = RunConfig.from_dict(shrunk(config))
+        stats = run(cfg, output=out, lm=request.getfixturevalue("subword_lm"), progress=False)
     assert stats.rows_written == 4 * 6  # 4 test queries x 6 cells
     rows = load_results(out)
     source = cfg.sources[0].name
@@ -123,11 +147,12 @@ def test_humaneval_run_refuses_without_both_opt_ins_before_writing(subword_lm, t
 
 
 def test_prompt_too_long_for_the_positions_is_named_before_anything_is_written(tmp_path):
-    lm = tiny_subword_lm(tmp_path / "short", max_positions=96)
+    short = llada_checkpoint(tmp_path / "short", max_positions=96)
     out = tmp_path / "run"
     with pytest.raises(ValueError, match=r"query 'gsm8k/\d+': prompt of \d+ tokens \+ the maximum canvas of 64 "
                                          r"exceeds the model's 96 positions"):
-        run(RunConfig.from_dict(shrunk("gsm8k.yaml")), output=out, lm=lm, progress=False)
+        run(RunConfig.from_dict(shrunk("gsm8k.yaml", model={"path": str(short)})), output=out, device="cpu",
+            progress=False)
     assert not out.exists()
 
 
