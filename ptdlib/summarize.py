@@ -6,7 +6,8 @@
 3. The merged tidy table is written as ``results.csv`` (in the first directory unless ``--output``).
 4. The SmartCrop-style summary (:func:`ptdlib.summary.summary_table`: per split and strategy the processed
    length, score, FLOPs saved % with its interval and the quality difference with stars after a Holm or
-   Benjamini–Hochberg correction) is printed as Markdown, and written as LaTeX with ``--latex PATH``.
+   Benjamini–Hochberg correction) is printed as Markdown, and written as LaTeX with ``--latex PATH``. A run
+   over several file sources gets one block per source (:func:`split_by_source`).
 
 An arm of the summary is a (strategy, params) pair; when the grid runs one such pair with several truncation
 recoveries, the recovery is added to its params so that the arms stay apart. The command itself is
@@ -28,6 +29,16 @@ def separate_recoveries(rows: pd.DataFrame) -> pd.DataFrame:
     several = rows.groupby(["strategy", "params"])["recovery"].transform("nunique") > 1
     rows.loc[several, "params"] = [json.dumps({**json.loads(p), "recovery": r}, sort_keys=True)
                                    for p, r in zip(rows.loc[several, "params"], rows.loc[several, "recovery"])]
+    return rows
+
+
+def split_by_source(rows: pd.DataFrame) -> pd.DataFrame:
+    """Rows of a run over several file sources (benchmarks) with ``split`` set to ``split/source``, so the summary
+    gives every source its own block: scores of different benchmarks (accuracy, pass@1, ROUGE) never mix."""
+    if "source" not in rows or rows["source"].nunique() < 2:
+        return rows
+    rows = rows.copy()
+    rows["split"] = rows["split"] + "/" + rows["source"]
     return rows
 
 

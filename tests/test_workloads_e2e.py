@@ -172,3 +172,20 @@ def test_too_few_test_queries_in_a_source_is_refused(subword_lm, tmp_path):
 def test_file_sources_evaluate_their_test_part_only():
     with pytest.raises(ValueError, match="split 'shift_length' cannot be evaluated on file sources; choose from test"):
         RunConfig.from_dict(shrunk("gsm8k.yaml", splits={"shift_length": 4}))
+
+
+def test_two_sources_in_one_run_are_summarised_one_block_each(llada_dir, tmp_path, capsys):
+    from ptdlib.cli.summarize import main as summarize
+    from ptdlib.results import load_results
+
+    gsm8k, ifeval = (yaml.safe_load((CONFIGS / c).read_text())["sources"][0] for c in ("gsm8k.yaml", "ifeval.yaml"))
+    cfg = RunConfig.from_dict(shrunk("gsm8k.yaml", model={"path": str(llada_dir)}, sources=[gsm8k, ifeval],
+                                     splits={"test": 2}, strategies=[{"name": "fixed", "params": {"L": [64, 32]}}]))
+    out = tmp_path / "run"
+    assert run(cfg, output=out, device="cpu", progress=False).rows_written == 2 * 2 * 2
+    rows = load_results(out)
+    assert rows.groupby("source")["metric"].unique().map(list).to_dict() == {
+        "gsm8k": ["accuracy"], "ifeval": ["prompt_level_strict_acc"]}
+    assert summarize([str(out)]) == 0
+    table = capsys.readouterr().out
+    assert "test/gsm8k" in table and "test/ifeval" in table

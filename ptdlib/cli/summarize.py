@@ -31,7 +31,7 @@ def parser() -> ArgumentParser:
 def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
     from ptdlib.results import load_results, merged_run, missing_chunks
-    from ptdlib.summarize import common_queries, report_missing, separate_recoveries
+    from ptdlib.summarize import common_queries, report_missing, separate_recoveries, split_by_source
     from ptdlib.summary import Baseline, summary_table, to_latex, to_markdown
 
     cfg, run = merged_run(args.dirs)
@@ -49,7 +49,7 @@ def main(argv: list[str]) -> int:
         baseline = Baseline(name, params or "{}")
     else:
         baseline = Baseline(*cfg.baseline_arm)
-    arms = separate_recoveries(rows)
+    arms = split_by_source(separate_recoveries(rows))
     if missing:
         arms = common_queries(arms)
     table = summary_table(arms, baseline, correction=args.correction, quality_delta=args.quality_delta,
