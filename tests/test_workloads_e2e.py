@@ -189,3 +189,47 @@ def test_two_sources_in_one_run_are_summarised_one_block_each(llada_dir, tmp_pat
     assert summarize([str(out)]) == 0
     table = capsys.readouterr().out
     assert "test/gsm8k" in table and "test/ifeval" in table
+
+
+def _records(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+GOOD = [{"question": f"What is {i} plus {i}?", "answer": f"#### {2 * i}"} for i in range(30)]
+
+
+@pytest.mark.parametrize("case, message", [
+    ("missing file", r"query file \S*nope\.jsonl does not exist"),
+    ("missing field", r"q\.jsonl:3: missing field 'answer' \(the reference of a gsm8k record\)"),
+    ("empty prompt", r"q\.jsonl:2: record '1' has an empty prompt"),
+    ("unparsable reference", r"q\.jsonl:1: record '0': cannot parse a number from the reference 'lots'"),
+    ("unknown benchmark", r"unknown benchmark 'gsm9k'; choose from gsm8k, humaneval, ifeval, qa"),
+])
+def test_bad_workload_is_one_line_exit_two_and_nothing_written(llada_dir, tmp_path, capsys, case, message):
+    from ptdlib.cli.run import main
+
+    rows = [dict(r) for r in GOOD]
+    source = {"name": "mine", "benchmark": "gsm8k", "path": str(tmp_path / "q.jsonl")}
+    if case == "missing file":
+        source["path"] = str(tmp_path / "nope.jsonl")
+    elif case == "missing field":
+        del rows[2]["answer"]
+    elif case == "empty prompt":
+        rows[1]["question"] = ""
+    elif case == "unparsable reference":
+        rows[0]["answer"] = "lots"
+    elif case == "unknown benchmark":
+        source["benchmark"] = "gsm9k"
+    _records(tmp_path / "q.jsonl", rows)
+    out = tmp_path / "run"
+    config = shrunk("gsm8k.yaml", model={"path": str(llada_dir)}, sources=[source], splits={"test": 2}, train=4,
+                    calib=4, output=str(out))
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    assert main([str(tmp_path / "c.yaml"), "--device", "cpu", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("ptd run: error:")
+    import re
+
+    assert re.search(message, err[0]), err[0]
+    assert not out.exists()
