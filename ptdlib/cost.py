@@ -98,6 +98,8 @@ def bootstrap_saving(strategy: np.ndarray, baseline: np.ndarray, n_boot: int = 2
     """1 - mean(strategy)/mean(baseline) and its paired percentile-bootstrap interval over queries."""
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 1:
+        raise ValueError(f"n_boot (--boot) must be a positive number of bootstrap resamples, got {n_boot!r}")
     rng = np.random.default_rng(seed)
     n, savings = len(strategy), []
     for start in range(0, n_boot, 256):  # chunks bound memory at 256 x n indices

@@ -126,11 +126,18 @@ def read_run(root: str | Path) -> dict:
 
 
 def _differences(a, b, where: str = "") -> list[str]:
+    """The leaves in which ``a`` and ``b`` differ, by path (``strategies[1].params.tau: stored 0.9, now 0.95``);
+    lists of one length are compared item by item, others by the items added and removed."""
     if isinstance(a, dict) and isinstance(b, dict):
         out = []
         for k in sorted(set(a) | set(b), key=str):
             out += _differences(a.get(k, "<absent>"), b.get(k, "<absent>"), f"{where}.{k}" if where else str(k))
         return out
+    if isinstance(a, list) and isinstance(b, list) and a != b:
+        if len(a) == len(b):
+            return [d for i, (x, y) in enumerate(zip(a, b)) for d in _differences(x, y, f"{where}[{i}]")]
+        removed, added = [x for x in a if x not in b], [y for y in b if y not in a]
+        return [f"{where}: " + "; ".join([f"no longer {x!r}" for x in removed] + [f"now also {y!r}" for y in added])]
     return [] if a == b else [f"{where}: stored {a!r}, now {b!r}"]
 
 
@@ -148,11 +155,11 @@ def check_same_run(stored: dict, cfg: RunConfig, fingerprint: str, where: str) -
 def open_run(root: str | Path, cfg: RunConfig, model_id: str, fingerprint: str) -> Path:
     """Create run directory ``root`` with its run.json, or check that the one there is this run's."""
     root = Path(root)
-    (root / CHUNK_DIR).mkdir(parents=True, exist_ok=True)
     path = root / RUN_FILE
-    if path.exists():
+    if path.exists():  # checked before anything is created, so that a refused run leaves the folder as it was
         check_same_run(read_run(root), cfg, fingerprint, str(root))
-    else:
+    (root / CHUNK_DIR).mkdir(parents=True, exist_ok=True)
+    if not path.exists():
         atomic_write(path, json.dumps(run_record(cfg, model_id, fingerprint), indent=2) + "\n")
     return root
 
@@ -180,7 +187,11 @@ def write_chunk(root: str | Path, chunk_id: str, rows: list[dict]) -> Path:
 
 
 def read_chunk(path: Path, expected_rows: int | None = None) -> list[dict]:
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+    try:
+        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:  # a file cut or changed by hand (ours are atomic)
+        raise ValueError(f"chunk file {path} is damaged ({e}); delete it and re-run the config to redo the chunk") \
+            from None
     chunk_id = path.name[: -len(CHUNK_SUFFIX)]
     if expected_rows is not None and len(rows) != expected_rows:
         raise ValueError(f"{path} holds {len(rows)} rows, its chunk has {expected_rows} queries")

@@ -160,7 +160,22 @@ class RunConfig:
         if not self.strategies:
             raise ValueError("strategies is empty: name at least one strategy (e.g. {name: fixed, params: {L: 128}})")
         self.cells  # expands and validates the grid
+        self._check_runnable()
         self.baseline_arm  # the baseline must be one of the cells
+
+    def _check_runnable(self) -> None:
+        """What would otherwise fail only after the model loaded and labels were computed: the sampler's steps
+        against the maximum canvas (labels and re-runs run there) and every cell's own settings."""
+        try:
+            self.sampler.plan(self.limits.max_canvas)
+        except ValueError as e:
+            raise ValueError(f"sampler does not fit limits.max_canvas {self.limits.max_canvas} (the labelling run and "
+                             f"re-runs use it): {e}") from None
+        for cell in self.cells:
+            try:
+                make_policy(cell.name, **cell.kwargs).check_config(self.limits, self.sampler)
+            except ValueError as e:
+                raise ValueError(f"strategy {cell.label}: {e}") from None
 
     # ------------------------------------------------------------ derived
     @property

@@ -109,13 +109,12 @@ class Workbench:
         return self._queries[split]
 
     def check_sources(self) -> None:
-        """Load every query of a file-source run and check its prompt against the model (encodable, room for the
+        """Load every query of the run and check its prompt against the model (non-empty, encodable, room for the
         maximum canvas), so that a bad query stops the run before anything is sampled or written."""
         from ptdlib.tasks.sources import check_prompts
 
-        if self.cfg.sources:
-            for split in (*self.cfg.splits, "train", "calib"):
-                check_prompts(self.lm, self.queries(split), self.cfg.limits.max_canvas)
+        for split in (*self.cfg.splits, "train", "calib"):
+            check_prompts(self.lm, self.queries(split), self.cfg.limits.max_canvas)
 
     def own_lengths(self, queries) -> dict:
         """qid -> the model's own length at the maximum canvas (the cached labelling run)."""

@@ -394,6 +394,10 @@ def sample(lm: DiffusionLM, prompts: Sequence[str | list[int]], canvas: int | Se
             raise ValueError(f"got {len(seq)} {name} for {n} prompts; give one per prompt")
     if len(set(qids)) != n:
         raise ValueError("query_ids must be unique (each query seeds its own generator)")
+    empty = [q for q, p in zip(qids, prompts) if (not p.strip() if isinstance(p, str) else len(p) == 0)]
+    if empty:
+        more = f" (and {len(empty) - 1} more)" if len(empty) > 1 else ""
+        raise ValueError(f"query {empty[0]!r}: the prompt is empty{more}; give every query a prompt")
     if kind not in FORWARD_KINDS:
         raise ValueError(f"unknown forward kind {kind!r}; choose from {', '.join(FORWARD_KINDS)}")
     if not isinstance(batch_size, int) or batch_size <= 0:

@@ -71,9 +71,9 @@ def synthetic_workload(prompt_mean: float, response_mean: float, n: int = 2000, 
     Responses are the model's own lengths and are capped at ``max_response`` (a canvas leaves room for EOS).
     """
     for name, mean in (("prompt_mean", prompt_mean), ("response_mean", response_mean)):
-        if mean < 0:
-            raise ValueError(f"{name} must be >= 0, got {mean}")
-    if spread < 0 or n < 1:
+        if not math.isfinite(mean) or mean < 0:
+            raise ValueError(f"{name} must be a finite number >= 0, got {mean}")
+    if not math.isfinite(spread) or spread < 0 or n < 1:
         raise ValueError(f"need spread >= 0 and n >= 1, got spread={spread}, n={n}")
     rng = np.random.default_rng(seed)
     sigma = math.sqrt(math.log1p(spread**2))  # log-normal sigma giving this coefficient of variation

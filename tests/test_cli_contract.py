@@ -75,3 +75,49 @@ def test_the_installed_entry_point_keeps_the_contract(tmp_path):
     assert proc.returncode == EXIT_BAD_INPUT
     assert proc.stderr.strip().splitlines() == [f"ptd run: error: config file {tmp_path / 'missing.yaml'} does "
                                                 "not exist"]
+
+
+@pytest.mark.parametrize("argv, named", [
+    (["cost", "--boot", "0"], ["--boot", "'0'", "positive integer"]),
+    (["cost", "--prompt-mean", "nan"], ["--prompt-mean", "'nan'", "finite"]),
+    (["cost", "--queries", "-3"], ["--queries", "'-3'"]),
+    (["train-model", "--threads", "-1"], ["--threads", "'-1'"]),
+    (["train-model", "--model", "{n_layers: 6}"], ["--model", "not valid JSON"]),
+    (["train-model", "--family-weights", "[1]"], ["--family-weights", "JSON object"]),
+])
+def test_numbers_and_json_options_are_checked_where_they_are_parsed(argv, named, capsys):
+    assert ptd(argv) == EXIT_BAD_INPUT
+    _one_line_error(capsys, f"ptd {argv[0]}", *named)
+
+
+def test_library_guards_name_the_value_too():
+    import numpy as np
+
+    from ptdlib.cost import bootstrap_saving
+    from ptdlib.workload import synthetic_workload
+
+    with pytest.raises(ValueError, match="n_boot .* got 0"):
+        bootstrap_saving(np.ones(3), np.ones(3), n_boot=0)
+    with pytest.raises(ValueError, match="prompt_mean must be a finite number >= 0, got nan"):
+        synthetic_workload(float("nan"), 10.0)
+
+
+def test_an_unknown_device_is_named(capsys, tmp_path):
+    from ptdlib.models.spec import resolve_device
+
+    with pytest.raises(ValueError, match="unknown device 'gpu0'"):
+        resolve_device("gpu0")
+    assert resolve_device("cpu") == "cpu"
+
+
+def test_a_damaged_chunk_file_is_named_by_summarize(capsys, tmp_path):
+    from ptdlib.results import chunk_path, open_run
+    from ptdlib.runconfig import RunConfig, plan_chunks
+
+    cfg = RunConfig.from_dict({"splits": {"test": 4}, "strategies": [{"name": "fixed", "params": {"L": 128}}]})
+    open_run(tmp_path, cfg, "model", "fingerprint")
+    chunk = chunk_path(tmp_path, plan_chunks(cfg)[0].id)
+    chunk.write_text('{"qid": "test-0-000000", "strat')  # cut in the middle of a row
+    assert ptd(["summarize", str(tmp_path), "--allow-missing"]) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("ptd summarize: error: chunk file ") and chunk.name in err and "damaged" in err

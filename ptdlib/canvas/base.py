@@ -73,6 +73,10 @@ class CanvasPolicy(ABC):
         """The sampler settings this policy runs with (default: unchanged)."""
         return base
 
+    def check_config(self, limits: CanvasLimits, sampler: SamplerConfig) -> None:
+        """Raise ValueError for settings this policy cannot run with, from the configuration alone: called by
+        :class:`~ptdlib.runconfig.RunConfig` before a model is loaded or anything is written (default: none)."""
+
     def initial_canvases(self, lm, canvases) -> "list[list[int]] | None":
         """Per query the canvas to start from (committed tokens and masks), or None for all masks (default)."""
         return None

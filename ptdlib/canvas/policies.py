@@ -31,9 +31,22 @@ class FixedCanvas(CanvasPolicy):
         _check_positive("L", L)
         self.L = int(L)
 
-    def choose(self, lm, queries, limits: CanvasLimits, callbacks=()) -> np.ndarray:
+    def check_config(self, limits: CanvasLimits, sampler: SamplerConfig) -> None:
+        """``L`` must be a whole number of blocks within ``max_canvas`` (a fixed arm is reported by the canvas it
+        really runs), and the sampler's steps must fit its blocks."""
+        self._check_limits(limits)
+        self.sampler_config(sampler).plan(self.L)
+
+    def _check_limits(self, limits: CanvasLimits) -> None:
         if self.L > limits.max_canvas:
-            raise ValueError(f"fixed canvas L={self.L} exceeds the maximum canvas {limits.max_canvas}")
+            raise ValueError(f"fixed canvas L={self.L} exceeds limits.max_canvas {limits.max_canvas}")
+        if self.L % limits.round_to:
+            raise ValueError(f"fixed canvas L={self.L} is not a multiple of limits.round_to {limits.round_to} "
+                             f"(canvases are whole blocks): use {round_canvas([self.L], limits)[0]} or "
+                             f"{max(limits.round_to, self.L // limits.round_to * limits.round_to)}")
+
+    def choose(self, lm, queries, limits: CanvasLimits, callbacks=()) -> np.ndarray:
+        self._check_limits(limits)
         return round_canvas([self.L] * len(queries), limits)
 
     def params(self) -> dict:

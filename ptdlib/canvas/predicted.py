@@ -13,7 +13,7 @@ import numpy as np
 
 from ptdlib.canvas.base import CanvasLimits, CanvasPolicy
 from ptdlib.predictor import FeatureSet, LengthPredictor, PredictorConfig, calibrate, check_disjoint
-from ptdlib.predictor.calibration import MARGIN_METHODS, PRICED_RECOVERIES
+from ptdlib.predictor.calibration import MARGIN_METHODS, PRICED_RECOVERIES, check_alpha
 from ptdlib.sampler import SamplerConfig
 
 
@@ -46,8 +46,8 @@ class PredictedCanvas(CanvasPolicy):
         groups = tuple(features.split("+"))
         self.predictor = LengthPredictor(PredictorConfig(regressor=regressor, features=FeatureSet(groups=groups)))
         self.rule = None
-        if margin in ("conformal", "conformal_log", "aci") and not 0 < alpha < 1:
-            raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+        if margin in ("conformal", "conformal_log", "aci"):
+            check_alpha(alpha)
         if margin == "aci" and not 0 < self.gamma < 1:
             raise ValueError(f"gamma (the ACI step size) must be in (0, 1), got {gamma}")
         if margin == "percentile" and not 0 <= percentile <= 100:

@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 
-from ptdlib.cli.contract import ArgumentParser, command
+from ptdlib.cli.contract import ArgumentParser, command, finite_float, positive_int
 from ptdlib.cost import CostEstimate, estimate
 from ptdlib.hardware import ASSUMED_MFU, hardware
 from ptdlib.shapes import model_shape
@@ -28,27 +28,27 @@ def parser() -> ArgumentParser:
                     help=f"synthetic: {', '.join(STRATEGIES)}; with --results: the rows' strategy value")
     ap.add_argument("--results", help="result table (csv/parquet/jsonl) with prompt_len and forward_lens, "
                                       "canvases or final_canvas per query")
-    ap.add_argument("--prompt-mean", type=float, default=200.0, help="synthetic workload: mean prompt tokens")
-    ap.add_argument("--response-mean", type=float, default=120.0, help="synthetic workload: mean answer tokens")
-    ap.add_argument("--spread", type=float, default=0.6, help="synthetic workload: coefficient of variation")
-    ap.add_argument("--queries", type=int, default=2000, help="synthetic workload: number of queries")
+    ap.add_argument("--prompt-mean", type=finite_float, default=200.0, help="synthetic workload: mean prompt tokens")
+    ap.add_argument("--response-mean", type=finite_float, default=120.0, help="synthetic workload: mean answer tokens")
+    ap.add_argument("--spread", type=finite_float, default=0.6, help="synthetic workload: coefficient of variation")
+    ap.add_argument("--queries", type=positive_int, default=2000, help="synthetic workload: number of queries")
     ap.add_argument("--canvas", type=int, default=None,
                     help=f"fixed baseline (and maximum) canvas (default: with --results, the table's largest "
                          f"final_canvas, i.e. the run's maximum; otherwise {d.canvas})")
     ap.add_argument("--block", type=int, default=d.block, help="canvases are rounded up to this multiple")
-    ap.add_argument("--margin", type=float, default=d.margin, help="safety margin of predicted/smartcrop")
-    ap.add_argument("--length-error", type=float, default=d.length_error,
+    ap.add_argument("--margin", type=finite_float, default=d.margin, help="safety margin of predicted/smartcrop")
+    ap.add_argument("--length-error", type=finite_float, default=d.length_error,
                     help="log-normal sigma of the simulated length estimate")
-    ap.add_argument("--steps-per-token", type=float, default=d.steps_per_token, help="denoising steps per canvas token")
+    ap.add_argument("--steps-per-token", type=finite_float, default=d.steps_per_token, help="denoising steps per canvas token")
     ap.add_argument("--cache", default=d.cache, choices=("none", "prefix", "dual"),
                     help="synthetic plans: the strategy's Fast-dLLM KV cache, refreshed per block")
     ap.add_argument("--baseline-cache", default="none", choices=("none", "prefix", "dual"),
                     help="synthetic plans: the fixed-canvas baseline's KV cache (default none: a cache's saving "
                          "shows in the comparison)")
-    ap.add_argument("--batch", type=int, default=8, help="rows per forward pass (same-length buckets)")
-    ap.add_argument("--mfu", type=float, help="achieved fraction of peak (default: the preset's assumed 0.40)")
-    ap.add_argument("--price", type=float, help="USD per GPU-hour (default: the preset's illustrative price)")
-    ap.add_argument("--boot", type=int, default=2000, help="bootstrap resamples for the saving's interval")
+    ap.add_argument("--batch", type=positive_int, default=8, help="rows per forward pass (same-length buckets)")
+    ap.add_argument("--mfu", type=finite_float, help="achieved fraction of peak (default: the preset's assumed 0.40)")
+    ap.add_argument("--price", type=finite_float, help="USD per GPU-hour (default: the preset's illustrative price)")
+    ap.add_argument("--boot", type=positive_int, default=2000, help="bootstrap resamples for the saving's interval")
     ap.add_argument("--seed", type=int, default=d.seed, help="seeds the synthetic workload and bootstrap")
     ap.add_argument("--json", action="store_true", help="print the estimate as one JSON object instead")
     return ap

@@ -42,6 +42,10 @@ def main(argv: list[str]) -> int:
         if args.threads < 1:
             raise ValueError(f"--threads must be a positive number of CPU threads, got {args.threads}")
         torch.set_num_threads(args.threads)
+    if args.no_progress:  # transformers' weight-loading bars too: stderr keeps only what went wrong
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
     cfg = load_config(args.config)
     shard = parse_shard(args.shard)
     if args.dry_run:

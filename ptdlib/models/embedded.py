@@ -60,15 +60,35 @@ def load_model(path: str | Path | None = None, device: str = "cpu", dtype: torch
     if not (path / "config.json").exists():
         raise ValueError(f"model directory {path} has no config.json")
     try:
-        model = AutoModelForMaskedLM.from_pretrained(path, dtype=dtype)
+        model, info = AutoModelForMaskedLM.from_pretrained(path, dtype=dtype, output_loading_info=True)
     except Exception as e:  # transformers raises several types for unreadable or mismatched weights
         raise ValueError(f"cannot load model weights from {path}: {type(e).__name__}: {e}") from e
+    check_weights_match(info, path)
     tokenizer = AutoTokenizer.from_pretrained(path)
     if len(tokenizer) != model.config.vocab_size:
         raise ValueError(
             f"tokenizer in {path} has {len(tokenizer)} tokens but the config says vocab_size={model.config.vocab_size}"
         )
     return model.to(device).eval(), tokenizer
+
+
+def check_weights_match(info: dict, path) -> None:
+    """Refuse a load that transformers would complete with freshly initialised or ignored weights.
+
+    ``info`` is ``from_pretrained(..., output_loading_info=True)``'s report. A ``config.json`` that says 5
+    layers beside 4 layers of weights would otherwise load with a random fifth layer (and only a log line).
+    Raises ValueError naming the first weights of each kind.
+    """
+    problems = []
+    for kind, what in (("missing_keys", "missing from the weights (would be random)"),
+                       ("unexpected_keys", "in the weights but not in the config's model"),
+                       ("mismatched_keys", "of another shape than the config's")):
+        keys = sorted(k if isinstance(k, str) else k[0] for k in info.get(kind) or ())
+        if keys:
+            shown = ", ".join(keys[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
+            problems.append(f"{len(keys)} weight(s) {what}: {shown}")
+    if problems:
+        raise ValueError(f"model in {path} does not match its config.json: {'; '.join(problems)}")
 
 
 def training_card(path: str | Path | None = None) -> dict:

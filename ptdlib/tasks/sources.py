@@ -335,7 +335,12 @@ def check_prompts(lm, queries, max_canvas: int) -> None:
     """Refuse, naming the query id, a prompt the model's tokenizer cannot encode or one that leaves fewer than
     ``max_canvas`` positions for the canvas (checked before anything is sampled or written)."""
     unk = getattr(lm.tokenizer, "unk_token_id", None)
+    if max_canvas >= lm.max_positions:
+        raise ValueError(f"limits.max_canvas {max_canvas} leaves no room for a prompt in the model's "
+                         f"{lm.max_positions} positions")
     for q in queries:
+        if not q.prompt.strip():
+            raise ValueError(f"query {q.qid!r}: the prompt is empty")
         try:
             ids = lm.encode_prompt(q.prompt)
         except Exception as e:  # a tokenizer's own error, e.g. the embedded model's closed vocabulary
@@ -347,7 +352,8 @@ def check_prompts(lm, queries, max_canvas: int) -> None:
                              f"{lm.tokenizer.convert_ids_to_tokens(unk)!r}")
         if len(ids) + max_canvas > lm.max_positions:
             raise ValueError(f"query {q.qid!r}: prompt of {len(ids)} tokens + the maximum canvas of {max_canvas} "
-                             f"exceeds the model's {lm.max_positions} positions")
+                             f"exceeds the model's {lm.max_positions} positions (limits.max_canvas can be at most "
+                             f"{lm.max_positions - len(ids)} for it)")
 
 
 def check_code_execution(sources, allowed: bool) -> None:
