@@ -120,7 +120,7 @@ def test_list_valued_params_expand_to_their_cartesian_product_in_key_order():
     ({"sampler": {"block_length": 24}}, r"block_length 24 must divide limits.round_to 32"),
     ({"strategies": [{"name": "fixed", "params": {"L": 64}},
                      {"name": "predicted", "params": {"margin": "cost_optimal"}, "recovery": "none"}]},
-     r"strategies\[1\]: the cost_optimal margin cannot price recovery 'none'"),
+     r"strategies\[1\]: the cost-optimal margin cannot price recovery 'none'"),
 ])
 def test_bad_configs_fail_with_one_error_naming_the_problem(change, message):
     with pytest.raises(ValueError, match=message):

@@ -13,7 +13,7 @@ import numpy as np
 
 from ptdlib.canvas.base import CanvasLimits, CanvasPolicy
 from ptdlib.predictor import FeatureSet, LengthPredictor, PredictorConfig, calibrate, check_disjoint
-from ptdlib.predictor.calibration import MARGIN_METHODS, PRICED_RECOVERIES, check_alpha
+from ptdlib.predictor.calibration import MARGIN_METHODS, check_alpha, check_priced_recovery
 from ptdlib.sampler import SamplerConfig
 
 
@@ -102,9 +102,8 @@ class PredictedCanvas(CanvasPolicy):
             self.rule.update(self._served.pop(q.qid), float(length), canvas=int(canvas), missed=bool(missed))
 
     def check_recovery(self, recovery: str) -> None:
-        if self.margin == "cost_optimal" and recovery not in PRICED_RECOVERIES:
-            raise ValueError(f"the cost_optimal margin cannot price recovery {recovery!r} (a truncation then costs "
-                             f"score, not FLOPs); use it with {', '.join(PRICED_RECOVERIES)}")
+        if self.margin == "cost_optimal":
+            check_priced_recovery(recovery)
 
     def sampler_config(self, base: SamplerConfig) -> SamplerConfig:
         return dataclasses.replace(base, stop_after_eos_block=True) if self.early_stop else base

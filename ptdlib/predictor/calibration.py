@@ -240,9 +240,7 @@ class CostOptimalMargin(AdditiveMargin):
         """Search ``margins`` (default ``0 … max_canvas``); with ``early_stop`` the block is ``round_to``."""
         pred, y = _calibration_pair(predictions, lengths)
         _check_canvas_args(max_canvas, round_to)
-        if recovery not in PRICED_RECOVERIES:
-            raise ValueError(f"the cost-optimal margin cannot price recovery {recovery!r} (a truncation then "
-                             f"costs score, not FLOPs); choose from {', '.join(PRICED_RECOVERIES)}")
+        check_priced_recovery(recovery)
         P = np.zeros_like(pred) if prompt_lengths is None else check_lengths(prompt_lengths, "prompt_lengths")
         if len(P) != len(pred):
             raise ValueError(f"got {len(P)} prompt lengths for {len(pred)} predictions")
@@ -254,6 +252,14 @@ class CostOptimalMargin(AdditiveMargin):
                                         max_canvas, recovery, early_stop, round_to) for m in grid])
         best = int(np.argmin(costs))  # first minimum: the smallest margin among ties
         return cls(float(grid[best]), recovery, bool(early_stop), tuple(grid.tolist()), tuple(costs.tolist()))
+
+
+def check_priced_recovery(recovery: str) -> str:
+    """``recovery`` if its re-runs can be priced in FLOPs (:data:`PRICED_RECOVERIES`); ValueError otherwise."""
+    if recovery not in PRICED_RECOVERIES:
+        raise ValueError(f"the cost-optimal margin cannot price recovery {recovery!r} (a truncation then costs "
+                         f"score, not FLOPs); choose from {', '.join(PRICED_RECOVERIES)}")
+    return recovery
 
 
 def expected_cost(canvases, lengths, prompt_lengths, cost_fn: Callable = quadratic_cost,
@@ -274,8 +280,7 @@ def expected_cost(canvases, lengths, prompt_lengths, cost_fn: Callable = quadrat
     A query truncated at the maximum canvas is not re-run (nothing larger exists), as in
     :func:`ptdlib.canvas.recovery.recover`.
     """
-    if recovery not in PRICED_RECOVERIES:
-        raise ValueError(f"recovery {recovery!r} cannot be priced; choose from {', '.join(PRICED_RECOVERIES)}")
+    check_priced_recovery(recovery)
     if early_stop and (block is None or block <= 0):
         raise ValueError(f"early_stop needs the sampler's block length (a positive block), got {block!r}")
     c = np.asarray(canvases, dtype=float)
