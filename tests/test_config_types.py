@@ -125,3 +125,10 @@ def test_malformed_toml_and_binary_files_are_one_line(tmp_path):
     binary.write_bytes(b"\xff\xfe\x00splits")
     with pytest.raises(ValueError, match="is not UTF-8 text"):
         load_config(binary)
+
+
+def test_a_quoted_opt_in_to_code_execution_is_refused_not_taken_as_true():
+    from ptdlib.tasks.sources import source_from_dict
+
+    with pytest.raises(ValueError, match=r"sources\[0\].allow_code_execution must be true or false, got 'false'"):
+        source_from_dict({"name": "h", "benchmark": "humaneval", "allow_code_execution": "false"}, "sources[0]")

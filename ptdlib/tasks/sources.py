@@ -37,6 +37,7 @@ from pathlib import Path
 
 from ptdlib.tasks.benchmarks import Record, get_benchmark
 from ptdlib.tasks.splits import Query
+from ptdlib.validation import check_types
 
 #: the parts a source is cut into (DESIGN.md §4: fit on train, calibrate on calib, evaluate on test)
 SOURCE_SPLITS = ("train", "calib", "test")
@@ -301,6 +302,7 @@ def source_from_dict(data: Mapping, where: str = "source") -> SourceSpec:
     if missing:
         raise ValueError(f"{where} lacks {', '.join(missing)}")
     d = dict(data)
+    check_types(SourceSpec, d, where)  # e.g. allow_code_execution: "false" (quoted) is refused, not taken as true
     for key in ("files", "fractions", "fields"):
         if isinstance(d.get(key), Mapping):
             d[key] = dict(d[key])
