@@ -55,12 +55,12 @@ GRID = [
 FINE_GRID = [
     {"name": "fixed", "params": {"L": 128}},
     {"name": "oracle"},
+    *GRID[-7:],  # the new arms, as in GRID; first, so that an interrupted run has them
     {"name": "predicted", "params": {"margin": "conformal", "alpha": [0.01, 0.05]}},
     {"name": "predicted", "params": {"margin": "conformal", "alpha": 0.01, "early_stop": True}},
     {"name": "smartcrop", "params": {"tau": 0.99, "rule": "running_max"}},
     {"name": "smartcrop", "params": {"tau": 0.99, "rule": "running_max", "early_stop": True}},
     {"name": "growth", "params": {"block": 8}},
-    *GRID[-7:],  # the new arms, as in GRID
 ]
 
 
