@@ -176,3 +176,5 @@ def test_editing_policies_refuse_recoveries_off_the_block_grid():
         make_policy("rho_eos").check_recovery("double")
     with pytest.raises(ValueError, match="steps=None"):
         make_policy("daedal").sampler_config(SamplerConfig(steps=64, block_length=8))
+    with pytest.raises(ValueError, match="rho_eos decodes one token per step"):
+        make_policy("rho_eos").check_config(CanvasLimits(128, 8), SamplerConfig(steps=64, block_length=8))

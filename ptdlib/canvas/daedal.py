@@ -165,6 +165,9 @@ class DaedalCanvas(CanvasPolicy):
             raise ValueError(f"{self.name} edits canvases off the block grid; recover with "
                              f"{' or '.join(EDITING_RECOVERIES)}, not {recovery!r}")
 
+    def check_config(self, limits: CanvasLimits, sampler: SamplerConfig) -> None:
+        self.sampler_config(sampler)  # refuses a fixed number of steps before anything runs
+
     def sampler_config(self, base: SamplerConfig) -> SamplerConfig:
         if self.threshold is not None:
             return dataclasses.replace(base, threshold=self.threshold)

@@ -140,6 +140,7 @@ class RhoEosCanvas(CanvasPolicy):
         return RhoEosEditor(self, limits.max_canvas)
 
     check_recovery = DaedalCanvas.check_recovery
+    check_config = DaedalCanvas.check_config
     sampler_config = DaedalCanvas.sampler_config
 
     def params(self) -> dict:
