@@ -55,7 +55,7 @@ GRID = [
 FINE_GRID = [
     {"name": "fixed", "params": {"L": 128}},
     {"name": "oracle"},
-    *GRID[-7:],  # the new arms, as in GRID; first, so that an interrupted run has them
+    *GRID[-3:], *GRID[-7:-3],  # the new arms, as in GRID; first (unfitted ones first) for an interrupted run
     {"name": "predicted", "params": {"margin": "conformal", "alpha": [0.01, 0.05]}},
     {"name": "predicted", "params": {"margin": "conformal", "alpha": 0.01, "early_stop": True}},
     {"name": "smartcrop", "params": {"tau": 0.99, "rule": "running_max"}},
