@@ -11,9 +11,10 @@ the chunks still to do to :func:`run_on_ray` instead of its serial loop:
   object store once (``ray.put``); each worker fetches them once and keeps them.
 * **Chunks as tasks.** An idle worker takes the next chunk; the worker runs it with
   :func:`ptdlib.runner.run_chunk`, the serial path's own function, which writes the chunk file atomically
-  (temporary file, fsync, rename). A chunk file therefore exists complete or not at all, and a chunk run twice
-  rewrites the same file: a retry never duplicates rows, and a later ``ptd run`` (with or without ``--ray``)
-  resumes from the files like any other run.
+  (temporary file, fsync, rename). A chunk file therefore exists complete or not at all; a retried chunk whose
+  file is already there (its worker died after writing it) is not run again, and one run twice would rewrite the
+  same file: a retry never duplicates rows, and a later ``ptd run`` (with or without ``--ray``) resumes from the
+  files like any other run.
 * **Failures.** A worker that dies (killed, out of memory, its node lost) or a chunk that raises is retried,
   on a fresh worker when the old one died, up to ``max_attempts`` times in all; a chunk that keeps failing is
   reported by id with its last error and the rest of the run completes (``ptd run`` then exits with status 1;
@@ -54,6 +55,25 @@ def _import_ray():
     except ImportError as e:  # a missing optional extra is an environment the user can fix
         raise ValueError("ptd run --ray needs Ray: pip install 'ptdlib[ray]' (or ray==2.60.0)") from e
     return ray
+
+
+def init_ray(address: str = LOCAL, tries: int = 3, **kwargs) -> None:
+    """Connect this process to Ray: ``address`` ``"local"`` starts a local instance, anything else goes to
+    ``ray.init(address=...)``; ``kwargs`` go to ``ray.init`` (e.g. ``num_cpus``, ``include_dashboard``).
+
+    A local instance is started up to ``tries`` times: Ray's raylet gives its helper processes 15 s to start
+    and aborts otherwise, which a busy small machine can miss (Ray then raises a bare ``Exception`` and leaves
+    nothing running).
+    """
+    ray = _import_ray()
+    for attempt in range(1, tries + 1):
+        try:
+            ray.init(address=None if address == LOCAL else address, **kwargs)
+            return
+        except Exception:  # noqa: BLE001  (Ray's "node timed out during startup" is a bare Exception)
+            ray.shutdown()
+            if address != LOCAL or attempt == tries:
+                raise
 
 
 def _fault(chunk_id: str, stage: str) -> None:
@@ -103,6 +123,7 @@ class ChunkWorker:
         that Ray hands over the reference rather than fetching the object for every call)."""
         import ray
 
+        from ptdlib.results import chunk_path, read_chunk
         from ptdlib.runner import run_chunk
 
         if self.fingerprint != fingerprint:
@@ -111,6 +132,9 @@ class ChunkWorker:
         key = work_ref[0].hex()
         if key not in self._work:
             self._work = {key: ray.get(work_ref[0])}
+        done = chunk_path(out, chunk.id)
+        if done.exists():  # a retry of a chunk whose worker died after writing it (or another process wrote it)
+            return len(read_chunk(done, chunk.size))
         _fault(chunk.id, "start")
         rows = run_chunk(self.lm, self.counter, cfg, Path(out), chunk, self._work[key],
                          allow_code_execution=allow_code_execution)
@@ -165,7 +189,7 @@ def run_on_ray(cfg, out: Path, chunks: list, work, *, address: str = LOCAL, devi
 
     started = not ray.is_initialized()
     if started:
-        ray.init(address=None if address == LOCAL else address, log_to_driver=progress)
+        init_ray(address, log_to_driver=progress)
     try:
         slots, resources = worker_slots(ray, device)
         n_workers = min(workers or slots, len(chunks))
@@ -231,4 +255,4 @@ def _last_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {lines[-1] if lines else ''}"
 
 
-__all__ = ["FAULTS_ENV", "LOCAL", "MAX_ATTEMPTS", "ChunkWorker", "run_on_ray", "worker_slots"]
+__all__ = ["FAULTS_ENV", "LOCAL", "MAX_ATTEMPTS", "ChunkWorker", "init_ray", "run_on_ray", "worker_slots"]

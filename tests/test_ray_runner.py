@@ -46,19 +46,6 @@ def config_dict(model_path) -> dict:
     }
 
 
-def start_local_ray(tries: int = 3) -> None:
-    """``ray.init`` with 2 CPUs. Ray's raylet gives its helper processes 15 s to start and aborts otherwise, which
-    a busy 2-core machine can miss: a failed start is retried (it leaves nothing running)."""
-    for attempt in range(1, tries + 1):
-        try:
-            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-            return
-        except Exception:  # noqa: BLE001  (Ray raises a bare Exception when its node times out)
-            ray.shutdown()
-            if attempt == tries:
-                raise
-
-
 @pytest.fixture(scope="module")
 def env(tmp_path_factory, tokenizer):
     """A saved tiny model, a private label cache, one torch thread (the workers' count: identical numerics),
@@ -72,7 +59,7 @@ def env(tmp_path_factory, tokenizer):
     torch.set_num_threads(1)
     cfg_file = root / "grid.yaml"
     cfg_file.write_text(yaml.safe_dump(config_dict(model_dir), sort_keys=False))
-    start_local_ray()
+    ray_runner.init_ray(ray_runner.LOCAL, num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield {"root": root, "config": cfg_file, "faults": root / "faults.json"}
     ray.shutdown()
     torch.set_num_threads(old_threads)
@@ -156,3 +143,19 @@ def test_a_serial_run_cut_short_is_completed_by_a_ray_run(env, reference):
     stats = run(cfg, output=out, progress=False, ray=ray_runner.LOCAL)
     assert stats.chunks_written == CHUNKS - first.chunks_written and stats.rows_skipped == first.rows_written
     same_rows(load_results(out), reference)
+
+
+def test_a_worker_whose_model_is_not_the_runs_refuses_and_the_chunk_is_reported(env, reference, tmp_path):
+    from ptdlib.results import RUN_FILE
+    from ptdlib.runner import SharedWork
+
+    out = tmp_path / "other-weights"
+    (out / "chunks").mkdir(parents=True)
+    record = json.loads((env["root"] / "serial" / RUN_FILE).read_text())
+    record["model"]["fingerprint"] = "0" * 16  # the run was planned with other weights than the workers load
+    (out / RUN_FILE).write_text(json.dumps(record))
+    chunk = plan_chunks(load_config(env["config"]))[0]
+    written, failed = ray_runner.run_on_ray(load_config(env["config"]), out, [chunk], SharedWork({}, {}, {}),
+                                            workers=1, max_attempts=1, progress=False)
+    assert written == 0 and [cid for cid, _ in failed] == [chunk.id]
+    assert "is not the run's (fingerprint 0000000000000000)" in failed[0][1] and not finished_chunks(out)
