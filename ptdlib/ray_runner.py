@@ -113,6 +113,9 @@ class ChunkWorker:
 
         if threads:
             torch.set_num_threads(threads)
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # Ray forwards worker output to the driver, whose one bar is the run's
         self.lm = load_model(model_spec, device)
         self.counter = FlopCounter(self.lm)
         self.fingerprint = model_fingerprint(self.lm)
