@@ -287,6 +287,9 @@ def run(cfg: RunConfig, *, output: str | Path | None = None, shard: tuple[int, i
 
         del bench, lm  # the workers load their own copy; a model this call loaded is freed before they start
         if torch.cuda.is_available():
+            import gc
+
+            gc.collect()
             torch.cuda.empty_cache()
         written, failed = run_on_ray(cfg, out, todo, work, address=ray, device=device, progress=progress,
                                      allow_code_execution=allow_code_execution)
