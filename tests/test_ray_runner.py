@@ -1,8 +1,8 @@
 """``ptd run --ray``: a grid's chunks on a local Ray instance (2 CPUs) give the serial run's rows, survive
 workers that die, report chunks that keep failing, and resume with and from serial runs.
 
-Marked ``ray`` (skip with ``-m "not ray"``): starting Ray and its worker processes takes tens of seconds on
-a 2-core machine. One Ray instance serves the whole module.
+The tests that start Ray are marked ``ray`` (skip with ``-m "not ray"``): starting Ray and its worker processes
+takes tens of seconds on a 2-core machine. One Ray instance serves the whole module.
 """
 
 import json
@@ -20,8 +20,6 @@ from ptdlib.cli import run as run_cli
 from ptdlib.results import ROW_KEY, finished_chunks, load_results
 from ptdlib.runconfig import load_config, plan_chunks
 from ptdlib.runner import run
-
-pytestmark = pytest.mark.ray
 
 SPLIT_SIZE = 8  # test queries: two chunks of four
 CELLS = 5  # strategies below, expanded
@@ -88,6 +86,7 @@ def same_rows(a: pd.DataFrame, b: pd.DataFrame) -> None:
     pd.testing.assert_frame_equal(norm(a), norm(b))
 
 
+@pytest.mark.ray
 def test_a_ray_run_writes_the_serial_runs_rows_and_a_second_one_resumes_with_nothing_to_do(env, reference):
     out = env["root"] / "ray"
     stats = run(load_config(env["config"]), output=out, progress=False, ray=ray_runner.LOCAL)
@@ -99,6 +98,7 @@ def test_a_ray_run_writes_the_serial_runs_rows_and_a_second_one_resumes_with_not
     assert {p: p.stat().st_mtime_ns for p in (out / "chunks").iterdir()} == stamps
 
 
+@pytest.mark.ray
 def test_workers_killed_before_a_chunk_and_after_writing_one_still_give_every_row_once(env, reference):
     out = env["root"] / "killed"
     faults = [{"chunk": "*", "times": 1, "stage": "start"}, {"chunk": "*", "times": 1, "stage": "written"}]
@@ -114,6 +114,7 @@ def test_workers_killed_before_a_chunk_and_after_writing_one_still_give_every_ro
     same_rows(load_results(out), reference)
 
 
+@pytest.mark.ray
 def test_a_chunk_that_keeps_failing_is_reported_and_a_serial_run_completes_the_ray_run(env, reference, monkeypatch,
                                                                                       capsys):
     out = env["root"] / "failing"
@@ -135,6 +136,7 @@ def test_a_chunk_that_keeps_failing_is_reported_and_a_serial_run_completes_the_r
     same_rows(load_results(out), reference)
 
 
+@pytest.mark.ray
 def test_a_serial_run_cut_short_is_completed_by_a_ray_run(env, reference):
     out = env["root"] / "half"
     cfg = load_config(env["config"])
@@ -145,6 +147,7 @@ def test_a_serial_run_cut_short_is_completed_by_a_ray_run(env, reference):
     same_rows(load_results(out), reference)
 
 
+@pytest.mark.ray
 def test_a_worker_whose_model_is_not_the_runs_refuses_and_the_chunk_is_reported(env, reference, tmp_path):
     from ptdlib.results import RUN_FILE
     from ptdlib.runner import SharedWork
@@ -159,3 +162,40 @@ def test_a_worker_whose_model_is_not_the_runs_refuses_and_the_chunk_is_reported(
                                             workers=1, max_attempts=1, progress=False)
     assert written == 0 and [cid for cid, _ in failed] == [chunk.id]
     assert "is not the run's (fingerprint 0000000000000000)" in failed[0][1] and not finished_chunks(out)
+
+
+class _Cluster:
+    """A stand-in for the ``ray`` module's cluster_resources (no Ray started)."""
+
+    def __init__(self, **resources):
+        self.resources = resources
+
+    def cluster_resources(self):
+        return dict(self.resources)
+
+
+def test_workers_are_one_per_gpu_when_the_cluster_has_gpus_else_one_per_cpu():
+    assert ray_runner.worker_slots(_Cluster(CPU=64.0, GPU=8.0)) == (8, {"num_gpus": 1, "num_cpus": 1})
+    assert ray_runner.worker_slots(_Cluster(CPU=2.0)) == (2, {"num_cpus": 1})
+    assert ray_runner.worker_slots(_Cluster(CPU=64.0, GPU=8.0), "cpu") == (64, {"num_cpus": 1})
+    with pytest.raises(ValueError, match="--device cuda, but the Ray cluster has no GPU"):
+        ray_runner.worker_slots(_Cluster(CPU=2.0), "cuda")
+    with pytest.raises(ValueError, match="must be auto, cpu or cuda .* got 'cuda:1'"):
+        ray_runner.worker_slots(_Cluster(CPU=2.0, GPU=1.0), "cuda:1")
+
+
+@pytest.mark.ray
+def test_a_model_that_does_not_load_on_a_worker_stops_the_run_with_the_loading_error(env, reference, tmp_path):
+    from dataclasses import replace
+
+    from ptdlib.results import RUN_FILE
+    from ptdlib.runner import SharedWork
+
+    out = tmp_path / "no-model"
+    (out / "chunks").mkdir(parents=True)
+    (out / RUN_FILE).write_text((env["root"] / "serial" / RUN_FILE).read_text())
+    cfg = load_config(env["config"])
+    cfg = replace(cfg, model=replace(cfg.model, path=str(tmp_path / "missing-model")))  # absent on the "node"
+    with pytest.raises(RuntimeError, match=r"(?s)could not load the model.*missing-model"):
+        ray_runner.run_on_ray(cfg, out, plan_chunks(cfg)[:1], SharedWork({}, {}, {}), workers=1, progress=False)
+    assert not finished_chunks(out)
