@@ -72,7 +72,7 @@ def synthetic_workload(prompt_mean: float, response_mean: float, n: int = 2000, 
     """
     for name, mean in (("prompt_mean", prompt_mean), ("response_mean", response_mean)):
         if not math.isfinite(mean) or mean < 0:
-            raise ValueError(f"{name} must be a finite number >= 0, got {mean}")
+            raise ValueError(f"{name} must be >= 0 and finite, got {mean}")
     if not math.isfinite(spread) or spread < 0 or n < 1:
         raise ValueError(f"need spread >= 0 and n >= 1, got spread={spread}, n={n}")
     rng = np.random.default_rng(seed)

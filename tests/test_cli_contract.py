@@ -98,7 +98,7 @@ def test_library_guards_name_the_value_too():
 
     with pytest.raises(ValueError, match="n_boot .* got 0"):
         bootstrap_saving(np.ones(3), np.ones(3), n_boot=0)
-    with pytest.raises(ValueError, match="prompt_mean must be a finite number >= 0, got nan"):
+    with pytest.raises(ValueError, match="prompt_mean must be >= 0 and finite, got nan"):
         synthetic_workload(float("nan"), 10.0)
 
 
