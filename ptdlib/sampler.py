@@ -235,8 +235,9 @@ class _Batch:
         Each step denoises the current block, the first block (of ``block_length`` canvas positions) that still
         holds a mask in some active row; rows with no mask there sit the step out. A step commits one token
         per row (LLaDA's S = L: one pass per masked position) or, with ``threshold``, Fast-dLLM's rule. The
-        last block may be partial (canvases need not be whole blocks). Without edits this is the plain loop
-        with S = L, token for token. Early stopping: a row stops once its fully committed blocks hold EOS.
+        last block may be partial (canvases need not be whole blocks). Rows whose canvases span the same number
+        of blocks share a forward pass. Without edits this is the plain loop with S = L, token for token.
+        Early stopping: a row stops once its fully committed blocks hold EOS.
         """
         bl, mask_id, P = self.cfg.block_length, self.lm.mask_id, self.P
         step = 0
@@ -247,8 +248,13 @@ class _Batch:
                 break
             b = int(masked.float().argmax(1)[todo].min()) // bl  # argmax of a bool row: its first mask
             rows = masked[:, b * bl:(b + 1) * bl].any(1).nonzero().squeeze(1)
-            k = None if self.cfg.threshold is not None else torch.ones(len(rows), dtype=torch.long)
-            self._step(rows, k, b, P + b * bl, P + (b + 1) * bl, step)
+            # rows whose canvases span the same number of blocks share a pass, as fresh canvases of one length
+            # do (sample() groups queries by canvas length): a row is not padded to a much longer neighbour
+            width = (self.lens[rows] + bl - 1) // bl
+            for w in width.unique().tolist():
+                sub = rows[width == w]
+                k = None if self.cfg.threshold is not None else torch.ones(len(sub), dtype=torch.long)
+                self._step(sub, k, b, P + b * bl, P + (b + 1) * bl, step)
             step += 1
             if self.cfg.stop_after_eos_block:
                 canvas = self.x[:, P:].cpu()

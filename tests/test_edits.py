@@ -71,16 +71,17 @@ def test_shrinking_cuts_the_tail_and_later_passes_are_shorter(tiny_lm, counter):
     assert ledger.per_query()[0]["denoise"] == 10 * counter.forward_flops(P + 24) + 2 * counter.forward_flops(P + 12)
 
 
-def test_growing_one_row_pads_its_batch_and_every_row_pays_the_padded_pass(tiny_lm):
+def test_a_grown_row_takes_its_own_pass_so_its_neighbour_is_not_padded(tiny_lm):
     editor = ScriptedEditor({(1, 0): [Resize(1, length=20)]})
     passes = Passes()
     outs = sample(tiny_lm, PROMPTS[:2], 8, CFG, editor=editor, callbacks=[passes])
     assert [o.canvas_length for o in outs] == [8, 20]
     assert all(tiny_lm.mask_id not in o.tokens for o in outs)
-    P = max(len(tiny_lm.encode_prompt(p)) for p in PROMPTS[:2])
-    # steps 1-7: both rows, padded to the longer canvas; then row 1 alone on its second and third blocks
-    assert [(e.batch_size, e.seq_len) for e in passes.events[:8]] == [(2, P + 8)] + [(2, P + 20)] * 7
-    assert all(e.query_ids == (1,) for e in passes.events[8:]) and len(passes.events) == 8 + 12
+    P0, P1 = (len(tiny_lm.encode_prompt(p)) for p in PROMPTS[:2])
+    # step 0: one pass for both; steps 1-7: a pass per canvas width (1 and 3 blocks), each at its own length;
+    # then row 1 alone on its second and third blocks
+    first = [(2, max(P0, P1) + 8)] + [(1, P0 + 8), (1, P1 + 20)] * 7
+    assert [(e.batch_size, e.seq_len) for e in passes.events] == first + [(1, P1 + 20)] * 12
 
 
 def test_apply_edit_inserts_appends_and_cuts():
