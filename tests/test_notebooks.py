@@ -34,7 +34,7 @@ FIGURES = {
 BAD = {
     "01_tour.ipynb": ({"rule": "sum"}, "'rule' must be one of ['running_max', 'product'], got 'sum'"),
     "02_length_signal.ipynb": ({"taus": [0.5, 1.5]}, "'taus[1]' must be in [1e-06, 1], got 1.5"),
-    "03_predictor.ipynb": ({"n_test": "all"}, "'n_test' must be int, got 'all' (str)"),
+    "03_predictor.ipynb": ({"n_test": "all"}, "'n_test' must be an integer, got 'all' (a string)"),
     "04_margin_tradeoffs.ipynb": ({"n_margins": 1}, "'n_margins' must be in [2, 10000], got 1"),
     "05_distribution_shift.ipynb": ({"stream_order": ["test", "shift_lenght"]}, "'stream_order' must be one of"),
     "06_quality_significance.ipynb": ({"correction": "bonferroni"}, "'correction' must be one of ['holm', 'fdr_bh']"),

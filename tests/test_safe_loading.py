@@ -82,7 +82,8 @@ def test_a_crafted_training_checkpoint_is_refused_without_running_its_code(tmp_p
         load_checkpoint(evil)
     assert ptd(["bench", "sampler", "--model", str(evil)]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("ptd bench sampler: error: cannot read checkpoint") and len(err.splitlines()) == 1
+    assert err.startswith("ptd bench sampler: error: cannot ") and "checkpoint" in err and str(evil) in err
+    assert len(err.splitlines()) == 1
     assert not marker.exists()
 
 
