@@ -72,7 +72,7 @@ def load_model(spec: ModelSpec, device: str = "auto"):
 
         tok = build_tokenizer()
         model = build_model(tok)
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)  # tensors only: no code runs
         model.load_state_dict(ckpt["model"])
         name = path.parent.name if path.parent.name else path.stem
         return embedded_lm(model.to(device=device, dtype=dtype).eval(), tok, model_id=f"{name}@step{ckpt.get('step', '?')}")
