@@ -33,52 +33,12 @@ import torch
 from ptdlib.canvas import CanvasPolicy, OracleCanvas, evaluate_strategy, get_policy_class, make_policy
 from ptdlib.runconfig import Cell, ModelSpec, RunConfig, plan_chunks, shard_of
 
-#: model_type of the embedded architecture's config.json (loaded with its own prompt format)
-EMBEDDED_MODEL_TYPE = "ptd_llada"
-
-
 # ---------------------------------------------------------------- the model
-def resolve_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
 def load_model(spec: ModelSpec, device: str = "auto"):
-    """The :class:`~ptdlib.models.base.DiffusionLM` that ``spec`` names (see :class:`ModelSpec`)."""
-    from ptdlib.models.embedded import DEFAULT_MODEL_DIR
+    """The :class:`~ptdlib.models.base.DiffusionLM` that ``spec`` names: :func:`ptdlib.models.spec.load_lm`."""
+    from ptdlib.models.spec import load_lm
 
-    device, dtype = resolve_device(device), getattr(torch, spec.dtype)
-    path = DEFAULT_MODEL_DIR if spec.path == "embedded" else Path(spec.path)
-    loader = spec.loader
-    if loader == "auto":
-        if path.is_file():
-            loader = "checkpoint"
-        elif (path / "config.json").exists():
-            model_type = json.loads((path / "config.json").read_text()).get("model_type")
-            loader = "embedded" if model_type == EMBEDDED_MODEL_TYPE else "hf"
-        else:
-            hint = " (train the shipped model with `ptd train-model`)" if spec.path == "embedded" else ""
-            raise FileNotFoundError(f"model.path {path} is neither a model directory (with config.json) nor a "
-                                    f"checkpoint file{hint}")
-    if loader == "embedded":
-        from ptdlib.models.embedded_lm import load_embedded
-
-        return load_embedded(path, device=device, dtype=dtype)
-    if loader == "checkpoint":  # a training checkpoint of the embedded model: its "model" state dict
-        from ptdlib.models.embedded import build_model
-        from ptdlib.models.embedded_lm import embedded_lm
-        from ptdlib.models.tokenizer import build_tokenizer
-
-        tok = build_tokenizer()
-        model = build_model(tok)
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)  # tensors only: no code runs
-        model.load_state_dict(ckpt["model"])
-        name = path.parent.name if path.parent.name else path.stem
-        return embedded_lm(model.to(device=device, dtype=dtype).eval(), tok, model_id=f"{name}@step{ckpt.get('step', '?')}")
-    from ptdlib.models.hf import load_hf_dllm
-
-    return load_hf_dllm(path, style=spec.style, trust_remote_code=spec.trust_remote_code, device=device, dtype=dtype)
+    return load_lm(spec, device)
 
 
 # ---------------------------------------------------------------- labels and fitted policies
