@@ -29,7 +29,7 @@ from pathlib import Path
 
 import yaml
 
-from ptdlib.canvas import RECOVERIES, CanvasLimits, make_policy
+from ptdlib.canvas import RECOVERIES, CanvasLimits, CanvasPolicy, get_policy_class, make_policy
 from ptdlib.models.spec import ModelSpec
 from ptdlib.sampler import SamplerConfig
 from ptdlib.tasks import SPLITS
@@ -161,7 +161,21 @@ class RunConfig:
             raise ValueError("strategies is empty: name at least one strategy (e.g. {name: fixed, params: {L: 128}})")
         self.cells  # expands and validates the grid
         self._check_runnable()
+        self._check_fit_parts()
         self.baseline_arm  # the baseline must be one of the cells
+
+    def _check_fit_parts(self) -> None:
+        """With file sources, a strategy that learns (heuristic, predicted, ...) needs every source to have the
+        train and calib parts it fits and calibrates on; found here, not after the model loaded."""
+        learners = sorted({c.name for c in self.cells if get_policy_class(c.name).fit is not CanvasPolicy.fit})
+        if not self.sources or not learners:
+            return
+        for spec in self.sources:
+            missing = [s for s in FIT_SPLITS if s not in spec.split_files()]
+            if missing:
+                raise ValueError(f"source {spec.name!r} has no {' or '.join(missing)} part, which the strategies "
+                                 f"{', '.join(learners)} learn from; give it fractions or files for train and calib, "
+                                 f"or drop those strategies")
 
     def _check_runnable(self) -> None:
         """What would otherwise fail only after the model loaded and labels were computed: the sampler's steps

@@ -112,3 +112,16 @@ def test_unknown_file_format_names_the_formats(tmp_path):
     (tmp_path / "q.txt").write_text("hello")
     with pytest.raises(ValueError, match=r"unknown format; use one of \.jsonl"):
         load_source(_spec(tmp_path / "q.txt"))
+
+
+def test_a_learning_strategy_on_a_source_without_train_or_calib_is_refused_at_config_time(tmp_path):
+    from ptdlib.runconfig import RunConfig
+
+    path = _jsonl(tmp_path / "qa.jsonl", [{"id": str(i), "question": f"q {i}", "answer": "a"} for i in range(4)])
+    cfg = {"splits": {"test": 4}, "strategies": [{"name": "fixed", "params": {"L": 128}}],
+           "sources": [{"name": "qa", "benchmark": "qa", "path": str(path), "fractions": {"test": 1.0},
+                        "fields": {"prompt": "question", "reference": "answer"}}]}
+    RunConfig.from_dict(cfg)  # a fixed canvas learns nothing
+    cfg["strategies"].append({"name": "predicted", "params": {"margin": "conformal", "alpha": 0.1}})
+    with pytest.raises(ValueError, match="source 'qa' has no train or calib part, which the strategies predicted"):
+        RunConfig.from_dict(cfg)
