@@ -54,7 +54,7 @@ def test_numbers_on_the_page_are_those_of_the_result_rows(smoke_report):
     out = smoke_report["out"]
     page = (out / "REPORT.md").read_text()
     rows = load_results(out / "runs")
-    assert len(rows) == 11 * report.SMOKE_QUERIES  # every cell of configs/report.yaml on the smoke test split
+    assert len(rows) == 13 * report.SMOKE_QUERIES  # every cell of configs/report.yaml on the smoke test split
     ov = strategy_overview(rows, 128).set_index("arm")
     for arm, r in ov.iterrows():
         line = next(line for line in page.splitlines() if line.startswith("|") and f"| {arm} " in line)

@@ -340,15 +340,21 @@ def label_model_check(rows: pd.DataFrame, counter, cfg) -> pd.DataFrame:
     arm's own canvases: ``flops_exact`` = share of rows whose ``flops_total`` the analytic replay (given the
     measured first-attempt truncation) reproduces exactly; ``truncation`` (measured) next to
     ``truncation_labels`` (own length ≥ canvas), the gap being how often the model answers differently on
-    a shorter canvas. Arms with early stopping (growth) or ``extend`` recovery are skipped.
+    a shorter canvas. Arms with early stopping (growth), ``extend`` recovery, or a canvas edited while decoding
+    (daedal, rho_eos: their policies have an ``editor``) are skipped.
     """
     from ptdlib.analysis.significance import short_arm_labels
+    from ptdlib.canvas import CanvasPolicy, get_policy_class
+
+    def edits(strategy: str) -> bool:
+        cls = get_policy_class(strategy)
+        return cls.editor is not CanvasPolicy.editor or cls.initial_canvases is not CanvasPolicy.initial_canvases
 
     online = {(c.name, c.params) for c in cfg.cells if c.online}  # served batch by batch in one chunk
     out = []
     keys = ["split", "strategy", "params", "recovery", "seed"]
     for (split, strategy, params, recovery, seed), g in rows.groupby(keys, sort=False):
-        if strategy == "growth" or recovery not in ANALYTIC_RECOVERIES:
+        if strategy == "growth" or recovery not in ANALYTIC_RECOVERIES or edits(strategy):
             continue
         g = g.sort_values("qid")
         extra = (g["flops_probe"] + g["flops_predictor"]).to_numpy()
