@@ -52,6 +52,7 @@ schedule (``block * steps_per_block + i``); with the threshold rule, the batch's
 from __future__ import annotations
 
 import hashlib
+import warnings
 import numbers
 from collections import defaultdict
 from dataclasses import dataclass
@@ -240,8 +241,17 @@ class _Batch:
         Early stopping: a row stops once its fully committed blocks hold EOS.
         """
         bl, mask_id, P = self.cfg.block_length, self.lm.mask_id, self.P
+        # a row commits at least one token per step, so it can take no more steps than the positions its prompt
+        # leaves; an editor that keeps re-opening a canvas past that would never finish: stop such rows
+        cap = torch.tensor([self.lm.max_positions - n for n in self.prompt_lens])
         step = 0
         while True:
+            stuck = self.active & (torch.tensor(self.steps_run) >= cap)
+            if stuck.any():
+                warnings.warn(f"queries {[self.qids[r] for r in stuck.nonzero().squeeze(1).tolist()]} stopped after "
+                              f"as many steps as they have positions: the canvas editor kept re-opening them",
+                              RuntimeWarning, stacklevel=2)
+                self.active &= ~stuck
             masked = (self.x[:, P:] == mask_id).cpu() & self.active[:, None]
             todo = masked.any(1)
             if not todo.any():
