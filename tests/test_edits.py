@@ -122,3 +122,20 @@ def test_early_stop_with_an_editor_stops_after_the_block_holding_eos(tiny_lm):
     assert [o.tokens for o in edited] == [o.tokens for o in plain]
     assert [o.forward_passes for o in edited] == [o.forward_passes for o in plain]
     torch.manual_seed(0)  # (nothing random above; keeps the module order-independent)
+
+
+class ReopensLastToken:
+    """An editor that never lets a canvas finish: it cuts the last token and puts a mask back, every step."""
+
+    def edit(self, view):
+        out = []
+        for q, n in zip(view.query_ids, view.lengths):
+            out += [Resize(q, n - 1), Resize(q, n)]
+        return out
+
+
+def test_an_editor_that_keeps_reopening_a_canvas_cannot_loop_forever(tiny_lm):
+    P = len(tiny_lm.encode_prompt(PROMPTS[0]))
+    with pytest.warns(RuntimeWarning, match=r"queries \[0\] stopped after as many steps as they have positions"):
+        out = sample(tiny_lm, PROMPTS[:1], 8, CFG, editor=ReopensLastToken())[0]
+    assert out.steps_run == tiny_lm.max_positions - P  # one commit per step: the most steps a row can need
