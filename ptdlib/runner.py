@@ -22,7 +22,6 @@ reused across splits, seeds and recoveries.
 from __future__ import annotations
 
 import copy
-import json
 import sys
 import time
 from dataclasses import dataclass
