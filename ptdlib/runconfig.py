@@ -31,6 +31,7 @@ import yaml
 
 from ptdlib.canvas import RECOVERIES, CanvasLimits, CanvasPolicy, get_policy_class, make_policy
 from ptdlib.models.spec import ModelSpec
+from ptdlib.models.spec import check_choice as _choice
 from ptdlib.sampler import SamplerConfig
 from ptdlib.tasks import SPLITS
 from ptdlib.validation import check_types
@@ -42,12 +43,6 @@ FIT_SPLITS = ("train", "calib")
 EVAL_SPLITS = tuple(s for s in SPLITS if s not in FIT_SPLITS)
 #: keys of a run configuration that do not change its results (where it is written)
 NOT_IDENTITY = ("output",)
-
-
-def _choice(where: str, value, allowed):
-    if value not in allowed:
-        raise ValueError(f"unknown {where} {value!r}; choose from {', '.join(allowed)}")
-    return value
 
 
 def _int(where: str, value) -> None:

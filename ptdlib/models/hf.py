@@ -39,6 +39,9 @@ import ptdlib.models  # noqa: F401  (registers the embedded architecture with th
 from ptdlib.models.base import DiffusionLM
 from ptdlib.models.families import FAMILIES, Family, build_native, detect_family, get_family, read_config
 
+#: what an error says when loading might need the checkpoint's own code
+REMOTE_CODE_HINT = (" (if the checkpoint ships its own code, set model.trust_remote_code: true in the run config, "
+                    "or trust_remote_code=True in Python)")
 #: ``family`` value that loads a checkpoint through the Auto classes even when a native family knows it
 REMOTE = "remote"
 #: style -> logits shift (positions between a logit and the token it predicts)
@@ -127,9 +130,7 @@ def _load_remote(path, config: dict, trust_remote_code: bool, dtype: torch.dtype
                 f"the code shipped with {path} does not run under the installed transformers "
                 f"{transformers.__version__} (the checkpoint was saved with transformers {saved}): "
                 f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
-    hint = ("" if trust_remote_code else
-            " (if the checkpoint ships its own code, set model.trust_remote_code: true in the run config, "
-            "or trust_remote_code=True in Python)")
+    hint = "" if trust_remote_code else REMOTE_CODE_HINT
     known = ", ".join(FAMILIES)
     raise ValueError(f"no native family ({known}) and no Auto class could load {path}{hint}: " + "; ".join(errors))
 
@@ -214,8 +215,7 @@ def load_hf_dllm(path: str | Path, *, family: str = "auto", style: str | None = 
         try:
             config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
         except ValueError as e:
-            hint = ("" if trust_remote_code else " (if the checkpoint ships its own code, set "
-                    "model.trust_remote_code: true in the run config, or trust_remote_code=True in Python)")
+            hint = "" if trust_remote_code else REMOTE_CODE_HINT
             raise ValueError(f"cannot read the config of {path}{hint}: {str(e).splitlines()[0]}") from None
         model, auto = _load_remote(path, raw_config, trust_remote_code, dtype)
         network = PositionCountingNetwork(model.to(device).eval())

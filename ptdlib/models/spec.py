@@ -34,9 +34,11 @@ EMBEDDED_MODEL_TYPE = "ptd_llada"
 EMBEDDED = "embedded"
 
 
-def _choice(where: str, value, allowed):
+def check_choice(where: str, value, allowed):
+    """``value`` if it is one of ``allowed``, else a ValueError naming it and the choices."""
     if value not in allowed:
         raise ValueError(f"unknown {where} {value!r}; choose from {', '.join(allowed)}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -51,10 +53,10 @@ class ModelSpec:
     dtype: str = "float32"  # weights dtype; float32 is exact on CPU, bfloat16 halves GPU memory
 
     def __post_init__(self):
-        _choice("model.loader", self.loader, LOADERS)
-        _choice("model.family", self.family, FAMILY_CHOICES)
-        _choice("model.style", self.style, STYLE_CHOICES)
-        _choice("model.dtype", self.dtype, DTYPES)
+        check_choice("model.loader", self.loader, LOADERS)
+        check_choice("model.family", self.family, FAMILY_CHOICES)
+        check_choice("model.style", self.style, STYLE_CHOICES)
+        check_choice("model.dtype", self.dtype, DTYPES)
         if not isinstance(self.trust_remote_code, bool):
             raise ValueError(f"model.trust_remote_code must be true or false, got {self.trust_remote_code!r}")
         if not isinstance(self.path, str) or not self.path.strip():
