@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from ptdlib.flops import FlopCounter
+from ptdlib.cost.flops import FlopCounter
 from ptdlib.models.embedded import build_model
-from ptdlib.models.embedded_lm import embedded_lm
+from ptdlib.models.embedded import embedded_lm
 from ptdlib.models.tokenizer import build_tokenizer
 
 # Tiny models gain nothing from several threads, and on a busy 2-core machine threads contend badly.

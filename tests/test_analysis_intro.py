@@ -17,11 +17,11 @@ from ptdlib.analysis.tour import (commit_step_matrix, committed_tokens, fill_mat
                                   token_strings, trace_strategies)
 from ptdlib.canvas import CanvasLimits, FixedCanvas, SmartCrop, make_policy, round_canvas
 from ptdlib.canvas.policies import eos_probabilities
-from ptdlib.events import StepEvent
-from ptdlib.sampler import SamplerConfig, TraceRecorder
-from ptdlib.shapes import preset
+from ptdlib.sampling.events import StepEvent
+from ptdlib.sampling.sampler import SamplerConfig, TraceRecorder
+from ptdlib.cost.shapes import preset
 from ptdlib.tasks import make_split
-from ptdlib.workload import StrategyParams, canvas_plan
+from ptdlib.cost.workload import StrategyParams, canvas_plan
 
 LIMITS = CanvasLimits(max_canvas=64, round_to=32)
 SAMPLER = SamplerConfig(block_length=32)

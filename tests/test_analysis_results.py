@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 from torch import nn
 
-from ptdlib.analysis import margins, shift, significance
+from ptdlib.analysis import margins, shift, overview
 from ptdlib.canvas import CanvasLimits, CanvasPolicy, evaluate_strategy, make_policy
-from ptdlib.sampler import SamplerConfig, sample
+from ptdlib.sampling.sampler import SamplerConfig, sample
 from ptdlib.tasks import make_split
 
 LIMITS = CanvasLimits(max_canvas=48, round_to=16)
@@ -238,27 +238,27 @@ def _rows():
 
 
 def test_overview_divides_total_flops_by_the_references_on_the_same_queries():
-    ov = significance.strategy_overview(_rows(), max_canvas=64).set_index("strategy")
+    ov = overview.strategy_overview(_rows(), max_canvas=64).set_index("strategy")
     assert ov.loc["predicted", "flops_vs_fixed"] == pytest.approx(190 / 400)
     assert ov.loc["predicted", "flops_vs_oracle"] == pytest.approx(190 / 80)
     assert ov.loc["predicted", "truncation"] == 0.25 and ov.loc["predicted", "rerun_rate"] == 0.25
     assert ov.loc["predicted", "score"] == 0.5 and ov.loc["fixed", "flops_vs_fixed"] == 1.0
-    assert "predicted(alpha=0.1)" in significance.overview_markdown(ov.reset_index())
+    assert "predicted(alpha=0.1)" in overview.overview_markdown(ov.reset_index())
 
 
 def test_overview_without_a_fixed_maximum_canvas_leaves_the_ratio_empty():
-    ov = significance.strategy_overview(_rows(), max_canvas=128)
+    ov = overview.strategy_overview(_rows(), max_canvas=128)
     assert ov["flops_vs_fixed"].isna().all() and ov["flops_vs_oracle"].notna().all()
 
 
 def test_noninferiority_reading_needs_a_margin_and_names_verdicts():
-    from ptdlib.summary import Baseline, summary_table
+    from ptdlib.stats.summary import Baseline, summary_table
 
     rows = _rows().assign(metric="exact_match", prompt_len=5)
     table = summary_table(rows, Baseline("fixed", {"L": 64}), correction="holm", n_resamples=199)
     with pytest.raises(ValueError, match="built with margin"):
-        significance.noninferiority_reading(table)
+        overview.noninferiority_reading(table)
     with_margin = summary_table(rows, Baseline("fixed", {"L": 64}), correction="holm", n_resamples=199, margin=0.1)
-    reading = significance.noninferiority_reading(with_margin)
+    reading = overview.noninferiority_reading(with_margin)
     assert set(reading["verdict"]) <= {"better", "non-inferior", "worse", "inconclusive"}
     assert reading.set_index("strategy").loc["oracle()", "quality_delta"] == 0

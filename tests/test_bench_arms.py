@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 from ptdlib.bench.arms import policy_name, summarise_arms
-from ptdlib.labels import _cache_path
-from ptdlib.sampler import SamplerConfig
+from ptdlib.experiment.labels import _cache_path
+from ptdlib.sampling.sampler import SamplerConfig
 
 
 @pytest.mark.parametrize("strategy,params,name", [

@@ -6,7 +6,7 @@ import pytest
 from ptdlib.canvas import (CanvasLimits, FixedCanvas, GrowthCanvas, OracleCanvas, SmartCrop, evaluate_strategy,
                            make_policy, round_canvas)
 from ptdlib.canvas.policies import ended_by
-from ptdlib.sampler import SamplerConfig, sample
+from ptdlib.sampling.sampler import SamplerConfig, sample
 from ptdlib.tasks import make_split
 
 LIMITS = CanvasLimits(max_canvas=64, round_to=32)

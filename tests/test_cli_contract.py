@@ -93,8 +93,8 @@ def test_numbers_and_json_options_are_checked_where_they_are_parsed(argv, named,
 def test_library_guards_name_the_value_too():
     import numpy as np
 
-    from ptdlib.cost import bootstrap_saving
-    from ptdlib.workload import synthetic_workload
+    from ptdlib.cost.pricing import bootstrap_saving
+    from ptdlib.cost.workload import synthetic_workload
 
     with pytest.raises(ValueError, match="n_boot .* got 0"):
         bootstrap_saving(np.ones(3), np.ones(3), n_boot=0)
@@ -111,8 +111,8 @@ def test_an_unknown_device_is_named(capsys, tmp_path):
 
 
 def test_a_damaged_chunk_file_is_named_by_summarize(capsys, tmp_path):
-    from ptdlib.results import chunk_path, open_run
-    from ptdlib.runconfig import RunConfig, plan_chunks
+    from ptdlib.experiment.results import chunk_path, open_run
+    from ptdlib.experiment.config import RunConfig, plan_chunks
 
     cfg = RunConfig.from_dict({"splits": {"test": 4}, "strategies": [{"name": "fixed", "params": {"L": 128}}]})
     open_run(tmp_path, cfg, "model", "fingerprint")

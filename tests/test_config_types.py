@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from ptdlib.cli import main as ptd
-from ptdlib.runconfig import RunConfig, load_config
+from ptdlib.experiment.config import RunConfig, load_config
 from ptdlib.validation import check_types, check_value
 
 BASE = {"splits": {"test": 4}, "strategies": [{"name": "fixed", "params": {"L": 64}}],

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from ptdlib.cli.cost import main
-from ptdlib.cost import bootstrap_saving, estimate, price_plans
-from ptdlib.hardware import ASSUMED_MFU, HARDWARE, Hardware, hardware, measure_mfu
-from ptdlib.shapes import LLADA_8B, AnalyticCounter, ModelShape, analytic_flops
-from ptdlib.workload import (StrategyParams, StrategyPlans, canvas_plan, plan_strategy, plans_from_results,
+from ptdlib.cost.pricing import bootstrap_saving, estimate, price_plans
+from ptdlib.cost.hardware import ASSUMED_MFU, HARDWARE, Hardware, hardware, measure_mfu
+from ptdlib.cost.shapes import LLADA_8B, AnalyticCounter, ModelShape, analytic_flops
+from ptdlib.cost.workload import (StrategyParams, StrategyPlans, canvas_plan, plan_strategy, plans_from_results,
                              synthetic_workload)
 
 #: A made-up accelerator with round numbers, so seconds can be checked by hand.

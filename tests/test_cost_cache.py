@@ -5,11 +5,11 @@ from collections import Counter
 import pytest
 
 from ptdlib.analysis.deployment import growth_plans
-from ptdlib.cost import price_plans
-from ptdlib.hardware import hardware
-from ptdlib.kvcache import CACHE_MODES
-from ptdlib.shapes import AnalyticCounter, ModelShape
-from ptdlib.workload import PLAN_CACHE_MODES, StrategyParams, canvas_plan
+from ptdlib.cost.pricing import price_plans
+from ptdlib.cost.hardware import hardware
+from ptdlib.sampling.kvcache import CACHE_MODES
+from ptdlib.cost.shapes import AnalyticCounter, ModelShape
+from ptdlib.cost.workload import PLAN_CACHE_MODES, StrategyParams, canvas_plan
 
 SHAPE = ModelShape(name="hand", n_layers=2, d_model=32, n_heads=2, n_kv_heads=2, mlp_hidden=64, vocab_size=100,
                    max_positions=256)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from ptdlib.sampler import SamplerConfig, sample
+from ptdlib.sampling.sampler import SamplerConfig, sample
 
 EXTRA_ROWS = 9  # output rows past the tokenizer, as Dream-7B's 152,064 logits over ~151,665 tokens
 

@@ -1,11 +1,11 @@
-"""Live canvas edits (ptdlib.edits) applied by the sampler's loop: positions, what stays committed, FLOPs."""
+"""Live canvas edits (ptdlib.sampling.edits) applied by the sampler's loop: positions, what stays committed, FLOPs."""
 
 import pytest
 import torch
 
-from ptdlib.edits import InsertMasks, Resize, apply_edit
-from ptdlib.flops import FlopLedger
-from ptdlib.sampler import SamplerConfig, TraceRecorder, sample
+from ptdlib.sampling.edits import InsertMasks, Resize, apply_edit
+from ptdlib.cost.flops import FlopLedger
+from ptdlib.sampling.sampler import SamplerConfig, TraceRecorder, sample
 
 PROMPTS = ["count from 3 to 9", "repeat kiwi 4 times", "spell tiger"]
 CFG = SamplerConfig(block_length=8)  # steps=None: one token per step (S = L)

@@ -7,9 +7,9 @@ import torch
 from ptdlib.canvas import CanvasLimits, evaluate_strategy, make_policy
 from ptdlib.canvas.daedal import DaedalEditor, end_confidence
 from ptdlib.canvas.rho_eos import GROW, KEEP, SHRINK, RhoEosEditor, decide, eos_density, step_multiplier
-from ptdlib.edits import InsertMasks, Resize, StepView
-from ptdlib.flops import FlopLedger
-from ptdlib.sampler import SamplerConfig
+from ptdlib.sampling.edits import InsertMasks, Resize, StepView
+from ptdlib.cost.flops import FlopLedger
+from ptdlib.sampling.sampler import SamplerConfig
 from ptdlib.tasks import make_split
 
 M, EOS, EOT, A = 9, 3, 4, 7  # mask, end tokens and an answer token of the hand-made views (V = 64)

@@ -15,8 +15,8 @@ from torch import nn
 from transformers import LlamaConfig
 
 from ptdlib.canvas import CanvasLimits, FixedCanvas, evaluate_strategy
-from ptdlib.flops import FlopCounter, FlopLedger, count_with_fvcore, count_with_torch, counter_for
-from ptdlib.shapes import DREAM_7B, LLADA_8B, analytic_flops, model_shape, shape_from_config
+from ptdlib.cost.flops import FlopCounter, FlopLedger, count_with_fvcore, count_with_torch, counter_for
+from ptdlib.cost.shapes import DREAM_7B, LLADA_8B, analytic_flops, model_shape, shape_from_config
 from ptdlib.tasks import make_split
 
 
@@ -144,7 +144,7 @@ def test_a_fallback_mid_run_reprices_every_earlier_pass_with_the_new_counter():
 
 
 def _event(kind, qids, seq_len):
-    from ptdlib.events import ForwardEvent
+    from ptdlib.sampling.events import ForwardEvent
 
     return ForwardEvent(kind, tuple(qids), seq_len)
 
@@ -166,7 +166,7 @@ def test_rows_record_the_counter_that_priced_them(tiny_lm):
 
 
 def _sampler():
-    from ptdlib.sampler import SamplerConfig
+    from ptdlib.sampling.sampler import SamplerConfig
 
     return SamplerConfig(block_length=16, steps=4)
 
@@ -174,9 +174,9 @@ def _sampler():
 def test_a_run_fvcore_cannot_trace_finishes_and_older_tables_resume_as_fvcore_rows(tiny_model, tokenizer, tiny_lm,
                                                                                   tmp_path, monkeypatch):
     from ptdlib.models.embedded import save_model
-    from ptdlib.results import LEGACY_FLOP_COUNTER, load_results
-    from ptdlib.runconfig import load_config
-    from ptdlib.runner import run
+    from ptdlib.experiment.results import LEGACY_FLOP_COUNTER, load_results
+    from ptdlib.experiment.config import load_config
+    from ptdlib.experiment.runner import run
 
     monkeypatch.setenv("PTD_CACHE_DIR", str(tmp_path / "cache"))
     model_dir = save_model(tiny_model, tokenizer, tmp_path / "tiny-model")

@@ -8,13 +8,13 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from ptdlib.events import counted_logits
-from ptdlib.flops import (AnalyticCounter, FlopCounter, FlopLedger, count_with_fvcore, count_with_torch,
+from ptdlib.sampling.events import counted_logits
+from ptdlib.cost.flops import (AnalyticCounter, FlopCounter, FlopLedger, count_with_fvcore, count_with_torch,
                           counter_for, cross_check)
 from ptdlib.models.embedded import build_model
-from ptdlib.models.embedded_lm import embedded_lm
+from ptdlib.models.embedded import embedded_lm
 from ptdlib.models.modeling import PtdLladaConfig
-from ptdlib.shapes import (DREAM_7B, LLADA_8B, PRESETS, ModelShape, analytic_flops, preset, shape_from_config,
+from ptdlib.cost.shapes import (DREAM_7B, LLADA_8B, PRESETS, ModelShape, analytic_flops, preset, shape_from_config,
                            uncounted_flops_estimate)
 
 
@@ -74,7 +74,7 @@ def test_fvcore_torch_and_analytic_agree_on_tiny_llama_with_grouped_kv_heads():
 
 
 def test_counter_counts_each_length_once_and_scales_by_batch(tiny_lm, monkeypatch):
-    import ptdlib.flops as flops
+    import ptdlib.cost.flops as flops
 
     calls = []
     real = flops.count_with_fvcore
@@ -177,7 +177,7 @@ def test_uncounted_elementwise_work_is_small_at_project_shapes():
 
 
 def test_importing_fvcore_through_ptdlib_raises_no_deprecation_warning():
-    code = "import ptdlib.flops as f; f._fvcore_nn()"
+    code = "import ptdlib.cost.flops as f; f._fvcore_nn()"
     proc = subprocess.run([sys.executable, "-W", "error::DeprecationWarning", "-c", code], capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -209,7 +209,7 @@ def test_ledger_sums_forward_passes_per_query_and_kind(tiny_lm):
 
 
 def test_ledger_of_a_sampled_batch_equals_the_sum_of_its_forward_passes(tiny_lm):
-    sampler = pytest.importorskip("ptdlib.sampler")
+    sampler = pytest.importorskip("ptdlib.sampling.sampler")
     from ptdlib.tasks import make_split
 
     queries = make_split("test", 3, seed=0)

@@ -8,7 +8,7 @@ import ptdlib.models.hf as hf
 from ptdlib.models.embedded import save_model
 from ptdlib.models.hf import load_hf_dllm
 from ptdlib.models.tokenizer import build_tokenizer
-from ptdlib.sampler import SamplerConfig, sample
+from ptdlib.sampling.sampler import SamplerConfig, sample
 
 
 @pytest.fixture(scope="module")

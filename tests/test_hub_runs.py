@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from hub_layouts import write_dream, write_llada
-from ptdlib.results import ROW_KEY, load_results
-from ptdlib.runconfig import RunConfig
-from ptdlib.runner import run
+from ptdlib.experiment.results import ROW_KEY, load_results
+from ptdlib.experiment.config import RunConfig
+from ptdlib.experiment.runner import run
 
 SPLIT_SIZE = 6
 

@@ -2,8 +2,8 @@
 
 import pytest
 
-from ptdlib.labels import label_queries, own_lengths
-from ptdlib.sampler import SamplerConfig, sample
+from ptdlib.experiment.labels import label_queries, own_lengths
+from ptdlib.sampling.sampler import SamplerConfig, sample
 from ptdlib.tasks import make_split
 
 CFG = SamplerConfig(block_length=16)
@@ -32,7 +32,7 @@ def test_early_stopped_labels_equal_the_full_canvas_run(tiny_lm, monkeypatch):
 def test_labels_are_cached_and_reused(tiny_lm, monkeypatch):
     qs = make_split("calib", 3)
     first = own_lengths(tiny_lm, qs, canvas=32, sampler=CFG)
-    import ptdlib.labels as labels_module
+    import ptdlib.experiment.labels as labels_module
 
     monkeypatch.setattr(labels_module, "sample", lambda *a, **k: pytest.fail("cached labels were recomputed"))
     assert own_lengths(tiny_lm, qs, canvas=32, sampler=CFG).tolist() == first.tolist()
@@ -44,7 +44,7 @@ def test_fingerprint_tells_apart_dtype_weights_and_special_ids_and_handles_bfloa
 
     import torch
 
-    from ptdlib.labels import model_fingerprint
+    from ptdlib.experiment.labels import model_fingerprint
 
     base = model_fingerprint(tiny_lm)
     assert model_fingerprint(tiny_lm) == base  # deterministic
@@ -63,7 +63,7 @@ def test_label_files_keep_their_names_unless_an_end_token_option_is_on(tiny_lm):
     import json
     from dataclasses import asdict, replace
 
-    from ptdlib.labels import _cache_path
+    from ptdlib.experiment.labels import _cache_path
 
     path = _cache_path(tiny_lm, 64, CFG, 0)
     # the key as it was before confidence_eos_eot_inf existed: existing label files stay valid

@@ -11,7 +11,7 @@ from ptdlib.models.families import UnsupportedCheckpoint, detect_family, read_co
 from ptdlib.models.hf import load_hf_dllm
 from ptdlib.models.padding import PaddingWarning, check_padding_invariance
 from ptdlib.models.spec import ModelSpec, load_lm
-from ptdlib.sampler import SamplerConfig, sample
+from ptdlib.sampling.sampler import SamplerConfig, sample
 
 #: float32 rounding bound the issue sets for native vs published logits
 EXACT = 1e-4

@@ -2,7 +2,7 @@
 
 import pytest
 
-from ptdlib.notebook import Param, ParameterError, check_param, check_params
+from ptdlib.analysis.notebook import Param, ParameterError, check_param, check_params
 
 
 def test_ints_are_accepted_where_floats_are_expected_but_bools_are_not_numbers():

@@ -13,10 +13,10 @@ from conftest import save_tiny_model
 
 papermill = pytest.importorskip("papermill")
 
-from ptdlib.models.embedded_lm import load_embedded  # noqa: E402
-from ptdlib.report.notebooks import declared_parameters  # noqa: E402
-from ptdlib.runconfig import RunConfig  # noqa: E402
-from ptdlib.runner import run  # noqa: E402
+from ptdlib.models.embedded import load_embedded  # noqa: E402
+from ptdlib.report.execute import declared_parameters  # noqa: E402
+from ptdlib.experiment.config import RunConfig  # noqa: E402
+from ptdlib.experiment.runner import run  # noqa: E402
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 #: the figures each notebook must write (PNG and PDF)

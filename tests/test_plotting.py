@@ -3,7 +3,7 @@
 import matplotlib.pyplot as plt
 import pytest
 
-from ptdlib import plotting
+from ptdlib.analysis import plotting
 
 
 @pytest.fixture

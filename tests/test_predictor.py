@@ -181,10 +181,10 @@ def test_fit_and_evaluate_saves_predictor_metrics_and_calibration(tmp_path, tiny
 
 
 def test_train_predictor_command_runs_with_stand_in_labels(tmp_path, tiny_lm, monkeypatch, capsys):
-    labels = types.ModuleType("ptdlib.labels")
+    labels = types.ModuleType("ptdlib.experiment.labels")
     labels.own_lengths = lambda lm, queries, canvas=128, seed=0: np.array([q.answer_length for q in queries])
-    monkeypatch.setitem(sys.modules, "ptdlib.labels", labels)
-    monkeypatch.setattr("ptdlib.models.embedded_lm.load_embedded", lambda path=None: tiny_lm)
+    monkeypatch.setitem(sys.modules, "ptdlib.experiment.labels", labels)
+    monkeypatch.setattr("ptdlib.models.embedded.load_embedded", lambda path=None: tiny_lm)
     torch.manual_seed(0)
     rc = main(["--n-train", "120", "--n-calib", "40", "--features", "text", "--out", str(tmp_path)])
     assert rc == 0

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from ptdlib.canvas import CanvasLimits, PredictedCanvas
-from ptdlib.flops import FlopLedger
+from ptdlib.cost.flops import FlopLedger
 from ptdlib.predictor import FeatureSet
 from ptdlib.predictor.probe import PROBE_FEATURES, probe_features
 from ptdlib.tasks import make_split

@@ -15,11 +15,11 @@ import torch
 import yaml
 from conftest import save_tiny_model
 
-from ptdlib import ray_runner
+from ptdlib.experiment import ray_runner
 from ptdlib.cli import run as run_cli
-from ptdlib.results import ROW_KEY, finished_chunks, load_results
-from ptdlib.runconfig import load_config, plan_chunks
-from ptdlib.runner import run
+from ptdlib.experiment.results import ROW_KEY, finished_chunks, load_results
+from ptdlib.experiment.config import load_config, plan_chunks
+from ptdlib.experiment.runner import run
 
 SPLIT_SIZE = 8  # test queries: two chunks of four
 CELLS = 5  # strategies below, expanded
@@ -149,8 +149,8 @@ def test_a_serial_run_cut_short_is_completed_by_a_ray_run(env, reference):
 
 @pytest.mark.ray
 def test_a_worker_whose_model_is_not_the_runs_refuses_and_the_chunk_is_reported(env, reference, tmp_path):
-    from ptdlib.results import RUN_FILE
-    from ptdlib.runner import SharedWork
+    from ptdlib.experiment.results import RUN_FILE
+    from ptdlib.experiment.runner import SharedWork
 
     out = tmp_path / "other-weights"
     (out / "chunks").mkdir(parents=True)
@@ -188,8 +188,8 @@ def test_workers_are_one_per_gpu_when_the_cluster_has_gpus_else_one_per_cpu():
 def test_a_model_that_does_not_load_on_a_worker_stops_the_run_with_the_loading_error(env, reference, tmp_path):
     from dataclasses import replace
 
-    from ptdlib.results import RUN_FILE
-    from ptdlib.runner import SharedWork
+    from ptdlib.experiment.results import RUN_FILE
+    from ptdlib.experiment.runner import SharedWork
 
     out = tmp_path / "no-model"
     (out / "chunks").mkdir(parents=True)

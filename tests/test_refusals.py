@@ -10,7 +10,7 @@ import yaml
 
 from conftest import save_tiny_model
 from ptdlib.cli import main as ptd
-from ptdlib.runconfig import RunConfig
+from ptdlib.experiment.config import RunConfig
 from ptdlib.tasks.splits import Query
 
 BASE = {"splits": {"test": 4}, "train": 8, "calib": 8, "batch_size": 4,
@@ -96,14 +96,14 @@ def test_a_fixed_canvas_that_is_not_whole_blocks_is_refused(capsys, tmp_path, L,
 @pytest.mark.parametrize("layers_delta, words", [(1, ["missing from the weights", "blocks.2."]),
                                                  (-1, ["in the weights but not in the config", "blocks.1."])])
 def test_weights_that_do_not_match_the_config_are_refused(tmp_path, tokenizer, capsys, layers_delta, words):
-    from ptdlib.models.embedded import load_model
+    from ptdlib.models.embedded import load_checkpoint
 
     directory = save_tiny_model(tokenizer, tmp_path / "m")
     cfg = json.loads((directory / "config.json").read_text())
     cfg["n_layers"] += layers_delta
     (directory / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(ValueError, match="does not match its config.json") as err:
-        load_model(directory)
+        load_checkpoint(directory)
     for word in words:
         assert word in str(err.value)
     assert ptd(["bench", "model", "--model", str(directory), "--n", "2"]) == 2
@@ -114,7 +114,7 @@ def test_weights_that_do_not_match_the_config_are_refused(tmp_path, tokenizer, c
 
 @pytest.mark.parametrize("prompt", ["", "   ", "\n\t"])
 def test_an_empty_prompt_is_refused_naming_the_query(tiny_lm, prompt):
-    from ptdlib.sampler import SamplerConfig, sample
+    from ptdlib.sampling.sampler import SamplerConfig, sample
     from ptdlib.tasks.sources import check_prompts
 
     with pytest.raises(ValueError, match="query 'q-empty': the prompt is empty"):
@@ -124,7 +124,7 @@ def test_an_empty_prompt_is_refused_naming_the_query(tiny_lm, prompt):
 
 
 def test_token_prompts_and_real_text_still_sample(tiny_lm):
-    from ptdlib.sampler import SamplerConfig, sample
+    from ptdlib.sampling.sampler import SamplerConfig, sample
 
     torch.manual_seed(0)
     out = sample(tiny_lm, ["count to 3", tiny_lm.encode_prompt("sort 3 1 2")], 32, SamplerConfig())
@@ -133,9 +133,9 @@ def test_token_prompts_and_real_text_still_sample(tiny_lm):
 
 # ---------------------------------------------------------------- class 7: a refused change names what changed
 def test_a_changed_config_is_refused_naming_only_the_parameter_that_differs(capsys, tmp_path, model_dir):
-    from ptdlib.labels import model_fingerprint
-    from ptdlib.models.embedded_lm import load_embedded
-    from ptdlib.results import open_run
+    from ptdlib.experiment.labels import model_fingerprint
+    from ptdlib.models.embedded import load_embedded
+    from ptdlib.experiment.results import open_run
 
     cfg = {**BASE, "model": {"path": str(model_dir)}}
     lm = load_embedded(model_dir)

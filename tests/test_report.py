@@ -11,10 +11,10 @@ pytest.importorskip("papermill")
 from ptdlib import report  # noqa: E402
 from ptdlib.cli.report import main as report_main  # noqa: E402
 from ptdlib.report.workers import label_jobs  # noqa: E402
-from ptdlib.analysis.significance import strategy_overview  # noqa: E402
+from ptdlib.analysis.overview import strategy_overview  # noqa: E402
 from ptdlib.models.embedded import build_model, save_model  # noqa: E402
-from ptdlib.results import load_results  # noqa: E402
-from ptdlib.summary import Baseline, summary_table, to_markdown  # noqa: E402
+from ptdlib.experiment.results import load_results  # noqa: E402
+from ptdlib.stats.summary import Baseline, summary_table, to_markdown  # noqa: E402
 
 TINY = dict(d_model=32, n_layers=2, n_heads=2, mlp_hidden=64)
 EOS_BOOST = 3.0  # scales the EOS row of the random head so that answers end at varied lengths

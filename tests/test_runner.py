@@ -15,10 +15,11 @@ import yaml
 
 from ptdlib.cli import summarize
 from ptdlib.models.embedded import save_model
-from ptdlib.results import (ROW_KEY, atomic_write, chunk_path, finished_chunks, load_results, missing_chunks,
+from ptdlib.experiment.results import (ROW_KEY, atomic_write, chunk_path, finished_chunks, load_results, missing_chunks,
                             read_run)
-from ptdlib.runconfig import RunConfig, load_config, parse_shard, plan_chunks, shard_of
-from ptdlib.runner import Workbench, describe, load_model, run
+from ptdlib.experiment.config import RunConfig, load_config, parse_shard, plan_chunks, shard_of
+from ptdlib.experiment.runner import Workbench, describe, run
+from ptdlib.models.spec import load_lm
 
 SPLIT_SIZE = 8  # test queries: two chunks of four
 
@@ -257,6 +258,6 @@ def test_a_cost_optimal_margin_is_fitted_for_its_own_cells_recovery(env):
         {"name": "fixed", "params": {"L": 64}},
         {"name": "predicted", "params": {"margin": "cost_optimal"}},
         {"name": "predicted", "params": {"margin": "cost_optimal"}, "recovery": "extend"}]))
-    bench = Workbench(load_model(cfg.model, device="cpu"), cfg)
+    bench = Workbench(load_lm(cfg.model, device="cpu"), cfg)
     rules = [bench.policy(cell).rule for cell in cfg.cells if cell.name == "predicted"]
     assert [r.recovery for r in rules] == ["max", "extend"]

@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from ptdlib.commit import select_above_threshold, select_top_k, transfer_schedule
+from ptdlib.sampling.commit import select_above_threshold, select_top_k, transfer_schedule
 from ptdlib.models.embedded import DEFAULT_MODEL_DIR
-from ptdlib.sampler import SamplerConfig, TraceRecorder, _query_seed, sample
+from ptdlib.sampling.sampler import SamplerConfig, TraceRecorder, _query_seed, sample
 
 PROMPTS = ["count from 3 to 9", "repeat kiwi 4 times", "reverse : cat dog sun moon tree ship rain", "spell tiger"]
 
@@ -144,7 +144,7 @@ def test_seeded_sampler_matches_reference(tiny_lm, options):
 @pytest.mark.skipif(not (DEFAULT_MODEL_DIR / "config.json").exists(), reason="shipped model not trained yet")
 @pytest.mark.parametrize("L,bl,steps,temperature", [(32, 32, 32, 0.0), (32, 16, 16, 0.0), (32, 8, 32, 0.8)])
 def test_sampler_matches_reference_on_shipped_model(L, bl, steps, temperature):
-    from ptdlib.models.embedded_lm import load_embedded
+    from ptdlib.models.embedded import load_embedded
 
     lm = load_embedded()
     cfg = SamplerConfig(steps=steps, block_length=bl, temperature=temperature)

@@ -78,7 +78,7 @@ def test_bad_parameters_are_rejected_by_name(params, message):
 
 
 def test_fit_probes_calib_and_choose_counts_one_probe_per_query(tiny_lm, counter):
-    from ptdlib.flops import FlopLedger
+    from ptdlib.cost.flops import FlopLedger
     from ptdlib.tasks import make_split
 
     calib, test = make_split("calib", 40, seed=3), make_split("test", 3, seed=3)

@@ -115,7 +115,7 @@ def test_unknown_file_format_names_the_formats(tmp_path):
 
 
 def test_a_learning_strategy_on_a_source_without_train_or_calib_is_refused_at_config_time(tmp_path):
-    from ptdlib.runconfig import RunConfig
+    from ptdlib.experiment.config import RunConfig
 
     path = _jsonl(tmp_path / "qa.jsonl", [{"id": str(i), "question": f"q {i}", "answer": "a"} for i in range(4)])
     cfg = {"splits": {"test": 4}, "strategies": [{"name": "fixed", "params": {"L": 128}}],

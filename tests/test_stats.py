@@ -7,7 +7,7 @@ import pytest
 from scipy import stats as sps
 from statsmodels.stats.multitest import multipletests
 
-from ptdlib import stats
+from ptdlib.stats import paired as stats
 
 
 def _binary_pairs(both: int, x_only: int, y_only: int, neither: int) -> tuple[np.ndarray, np.ndarray]:

@@ -3,7 +3,7 @@
 import pytest
 
 from ptdlib.bench.strategies import FINE_GRID, GRID, select_arms
-from ptdlib.runconfig import RunConfig
+from ptdlib.experiment.config import RunConfig
 
 NEW = {"smartcrop_conformal", "daedal", "rho_eos"}
 

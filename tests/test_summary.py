@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ptdlib import summary
-from ptdlib.summary import Baseline
+from ptdlib.stats import summary
+from ptdlib.stats.summary import Baseline
 
 FAST = dict(n_resamples=199, seed=0)
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy.stats import rankdata
 
-from ptdlib import stats
+from ptdlib.stats import paired as stats
 
 
 def enumerated_p(x, y, alternative: str) -> float:

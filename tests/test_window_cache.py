@@ -7,13 +7,13 @@ import torch
 from torch import nn
 
 from ptdlib.canvas import make_policy
-from ptdlib.events import ForwardEvent
-from ptdlib.flops import FlopLedger, cross_check
+from ptdlib.sampling.events import ForwardEvent
+from ptdlib.cost.flops import FlopLedger, cross_check
 from ptdlib.models.base import DiffusionLM
 from ptdlib.models.embedded import build_model
-from ptdlib.models.embedded_lm import embedded_lm
-from ptdlib.sampler import SamplerConfig, TraceRecorder, sample
-from ptdlib.shapes import AnalyticCounter, ModelShape, analytic_flops, shape_from_config
+from ptdlib.models.embedded import embedded_lm
+from ptdlib.sampling.sampler import SamplerConfig, TraceRecorder, sample
+from ptdlib.cost.shapes import AnalyticCounter, ModelShape, analytic_flops, shape_from_config
 
 from conftest import TINY
 

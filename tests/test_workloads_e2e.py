@@ -18,8 +18,8 @@ import yaml
 
 from benchdata import bench_file
 from hub_layouts import write_llada
-from ptdlib.runconfig import RunConfig
-from ptdlib.runner import run
+from ptdlib.experiment.config import RunConfig
+from ptdlib.experiment.runner import run
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 SPECIAL = {"bos": "<|begin_of_text|>", "eos": "<|end_of_text|>", "pad": "<|pad|>", "mask": "<|mdm_mask|>"}
@@ -111,7 +111,7 @@ def shrunk(config: str, **over) -> dict:
 def test_shrunk_benchmark_config_runs_end_to_end_on_a_subword_checkpoint(request, tmp_path, capsys, config, metric,
                                                                          checkpoint):
     from ptdlib.cli.summarize import main as summarize
-    from ptdlib.results import load_results
+    from ptdlib.experiment.results import load_results
 
     out = tmp_path / "run"
     if checkpoint == "llada":  # loaded by the runner from the config, like a real checkpoint
@@ -176,7 +176,7 @@ def test_file_sources_evaluate_their_test_part_only():
 
 def test_two_sources_in_one_run_are_summarised_one_block_each(llada_dir, tmp_path, capsys):
     from ptdlib.cli.summarize import main as summarize
-    from ptdlib.results import load_results
+    from ptdlib.experiment.results import load_results
 
     gsm8k, ifeval = (yaml.safe_load((CONFIGS / c).read_text())["sources"][0] for c in ("gsm8k.yaml", "ifeval.yaml"))
     cfg = RunConfig.from_dict(shrunk("gsm8k.yaml", model={"path": str(llada_dir)}, sources=[gsm8k, ifeval],

@@ -1,8 +1,8 @@
 """What each canvas strategy would cost to serve a large D-LLM, for a user's traffic profile.
 
-The cost model is :mod:`ptdlib.cost` (forward passes -> FLOPs -> roofline seconds -> GPU-hours -> money)
-with the hardware presets of :mod:`ptdlib.hardware`; the per-query forward-pass *plans* come from
-:mod:`ptdlib.workload`. This module adds what a deployment question needs on top:
+The cost model is :mod:`ptdlib.cost.pricing` (forward passes -> FLOPs -> roofline seconds -> GPU-hours -> money)
+with the hardware presets of :mod:`ptdlib.cost.hardware`; the per-query forward-pass *plans* come from
+:mod:`ptdlib.cost.workload`. This module adds what a deployment question needs on top:
 
 * a traffic profile (:class:`TrafficProfile`): queries per day, log-normal prompt and answer lengths, and a
   mix of short and long answers (:func:`draw_workload`);
@@ -14,7 +14,7 @@ with the hardware presets of :mod:`ptdlib.hardware`; the per-query forward-pass 
   :func:`carried_plans`): how much canvas a strategy chose relative to the oracle's, and how often its
   first canvas was truncated, instead of the synthetic log-normal estimate error;
 * tables and sweeps (:func:`cost_table`, :func:`cost_sweep`, :func:`mix_sweep`) calling
-  :func:`ptdlib.cost.estimate` for every cell.
+  :func:`ptdlib.cost.pricing.estimate` for every cell.
 """
 
 from __future__ import annotations
@@ -28,10 +28,10 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from ptdlib.cost import estimate
-from ptdlib.hardware import hardware
-from ptdlib.shapes import ModelShape
-from ptdlib.workload import StrategyParams, StrategyPlans, block_plan, canvas_plan, plan_strategy, synthetic_workload
+from ptdlib.cost.pricing import estimate
+from ptdlib.cost.hardware import hardware
+from ptdlib.cost.shapes import ModelShape
+from ptdlib.cost.workload import StrategyParams, StrategyPlans, block_plan, canvas_plan, plan_strategy, synthetic_workload
 
 #: Strategies compared, in table order (``fixed`` is the baseline every saving is relative to).
 DEPLOY_STRATEGIES = ("fixed", "oracle", "predicted", "smartcrop", "growth")
@@ -94,7 +94,7 @@ def growth_plans(prompts, responses, p: StrategyParams) -> StrategyPlans:
     (all of them when it does not fit). With ``p.growth_window="growing"`` (dLLM-Var, Yang et al., 2025) a
     pass over block ``b`` sees prompt + blocks ``0 … b``; with ``"full"`` every pass sees prompt + the whole
     canvas (the sampler's ``stop_after_eos_block`` on a fixed canvas). ``p.cache`` adds Fast-dLLM's per-block
-    cache (:func:`ptdlib.workload.block_plan`). Truncated only where the fixed canvas is.
+    cache (:func:`ptdlib.cost.workload.block_plan`). Truncated only where the fixed canvas is.
     """
     prompts, responses = np.asarray(prompts, dtype=int), np.asarray(responses, dtype=int)
     blocks = np.minimum(np.ceil((responses + 1) / p.block), math.ceil(p.canvas / p.block)).astype(int)
@@ -168,7 +168,7 @@ def carried_plans(arm: MeasuredArm, prompts, responses, p: StrategyParams, seed:
     Query ``j`` draws a measured query ``i``: its canvas is the oracle canvas of its own answer times
     ``canvas_ratio[i]`` (whole blocks, at most the maximum), and it is re-run on the maximum canvas when
     ``truncated[i]``; so the measured over-allocation and truncation rate carry over. The extra pass is
-    charged as in :func:`ptdlib.workload.plan_strategy` (a prompt pass for ``predicted``, a probe over
+    charged as in :func:`ptdlib.cost.workload.plan_strategy` (a prompt pass for ``predicted``, a probe over
     prompt + maximum canvas for ``smartcrop``).
     """
     if arm.strategy not in CARRIED:
@@ -225,7 +225,7 @@ def strategy_plans(prompts, responses, p: StrategyParams, measured: Mapping[str,
 def cost_table(plans: Mapping[str, StrategyPlans], shape: ModelShape, hardware_names: Sequence[str], *,
                batch: int = 8, mfu: float | None = None, prices: Mapping[str, float] | None = None,
                queries_per_day: float = 0.0, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
-    """One row per (hardware, strategy): :func:`ptdlib.cost.estimate` against ``plans["fixed"]``.
+    """One row per (hardware, strategy): :func:`ptdlib.cost.pricing.estimate` against ``plans["fixed"]``.
 
     ``mfu``: one utilisation for every device (None: each preset's assumed value); ``prices``: hardware ->
     USD per GPU-hour overriding the preset. Daily columns scale the per-query GPU time to

@@ -3,7 +3,7 @@
 At temperature 0 the sampler is deterministic and its cost depends only on the canvases it is given: a fresh
 canvas of ``L`` tokens takes ``S`` denoising passes (``S = L`` in LLaDA's reference setting), each over the
 batch's padded prompt plus ``L`` positions (Nie et al., 2025, "Large Language Diffusion Models"). So once the
-predictor's estimates and the model's own lengths (``ptdlib.labels``) are known, the FLOPs and the truncation
+predictor's estimates and the model's own lengths (``ptdlib.experiment.labels``) are known, the FLOPs and the truncation
 rate of *any* margin follow without sampling:
 
 * :func:`sampling_flops` replays the sampler's batching (queries grouped by canvas, longest prompt first,
@@ -30,7 +30,7 @@ import pandas as pd
 
 from ptdlib.canvas.base import CanvasLimits
 from ptdlib.predictor.calibration import ConformalMargin, bound, canvas_from_upper
-from ptdlib.sampler import SamplerConfig
+from ptdlib.sampling.sampler import SamplerConfig
 
 #: Recoveries whose cost follows from the labels (``extend`` continues a partly decoded canvas: not analytic).
 ANALYTIC_RECOVERIES = ("max", "double", "none")
@@ -102,7 +102,7 @@ def sampling_flops(canvases, prompt_lens, counter, *, sampler: SamplerConfig = S
     ``evaluate_strategy`` call (the runner's chunks; None: one call). Within a call, queries are grouped by
     canvas, sorted longest prompt first and cut into batches of ``batch_size``; every row of a batch pays
     ``counter.forward_flops(max prompt in batch + L)`` per pass. ``counter`` is any FLOP source with
-    ``forward_flops(seq_len)`` (:class:`ptdlib.flops.FlopCounter`, :class:`ptdlib.shapes.AnalyticCounter`).
+    ``forward_flops(seq_len)`` (:class:`ptdlib.cost.flops.FlopCounter`, :class:`ptdlib.cost.shapes.AnalyticCounter`).
     """
     c, P = _int_array(canvases, "canvases"), _int_array(prompt_lens, "prompt_lens")
     _same_length(canvases=c, prompt_lens=P)
@@ -295,9 +295,9 @@ def run_predictions(run: dict, lm, splits, *, cell=None, progress: bool = False)
     ``calib``/``train`` size); splits the run did not evaluate are labelled here (the labelling run is cached
     and shared). Rows are in the split's query order.
     """
-    from ptdlib.labels import model_fingerprint
-    from ptdlib.runconfig import RunConfig
-    from ptdlib.runner import Workbench
+    from ptdlib.experiment.labels import model_fingerprint
+    from ptdlib.experiment.config import RunConfig
+    from ptdlib.experiment.runner import Workbench
     from ptdlib.tasks import make_split
 
     cfg = RunConfig.from_dict(run["config"])
@@ -318,7 +318,7 @@ def run_predictions(run: dict, lm, splits, *, cell=None, progress: bool = False)
         P = np.array([len(lm.encode_prompt(q.prompt)) for q in queries])
         if policy.predictor.extractor.uses_hidden:
             if counter is None:
-                from ptdlib.flops import FlopCounter
+                from ptdlib.cost.flops import FlopCounter
 
                 counter = FlopCounter(lm)
             extra = prompt_pass_flops(P, counter, batch_size=policy.predictor.config.features.batch_size,
@@ -343,7 +343,7 @@ def label_model_check(rows: pd.DataFrame, counter, cfg) -> pd.DataFrame:
     a shorter canvas. Arms with early stopping (growth), ``extend`` recovery, or a canvas edited while decoding
     (daedal, rho_eos: their policies have an ``editor``) are skipped.
     """
-    from ptdlib.analysis.significance import short_arm_labels
+    from ptdlib.analysis.overview import short_arm_labels
     from ptdlib.canvas import CanvasPolicy, get_policy_class
 
     def edits(strategy: str) -> bool:

@@ -29,10 +29,10 @@ import pandas as pd
 
 from ptdlib.analysis.margins import passes_per_canvas
 from ptdlib.canvas import CanvasLimits, HeuristicCanvas
-from ptdlib.flops import FlopLedger
+from ptdlib.cost.flops import FlopLedger
 from ptdlib.predictor import FeatureSet, LengthPredictor, PredictorConfig, predictor_cost_report
 from ptdlib.predictor.training import length_metrics
-from ptdlib.sampler import SamplerConfig
+from ptdlib.sampling.sampler import SamplerConfig
 
 #: Feature sets of the ablation: text statistics only, the D-LLM's prompt states only, both.
 ABLATION_FEATURES = (("text",), ("hidden",), ("text", "hidden"))
@@ -108,7 +108,7 @@ def predictor_cost(lm, policy, queries: Sequence, own_lengths, counter, *, limit
                    sampler: SamplerConfig = SamplerConfig()) -> dict:
     """The fitted ``predicted`` policy's cost against the generation FLOPs it saves vs the fixed maximum canvas.
 
-    The policy chooses canvases for ``queries`` with a :class:`~ptdlib.flops.FlopLedger` attached, which
+    The policy chooses canvases for ``queries`` with a :class:`~ptdlib.cost.flops.FlopLedger` attached, which
     prices its prompt pass (kind ``predictor``); the regressor adds
     :meth:`~ptdlib.predictor.LengthPredictor.model_flops` per query. Returns
     :func:`~ptdlib.predictor.predictor_cost_report`'s dict (``fraction`` = predictor FLOPs / saved FLOPs)

@@ -26,7 +26,7 @@ import pandas as pd
 from ptdlib.analysis.margins import policy_outcome, reference_flops
 from ptdlib.canvas.base import CanvasLimits
 from ptdlib.predictor import AdaptiveConformalMargin, calibrate
-from ptdlib.sampler import SamplerConfig
+from ptdlib.sampling.sampler import SamplerConfig
 
 #: Static margin methods compared here, with the parameter each takes.
 STATIC_METHODS = ("percentile", "conformal", "conformal_log")

@@ -68,7 +68,7 @@ def run_dir(out: str | Path, model: str, cache: str) -> Path:
 
 
 def _paired(x: np.ndarray, y: np.ndarray) -> tuple[str, float]:
-    from ptdlib.stats import is_binary, mcnemar_exact, sign_flip_test
+    from ptdlib.stats.paired import is_binary, mcnemar_exact, sign_flip_test
 
     if np.array_equal(x, y):
         return "identical", 1.0
@@ -79,7 +79,7 @@ def _paired(x: np.ndarray, y: np.ndarray) -> tuple[str, float]:
 
 def summarise_arms(rows: pd.DataFrame) -> pd.DataFrame:
     """One line per arm (``model/policy/cache``) from result rows carrying ``model`` and ``cache`` columns."""
-    from ptdlib.stats import adjust_pvalues
+    from ptdlib.stats.paired import adjust_pvalues
     from ptdlib.tasks import get_family
 
     rows = rows.assign(policy=[policy_name(s, json.loads(p)) for s, p in zip(rows["strategy"], rows["params"])])
@@ -118,10 +118,10 @@ def run_arms(models: list[str], caches: list[str], out: str | Path, *, n_test: i
 
     Returns (all result rows with ``model`` and ``cache`` columns, seconds spent).
     """
-    from ptdlib.kvcache import check_cache_mode
-    from ptdlib.results import load_results
-    from ptdlib.runconfig import RunConfig
-    from ptdlib.runner import run
+    from ptdlib.sampling.kvcache import check_cache_mode
+    from ptdlib.experiment.results import load_results
+    from ptdlib.experiment.config import RunConfig
+    from ptdlib.experiment.runner import run
 
     for c in caches:
         check_cache_mode(c)

@@ -29,14 +29,14 @@ def main(argv: list[str]) -> int:
         if getattr(args, name) < 2:
             p.error(f"--{name} must be at least 2, got {getattr(args, name)}")
 
-    from ptdlib.labels import own_lengths
+    from ptdlib.experiment.labels import own_lengths
     from ptdlib.predictor import FeatureSet, LengthPredictor, PredictorConfig
     from ptdlib.predictor.training import length_metrics
-    from ptdlib.runconfig import ModelSpec
-    from ptdlib.runner import load_model
+    from ptdlib.experiment.config import ModelSpec
+    from ptdlib.models.spec import load_lm
     from ptdlib.tasks import make_split
 
-    lm = load_model(ModelSpec(path=args.model), "cpu")
+    lm = load_lm(ModelSpec(path=args.model), "cpu")
     train, test = make_split("train", args.train), make_split("test", args.test)
     t0 = time.time()
     y_train = own_lengths(lm, train, canvas=args.canvas)

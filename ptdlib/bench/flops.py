@@ -15,14 +15,14 @@ import time
 import torch
 
 from ptdlib.cli.contract import ArgumentParser
-from ptdlib.flops import FlopCounter, count_with_torch, cross_check
-from ptdlib.shapes import analytic_flops, preset, shape_from_config, uncounted_flops_estimate
+from ptdlib.cost.flops import FlopCounter, count_with_torch, cross_check
+from ptdlib.cost.shapes import analytic_flops, preset, shape_from_config, uncounted_flops_estimate
 
 
 def _embedded_network():
     """The shipped embedded model if it is there, else a random one of the shipped shape (FLOPs ignore weights)."""
     from ptdlib.models.embedded import DEFAULT_MODEL_DIR, build_model
-    from ptdlib.models.embedded_lm import embedded_lm, load_embedded
+    from ptdlib.models.embedded import embedded_lm, load_embedded
     from ptdlib.models.tokenizer import build_tokenizer
 
     if (DEFAULT_MODEL_DIR / "config.json").exists():

@@ -53,7 +53,7 @@ def timed_run(lm, prompts, canvas: int, cfg, repeats: int, desc: str) -> dict:
     """Fastest of ``repeats`` runs of ``sample``: wall and forward seconds, passes, steps, mean sequence length."""
     from dataclasses import replace
 
-    from ptdlib.sampler import TraceRecorder, sample
+    from ptdlib.sampling.sampler import TraceRecorder, sample
 
     best = None
     for _ in range(repeats):
@@ -78,7 +78,7 @@ def timed_run(lm, prompts, canvas: int, cfg, repeats: int, desc: str) -> dict:
 
 
 def quality(lm, n: int, seed: int, batch_size: int) -> dict:
-    from ptdlib.sampler import SamplerConfig, sample
+    from ptdlib.sampling.sampler import SamplerConfig, sample
     from ptdlib.tasks import FAMILIES, make_split, score
 
     queries = make_split("test", n, seed)
@@ -117,7 +117,7 @@ def main(argv: list[str]) -> int:
         ap.error("--n, --batch, --repeats and --threads must be positive")
     torch.set_num_threads(args.threads)
 
-    from ptdlib.sampler import SamplerConfig
+    from ptdlib.sampling.sampler import SamplerConfig
     from ptdlib.tasks import make_split
 
     spec = spec_from_args(args)

@@ -130,9 +130,9 @@ def main(argv: list[str]) -> int:
     if args.models or args.caches:
         return _compare_arms(args)
 
-    from ptdlib.results import load_results
-    from ptdlib.runconfig import RunConfig
-    from ptdlib.runner import run
+    from ptdlib.experiment.results import load_results
+    from ptdlib.experiment.config import RunConfig
+    from ptdlib.experiment.runner import run
 
     cfg = RunConfig.from_dict({
         "model": asdict(spec_from_args(args)), "splits": {"test": args.n_test}, "train": args.n_train,

@@ -17,7 +17,7 @@ from typing import ClassVar, Sequence
 
 import numpy as np
 
-from ptdlib.sampler import SamplerConfig
+from ptdlib.sampling.sampler import SamplerConfig
 
 
 @dataclass(frozen=True)
@@ -75,14 +75,14 @@ class CanvasPolicy(ABC):
 
     def check_config(self, limits: CanvasLimits, sampler: SamplerConfig) -> None:
         """Raise ValueError for settings this policy cannot run with, from the configuration alone: called by
-        :class:`~ptdlib.runconfig.RunConfig` before a model is loaded or anything is written (default: none)."""
+        :class:`~ptdlib.experiment.config.RunConfig` before a model is loaded or anything is written (default: none)."""
 
     def initial_canvases(self, lm, canvases) -> "list[list[int]] | None":
         """Per query the canvas to start from (committed tokens and masks), or None for all masks (default)."""
         return None
 
     def editor(self, limits: CanvasLimits):
-        """A :class:`~ptdlib.edits.CanvasEditor` the sampler runs with on the first attempt, or None (default):
+        """A :class:`~ptdlib.sampling.edits.CanvasEditor` the sampler runs with on the first attempt, or None (default):
         policies that grow or shrink canvases during denoising (DAEDAL, ρ-EOS) return one."""
         return None
 

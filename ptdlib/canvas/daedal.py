@@ -7,7 +7,7 @@ Two stages, both driven by the model's own EOS confidence:
    the EOS confidence at the canvas end is below ``eos_threshold``, extend it by ``grow`` masks and probe again.
    Each probe is one forward pass over prompt + canvas, reported as kind ``probe``. The final canvas gets
    ``eos_pad`` committed EOS tokens after its masks (the reference's ``eos_check_tokens / 2``).
-2. **Iterative mask insertion** (a :class:`~ptdlib.edits.CanvasEditor`): after each denoising step, if the
+2. **Iterative mask insertion** (a :class:`~ptdlib.sampling.edits.CanvasEditor`): after each denoising step, if the
    canvas-end EOS confidence is below ``insert_eos_threshold``, the masked position of the current block with
    the lowest confidence, if under ``low_confidence`` and not committed this step, is replaced by ``expand``
    masks. The longer passes that follow are priced at their real shape by the FLOP ledger.
@@ -36,10 +36,10 @@ import torch
 
 from ptdlib.canvas.base import CanvasLimits, CanvasPolicy
 from ptdlib.canvas.recovery import check_recovery
-from ptdlib.edits import InsertMasks, StepView
-from ptdlib.events import counted_logits
+from ptdlib.sampling.edits import InsertMasks, StepView
+from ptdlib.sampling.events import counted_logits
 from ptdlib.models.batching import left_pad, with_canvas
-from ptdlib.sampler import SamplerConfig
+from ptdlib.sampling.sampler import SamplerConfig
 
 #: Recoveries an editing policy can run with: its canvases are not whole blocks, so only a re-run at the
 #: maximum canvas (or none) keeps the re-run's canvas valid.

@@ -2,7 +2,7 @@
 
 The flow of DESIGN.md §3: the policy chooses the canvases (its probe or predictor passes reported), the
 sampler denoises them, truncated results are recovered (re-runs reported as ``rerun``), the scorer scores
-the responses, and a :class:`~ptdlib.flops.FlopLedger` prices every forward pass the query took part in.
+the responses, and a :class:`~ptdlib.cost.flops.FlopLedger` prices every forward pass the query took part in.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import numpy as np
 
 from ptdlib.canvas.base import CanvasLimits, CanvasPolicy
 from ptdlib.canvas.recovery import check_recovery, recover
-from ptdlib.events import FORWARD_KINDS
-from ptdlib.flops import FlopLedger
-from ptdlib.sampler import SamplerConfig, sample
+from ptdlib.sampling.events import FORWARD_KINDS
+from ptdlib.cost.flops import FlopLedger
+from ptdlib.sampling.sampler import SamplerConfig, sample
 from ptdlib.tasks import score_responses
 
 #: Columns of a result row, in order (the runner adds run-level provenance).
@@ -68,7 +68,7 @@ def evaluate_strategy(lm, queries, policy: CanvasPolicy, counter, *, recovery: s
     ``counter`` prices a forward pass (``forward_flops(seq_len)``; its ``method``, the counter that priced the rows
     after any fallback, fills ``flop_counter``); ``own_lengths`` (qid -> length) fills the
     ``own_length`` column when given. ``forward_lens`` lists the padded sequence length of every pass the query
-    took part in, so :mod:`ptdlib.workload` can re-price the same plan on another model.
+    took part in, so :mod:`ptdlib.cost.workload` can re-price the same plan on another model.
     """
     check_recovery(recovery)
     if not queries:
@@ -122,7 +122,7 @@ def evaluate_strategy(lm, queries, policy: CanvasPolicy, counter, *, recovery: s
             "truncated": bool(truncated[i]), "truncated_final": bool(o.truncated), "reruns": int(reruns[i]),
             "forward_passes": len(ledger.forward_lengths(q.qid)),
             **{f"flops_{k}": v for k, v in f.items()}, "flops_total": sum(f.values()),
-            "flop_counter": ledger.method,  # fvcore, flop_counter_mode or analytic (ptdlib.flops.COUNTER_METHODS)
+            "flop_counter": ledger.method,  # fvcore, flop_counter_mode or analytic (ptdlib.cost.flops.COUNTER_METHODS)
             "forward_lens": json.dumps(ledger.forward_lengths(q.qid)),  # JSON list: every pass's length
             "wall_s": clock.seconds[q.qid], "length": o.length, "response": o.text,
             "score": scored[i]["score"], "metric": scored[i]["metric"],

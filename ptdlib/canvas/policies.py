@@ -12,9 +12,9 @@ import numpy as np
 import torch
 
 from ptdlib.canvas.base import CanvasLimits, CanvasPolicy, round_canvas
-from ptdlib.events import counted_logits
+from ptdlib.sampling.events import counted_logits
 from ptdlib.models.batching import left_pad, with_canvas
-from ptdlib.sampler import WINDOWS, SamplerConfig
+from ptdlib.sampling.sampler import WINDOWS, SamplerConfig
 
 
 def _check_positive(name: str, value) -> None:

@@ -14,7 +14,7 @@ import numpy as np
 from ptdlib.canvas.base import CanvasLimits, CanvasPolicy
 from ptdlib.predictor import FeatureSet, LengthPredictor, PredictorConfig, calibrate, check_disjoint
 from ptdlib.predictor.calibration import MARGIN_METHODS, check_alpha, check_priced_recovery
-from ptdlib.sampler import SamplerConfig
+from ptdlib.sampling.sampler import SamplerConfig
 
 
 class PredictedCanvas(CanvasPolicy):

@@ -33,7 +33,7 @@ import torch
 
 from ptdlib.canvas.base import CanvasLimits, CanvasPolicy
 from ptdlib.canvas.daedal import DaedalCanvas, _check_count, _check_probability
-from ptdlib.edits import InsertMasks, Resize, StepView
+from ptdlib.sampling.edits import InsertMasks, Resize, StepView
 
 #: ρ-EOS's density interval: the multiplier doubles for every further 0.1 beyond the threshold
 DENSITY_INTERVAL = 0.1
@@ -69,7 +69,7 @@ def eos_density(before: torch.Tensor, pred: torch.Tensor, length: int, mask_id: 
 
 
 class RhoEosEditor:
-    """ρ-EOS's length control as a :class:`~ptdlib.edits.CanvasEditor`."""
+    """ρ-EOS's length control as a :class:`~ptdlib.sampling.edits.CanvasEditor`."""
 
     def __init__(self, policy: "RhoEosCanvas", max_canvas: int):
         self.p, self.max_canvas = policy, max_canvas

@@ -23,7 +23,7 @@ import numpy as np
 from ptdlib.canvas.base import CanvasLimits, CanvasPolicy
 from ptdlib.canvas.policies import ended_by, eos_probabilities
 from ptdlib.predictor.calibration import ConformalMargin, check_alpha, check_disjoint
-from ptdlib.sampler import SamplerConfig
+from ptdlib.sampling.sampler import SamplerConfig
 
 
 def crossing_estimate(p_eos: np.ndarray, tau: float, rule: str) -> np.ndarray:

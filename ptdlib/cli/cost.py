@@ -1,4 +1,4 @@
-"""``ptd cost``: the deployment cost of a strategy against the fixed canvas (:mod:`ptdlib.cost`)."""
+"""``ptd cost``: the deployment cost of a strategy against the fixed canvas (:mod:`ptdlib.cost.pricing`)."""
 
 from __future__ import annotations
 
@@ -8,17 +8,17 @@ import json
 import numpy as np
 
 from ptdlib.cli.contract import ArgumentParser, command, finite_float, positive_int
-from ptdlib.cost import CostEstimate, estimate
-from ptdlib.hardware import ASSUMED_MFU, hardware
-from ptdlib.shapes import model_shape
-from ptdlib.workload import (STRATEGIES, StrategyParams, StrategyPlans, plan_strategy, plans_from_results,
+from ptdlib.cost.pricing import CostEstimate, estimate
+from ptdlib.cost.hardware import ASSUMED_MFU, hardware
+from ptdlib.cost.shapes import model_shape
+from ptdlib.cost.workload import (STRATEGIES, StrategyParams, StrategyPlans, plan_strategy, plans_from_results,
                              read_results, strategy_rows, synthetic_workload)
 
 
 def parser() -> ArgumentParser:
     ap = ArgumentParser(prog="ptd cost", description=__doc__.split("\n")[0],
                                  epilog="MFU and prices are assumptions unless you pass your own "
-                                        "(see ptdlib.hardware).")
+                                        "(see ptdlib.cost.hardware).")
     d = StrategyParams()
     ap.add_argument("--model", default="llada-8b",
                     help="model preset (embedded, llada-8b, dream-7b) or a checkpoint's config.json or directory "
@@ -121,7 +121,7 @@ def _notes(args) -> list[str]:
                  f"batches of {args.batch} same-length rows; bf16 weights")
     if args.mfu is None:
         notes.append(f"MFU {ASSUMED_MFU:.2f} is an assumption, not a measurement (run "
-                     "ptdlib.hardware.measure_mfu on a GPU and pass --mfu)")
+                     "ptdlib.cost.hardware.measure_mfu on a GPU and pass --mfu)")
     if args.price is None:
         notes.append("the hourly price is an illustrative on-demand figure; pass --price with yours")
     return notes

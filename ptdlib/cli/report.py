@@ -47,7 +47,7 @@ def main(argv: list[str]) -> int:
         figures, results = out / "figures", Path(args.results or out / "runs").resolve()
     else:
         out = SMOKE_OUT if args.smoke else DEFAULT_OUT
-        from ptdlib.plotting import resolve_figures_dir
+        from ptdlib.analysis.plotting import resolve_figures_dir
 
         figures = out / "figures" if args.smoke else resolve_figures_dir()
         results = Path(args.results).resolve() if args.results else (

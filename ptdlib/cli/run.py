@@ -1,4 +1,4 @@
-"""``ptd run CONFIG``: run an experiment grid into a resumable, shardable run directory (:mod:`ptdlib.runner`)."""
+"""``ptd run CONFIG``: run an experiment grid into a resumable, shardable run directory (:mod:`ptdlib.experiment.runner`)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from ptdlib.cli.contract import ArgumentParser, command
 
 
 def parser() -> ArgumentParser:
-    from ptdlib import runner
+    from ptdlib.experiment import runner
 
     p = ArgumentParser(prog="ptd run", description=runner.__doc__.split("\n\n")[0],
                        formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -35,8 +35,8 @@ def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
     import torch
 
-    from ptdlib.runconfig import load_config, parse_shard
-    from ptdlib.runner import describe, run
+    from ptdlib.experiment.config import load_config, parse_shard
+    from ptdlib.experiment.runner import describe, run
 
     if args.threads is not None:
         if args.threads < 1:

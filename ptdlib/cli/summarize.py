@@ -1,4 +1,4 @@
-"""``ptd summarize DIR [DIR...]``: merge a run's shard directories and print the summary (:mod:`ptdlib.summarize`)."""
+"""``ptd summarize DIR [DIR...]``: merge a run's shard directories and print the summary (:mod:`ptdlib.experiment.merge`)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from ptdlib.cli.contract import ArgumentParser, command
 
 
 def parser() -> ArgumentParser:
-    from ptdlib import summarize
+    from ptdlib.experiment import merge as summarize
 
     p = ArgumentParser(prog="ptd summarize", description=summarize.__doc__.split("\n\n")[0])
     p.add_argument("dirs", nargs="+", help="run directories (shards of one run)")
@@ -30,9 +30,9 @@ def parser() -> ArgumentParser:
 @command("ptd summarize")
 def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
-    from ptdlib.results import load_results, merged_run, missing_chunks
-    from ptdlib.summarize import common_queries, report_missing, separate_recoveries, split_by_source
-    from ptdlib.summary import Baseline, summary_table, to_latex, to_markdown
+    from ptdlib.experiment.results import load_results, merged_run, missing_chunks
+    from ptdlib.experiment.merge import common_queries, report_missing, separate_recoveries, split_by_source
+    from ptdlib.stats.summary import Baseline, summary_table, to_latex, to_markdown
 
     cfg, run = merged_run(args.dirs)
     missing = missing_chunks(*args.dirs)

@@ -1,7 +1,7 @@
 """``ptd train-predictor``: fit the AdaRLP length predictor on the model's own lengths and save it.
 
 Steps: load the embedded D-LLM; draw the ``train`` and ``calib`` splits of the synthetic suite; label each
-query with the length the model itself produces on the maximum canvas (``ptdlib.labels.own_lengths``);
+query with the length the model itself produces on the maximum canvas (``ptdlib.experiment.labels.own_lengths``);
 fit; report held-out MAE, Spearman correlation and under-prediction rate on ``calib``; save the predictor,
 ``metrics.json`` and the calib predictions (``calib.npz``). The work is :mod:`ptdlib.predictor.training`.
 """
@@ -35,9 +35,9 @@ def parser() -> ArgumentParser:
 @command("ptd train-predictor")
 def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
-    from ptdlib.labels import own_lengths  # needs the sampler; imported only when labelling
+    from ptdlib.experiment.labels import own_lengths  # needs the sampler; imported only when labelling
     from ptdlib.models.embedded import DATA_DIR
-    from ptdlib.models.embedded_lm import load_embedded
+    from ptdlib.models.embedded import load_embedded
     from ptdlib.tasks import make_split
 
     groups = tuple(g.strip() for g in args.features.split(",") if g.strip())

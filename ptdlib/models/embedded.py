@@ -8,13 +8,17 @@ same path as any LLaDA-style checkpoint, with checks that turn a broken director
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 
 import torch
 from transformers import AutoModelForMaskedLM, AutoTokenizer
 
 import ptdlib.models  # noqa: F401  (registers the architecture with the Auto classes)
+from ptdlib.models.base import DiffusionLM
+from ptdlib.models.metrics import end_token_ids
 from ptdlib.models.modeling import PtdLladaConfig, PtdLladaModel
+from ptdlib.models.tokenizer import encode_prompt
 
 #: Where the project's data lives (the repository's ``data/`` folder).
 DATA_DIR = Path(__file__).resolve().parents[2] / "data"
@@ -48,7 +52,7 @@ def save_model(model, tokenizer, out_dir: str | Path, card: dict | None = None) 
     return out_dir
 
 
-def load_model(path: str | Path | None = None, device: str = "cpu", dtype: torch.dtype = torch.float32):
+def load_checkpoint(path: str | Path | None = None, device: str = "cpu", dtype: torch.dtype = torch.float32):
     """(model, tokenizer) from a saved directory (default: the embedded model), in eval mode.
 
     Raises ``FileNotFoundError`` for a missing directory and ``ValueError`` for a corrupt one (no config,
@@ -95,3 +99,24 @@ def training_card(path: str | Path | None = None) -> dict:
     """The training card saved with a model (empty if there is none)."""
     p = (Path(path) if path is not None else DEFAULT_MODEL_DIR) / CARD_FILE
     return json.loads(p.read_text()) if p.exists() else {}
+
+def embedded_lm(model, tokenizer, model_id: str = "ptd-tiny") -> DiffusionLM:
+    """Wrap an in-memory embedded model (e.g. one a test just built) as a DiffusionLM."""
+    return DiffusionLM(
+        network=model,
+        tokenizer=tokenizer,
+        mask_id=tokenizer.mask_token_id,
+        eos_id=tokenizer.eos_token_id,
+        end_ids=tuple(end_token_ids(model, tokenizer)),
+        pad_id=tokenizer.pad_token_id,
+        max_positions=model.config.max_position_embeddings,
+        model_id=model_id,
+        prompt_encoder=partial(encode_prompt, tokenizer),  # rejects words outside the vocabulary
+    )
+
+
+def load_embedded(path: str | Path | None = None, device: str = "cpu", dtype: torch.dtype = torch.float32) -> DiffusionLM:
+    """The embedded model from ``path`` (default: the shipped ``data/models/ptd-tiny``)."""
+    path = Path(path) if path is not None else DEFAULT_MODEL_DIR
+    model, tok = load_checkpoint(path, device=device, dtype=dtype)
+    return embedded_lm(model, tok, model_id=path.name)

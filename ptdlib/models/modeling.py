@@ -160,7 +160,7 @@ class PtdLladaModel(PreTrainedModel):
     config_class = PtdLladaConfig
     base_model_prefix = "ptd_llada"
     _supports_sdpa = True
-    supports_kv_cache = True  # forward takes use_cache / past_key_values / cache_start (ptdlib.kvcache)
+    supports_kv_cache = True  # forward takes use_cache / past_key_values / cache_start (ptdlib.sampling.kvcache)
 
     def __init__(self, config: PtdLladaConfig):
         super().__init__(config)

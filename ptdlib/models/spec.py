@@ -116,12 +116,12 @@ def load_lm(spec: ModelSpec | dict | None = None, device: str = "auto"):
     device, dtype = resolve_device(device), getattr(torch, spec.dtype)
     loader, path = resolve_loader(spec)
     if loader == "embedded":
-        from ptdlib.models.embedded_lm import load_embedded
+        from ptdlib.models.embedded import load_embedded
 
         return load_embedded(path, device=device, dtype=dtype)
     if loader == "checkpoint":  # a training checkpoint of the embedded model: its "model" state dict
         from ptdlib.models.embedded import build_model
-        from ptdlib.models.embedded_lm import embedded_lm
+        from ptdlib.models.embedded import embedded_lm
         from ptdlib.models.tokenizer import build_tokenizer
 
         tok = build_tokenizer()

@@ -202,9 +202,9 @@ def train(cfg: TrainConfig, out_dir: str | Path, work_dir: str | Path | None = N
     tok = build_tokenizer()
     model = build_model(tok, **cfg.model)
     if cfg.init_from:
-        from ptdlib.models.embedded import load_model
+        from ptdlib.models.embedded import load_checkpoint
 
-        start_model, _ = load_model(cfg.init_from)
+        start_model, _ = load_checkpoint(cfg.init_from)
         model.load_state_dict(start_model.state_dict())
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]

@@ -273,7 +273,7 @@ def expected_cost(canvases, lengths, prompt_lengths, cost_fn: Callable = quadrat
 
     * ``max`` / ``double`` re-run from scratch (``a = 0``) at the maximum / twice the canvas;
     * ``extend`` keeps the decoded positions and decodes only the new ones (``a`` = the old canvas);
-    * ``early_stop`` (EOS-led stopping, :class:`~ptdlib.sampler.SamplerConfig`'s ``stop_after_eos_block``)
+    * ``early_stop`` (EOS-led stopping, :class:`~ptdlib.sampling.sampler.SamplerConfig`'s ``stop_after_eos_block``)
       ends an attempt that holds the answer after the ``block`` in which its EOS lies (``block``: the
       sampler's block length, required with ``early_stop``).
 

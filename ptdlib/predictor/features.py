@@ -30,7 +30,7 @@ from typing import Hashable, Sequence
 
 import numpy as np
 
-from ptdlib.events import ForwardEvent, emit_forward
+from ptdlib.sampling.events import ForwardEvent, emit_forward
 
 #: The feature groups a :class:`FeatureSet` can choose from.
 FEATURE_GROUPS = ("text", "hidden", "generic", "probe")

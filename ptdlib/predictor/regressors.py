@@ -1,7 +1,7 @@
 """The AdaRLP length predictor: prompt features -> a point estimate of the D-LLM's own response length.
 
 Predict-then-Diffuse (AdaRLP) trains a light regressor on (prompt, own length) pairs, where the label is
-the length the D-LLM itself produces on the maximum canvas (``ptdlib.labels.own_lengths``), not a
+the length the D-LLM itself produces on the maximum canvas (``ptdlib.experiment.labels.own_lengths``), not a
 reference answer's length. Three scikit-learn regressors (``PredictorConfig.regressor``):
 
 * ``ridge_log`` -- ridge regression on ``log(1 + length)`` over standardised features; by default its penalty

@@ -1,7 +1,7 @@
 """Fit the AdaRLP length predictor on the model's own lengths, evaluate it and save it (``ptd train-predictor``).
 
 Steps: load the embedded D-LLM; draw the ``train`` and ``calib`` splits of the synthetic suite; label each
-query with the length the model itself produces on the maximum canvas (``ptdlib.labels.own_lengths``);
+query with the length the model itself produces on the maximum canvas (``ptdlib.experiment.labels.own_lengths``);
 fit; report held-out MAE, Spearman correlation and under-prediction rate on ``calib``; save the predictor,
 ``metrics.json`` and the calib predictions (``calib.npz``, for margin calibration without re-labelling).
 :func:`fit_and_evaluate` and :func:`save_run` do the work on given lengths, so they are testable without

@@ -2,14 +2,14 @@
 
 Steps, each logged with its elapsed time:
 
-1. **grid** — ``configs/report.yaml`` through :func:`ptdlib.runner.run` into the results folder (resumable:
+1. **grid** — ``configs/report.yaml`` through :func:`ptdlib.experiment.runner.run` into the results folder (resumable:
    a re-run reuses every finished chunk of rows). With ``--workers N`` (default: the cores, at most 4) the
    own-length labels are computed in N processes first, then the grid runs as ``2N`` shards (``ptd run
    --shard``) on the N processes, one torch thread each: the embedded model is too small for threads to help,
    and on a shared machine extra threads make it several times slower;
 2. **tables** — from the result rows of that run only: the SmartCrop-style summary
-   (:func:`ptdlib.summary.summary_table`, Holm-corrected) and the per-strategy overview
-   (:func:`ptdlib.analysis.significance.strategy_overview`: FLOPs relative to the fixed maximum canvas and
+   (:func:`ptdlib.stats.summary.summary_table`, Holm-corrected) and the per-strategy overview
+   (:func:`ptdlib.analysis.overview.strategy_overview`: FLOPs relative to the fixed maximum canvas and
    to the oracle, truncation, re-runs, score), as CSV and Markdown;
 3. **notebooks** — every ``notebooks/NN_*.ipynb`` executed headless with papermill, N at a time (parameters
    ``smoke``, ``model`` (the run's model spec), ``figures_dir``, ``results_dir`` where the notebook declares them); executed
@@ -23,7 +23,7 @@ With ``--out DIR`` everything goes under ``DIR`` (``DIR/REPORT.md``, ``DIR/figur
 ``DIR/tables``, ``DIR/runs``). ``--smoke`` shrinks every size (used by the tests).
 
 Modules: the command is :mod:`ptdlib.cli.report`; this one holds the configuration and the tables; :mod:`~ptdlib.report.workers` the
-grid on worker processes, :mod:`~ptdlib.report.notebooks` the notebooks, :mod:`~ptdlib.report.page` the page.
+grid on worker processes, :mod:`~ptdlib.report.execute` the notebooks, :mod:`~ptdlib.report.page` the page.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ import os
 import time
 from pathlib import Path
 
-from ptdlib.report.notebooks import run_notebooks, select_notebooks
+from ptdlib.report.execute import run_notebooks, select_notebooks
 from ptdlib.report.page import render_page
 from ptdlib.report.workers import run_grid
 
@@ -70,7 +70,7 @@ class Log:
 def report_config(path: Path, *, smoke: bool, model, results: Path):
     """The run configuration of the report: the file's, with the model (a
     :class:`~ptdlib.models.spec.ModelSpec`, or a model directory), sizes and output replaced."""
-    from ptdlib.runconfig import load_config
+    from ptdlib.experiment.config import load_config
 
     cfg = load_config(path)
     changes = {"output": str(results)}
@@ -89,11 +89,11 @@ def report_config(path: Path, *, smoke: bool, model, results: Path):
 # ---------------------------------------------------------------- tables
 def build_tables(results: Path, *, resamples: int) -> dict:
     """Summary and overview of the run in ``results``: DataFrames, Markdown, and the run record."""
-    from ptdlib.analysis.significance import overview_markdown, strategy_overview
-    from ptdlib.results import load_results
-    from ptdlib.runconfig import RunConfig
-    from ptdlib.summarize import separate_recoveries
-    from ptdlib.summary import Baseline, summary_table, to_markdown
+    from ptdlib.analysis.overview import overview_markdown, strategy_overview
+    from ptdlib.experiment.results import load_results
+    from ptdlib.experiment.config import RunConfig
+    from ptdlib.experiment.merge import separate_recoveries
+    from ptdlib.stats.summary import Baseline, summary_table, to_markdown
 
     rows = load_results(results)
     run = rows.attrs["run"]

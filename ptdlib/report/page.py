@@ -11,7 +11,7 @@ from pathlib import Path
 
 def key_findings(tables: dict, level: float = 0.05) -> list[str]:
     """A few sentences computed from the tables: the oracle's floor and the largest saving without a loss."""
-    from ptdlib.analysis.significance import short_arm_labels
+    from ptdlib.analysis.overview import short_arm_labels
     from ptdlib.canvas import get_policy_class
 
     ov, summary, cfg = tables["overview"], tables["summary"], tables["config"]

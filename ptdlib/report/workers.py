@@ -27,19 +27,19 @@ _WORKER_MODEL: dict = {}  # a worker process's loaded model, by model spec
 def _worker_model(cfg):
     import torch
 
-    from ptdlib.runner import load_model
+    from ptdlib.models.spec import load_lm
 
     torch.set_num_threads(1)  # one process per core: the embedded model gains nothing from more threads
     key = json.dumps(dataclasses.asdict(cfg.model), sort_keys=True)
     if key not in _WORKER_MODEL:
-        _WORKER_MODEL[key] = load_model(cfg.model)
+        _WORKER_MODEL[key] = load_lm(cfg.model)
     return _WORKER_MODEL[key]
 
 
 def _label_job(cfg_dict: dict, split: str, n: int, start: int, stop: int) -> int:
     """Worker: label queries ``start:stop`` of ``split`` (of ``n``) into the shared label cache."""
-    from ptdlib.labels import label_queries
-    from ptdlib.runconfig import RunConfig
+    from ptdlib.experiment.labels import label_queries
+    from ptdlib.experiment.config import RunConfig
     from ptdlib.tasks import make_split
 
     cfg = RunConfig.from_dict(cfg_dict)
@@ -51,8 +51,8 @@ def _label_job(cfg_dict: dict, split: str, n: int, start: int, stop: int) -> int
 
 def _shard_job(cfg_dict: dict, output: str, i: int, n: int) -> str:
     """Worker: run shard ``i`` of ``n`` of the grid."""
-    from ptdlib.runconfig import RunConfig
-    from ptdlib.runner import run
+    from ptdlib.experiment.config import RunConfig
+    from ptdlib.experiment.runner import run
 
     cfg = RunConfig.from_dict(cfg_dict)
     return run(cfg, output=output, shard=(i, n), lm=_worker_model(cfg), progress=False).line()
@@ -73,14 +73,14 @@ def run_grid(cfg, results: Path, workers: int, log: Callable[[str], None]) -> No
     """The grid into ``results``: labels first, then ``2 * workers`` shards on ``workers`` processes."""
     from concurrent.futures import FIRST_COMPLETED, as_completed, wait
 
-    from ptdlib.results import finished_chunks, missing_chunks, open_run
-    from ptdlib.runconfig import plan_chunks
-    from ptdlib.runner import run
+    from ptdlib.experiment.results import finished_chunks, missing_chunks, open_run
+    from ptdlib.experiment.config import plan_chunks
+    from ptdlib.experiment.runner import run
 
     if workers == 1:
         log("      " + run(cfg, output=results, lm=_worker_model(cfg), progress=True).line())
         return
-    from ptdlib.labels import model_fingerprint
+    from ptdlib.experiment.labels import model_fingerprint
 
     lm = _worker_model(cfg)
     open_run(results, cfg, lm.model_id, model_fingerprint(lm))  # fails now if results holds another run

@@ -1,0 +1,402 @@
+"""FLOPs of D-LLM forward passes: fvcore counts cached per shape, cross-checks, and a per-query ledger.
+
+**Convention: 2 FLOPs per multiply-add.** fvcore counts 1 per multiply-add; :class:`FlopCounter` doubles
+its counts. ``torch.utils.flop_counter.FlopCounterMode`` already counts 2 per multiply-add. The analytic
+model (:func:`ptdlib.cost.shapes.analytic_flops`) uses 2 as well, so all three are comparable.
+
+**Attention.** fvcore has no handle for ``aten::scaled_dot_product_attention`` and would skip the
+quadratic part of the cost (36 % of a 4-layer d=256 model's FLOPs at 1,024 tokens). :func:`sdpa_macs`
+counts it as Q K^T plus the weighted sum of V: ``B * H_q * T_q * T_k * (hd_qk + hd_v)`` multiply-adds,
+over the full T x T (bidirectional, as a D-LLM computes it). FlopCounterMode knows the CUDA kernels but
+not ``aten._scaled_dot_product_flash_attention_for_cpu``; :func:`count_with_torch` registers the same
+formula for it.
+
+**Not counted** (by fvcore, FlopCounterMode or the analytic model): RMSNorm/LayerNorm, softmax, RoPE,
+SiLU and the SwiGLU product, residual additions, bias additions, and embedding lookups (a gather, not
+arithmetic). These are O(T d) or O(H T^2) elementwise work against O(T d^2) and O(T^2 d) matrix
+products. :func:`ptdlib.cost.shapes.uncounted_flops_estimate` bounds them generously: 1.1 % (16 tokens) to
+1.7 % (192 tokens) of the counted FLOPs for the embedded model (d=128), and 0.04 % (256 tokens) to 0.11 %
+(2,048 tokens) for LLaDA-8B, so every ratio of two counts (a saving) is off by well under 1 %. On
+accelerators they are memory-bound work that fuses away, and matrix-product FLOPs are what hardware
+peaks and MFU refer to.
+
+**KV-cached passes** (:mod:`ptdlib.sampling.kvcache`: Fast-dLLM's prefix and dual caches) compute ``query_len`` tokens
+whose queries attend to ``seq_len`` keys: every per-token product scales with ``query_len`` and attention with
+``query_len x seq_len``. fvcore and FlopCounterMode count them by running the network's own cached forward
+(``past_key_values``, ``cache_start``) on a cache of ``seq_len`` columns; the analytic model has the same terms
+(:func:`ptdlib.cost.shapes.analytic_flops`). The refresh pass that fills a cache is an ordinary full pass.
+
+**Caching.** A forward pass costs the same for every batch of the same shape, and exactly ``batch`` times
+the cost of one row, so each ``seq_len`` is counted once at batch 1 and scaled (a run with thousands of
+forward passes traces a handful of shapes).
+
+**Fallbacks: counting never stops a run.** fvcore prices a forward pass from a ``torch.jit.trace`` of it,
+which some models refuse (a model that calls a ``torch.compile``d function, as Fast-dLLM's copy of LLaDA
+does: "Detected that you are using FX to torch.jit.trace a dynamo-optimized function"). :class:`FlopCounter`
+then counts with ``FlopCounterMode`` (which runs the forward eagerly and sees every aten call), and if that
+fails too, with the analytic model of the network's config (:func:`ptdlib.cost.shapes.shape_from_config`), in the
+order of :data:`COUNTER_METHODS`. It warns once, naming each failed counter and its error, and prices every
+length with the counter it fell back to; its ``method`` names that counter (the ``flop_counter`` column of a
+result row). A count of zero FLOPs is treated as a failure (the counter saw none of the matrix products).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections import defaultdict
+from pathlib import Path
+from typing import Hashable
+
+import torch
+from torch import nn
+
+from ptdlib.cost.shapes import (FLOPS_PER_MAC, AnalyticCounter, FlopSource, ModelShape, analytic_flops, check_positive,
+                           check_seq_len, model_shape, shape_from_config)
+
+#: fvcore's name for the fused attention op in a traced graph.
+SDPA_JIT_OP = "aten::scaled_dot_product_attention"
+
+#: The counters :class:`FlopCounter` tries, in order: fvcore's jit trace, ``torch.utils.flop_counter``'s
+#: ``FlopCounterMode``, the analytic model of the config. A result row's ``flop_counter`` is one of these.
+COUNTER_METHODS = ("fvcore", "flop_counter_mode", "analytic")
+#: Characters of a counter's error message quoted in the fallback warning (jit errors run to pages).
+_REASON_CHARS = 200
+
+
+def _fvcore_nn():
+    """``fvcore.nn``, imported without the torch.jit DeprecationWarning its import raises under torch 2.x."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", FutureWarning)
+        import fvcore.nn
+
+    return fvcore.nn
+
+
+def sdpa_macs(q_shape, k_shape, v_shape) -> int:
+    """Multiply-adds of attention over (B, H_q, T_q, hd) queries and (B, H_kv, T_k, hd) keys/values.
+
+    Q K^T: B H_q T_q T_k hd_qk; weights times V: B H_q T_q T_k hd_v (grouped KV heads are broadcast).
+    """
+    rows = math.prod(q_shape[:-1])  # B * H_q * T_q (any leading batch dimensions)
+    t_k, d_qk, d_v = k_shape[-2], q_shape[-1], v_shape[-1]
+    return int(rows * t_k * (d_qk + d_v))
+
+
+def _sdpa_fvcore_handle(inputs, outputs) -> int:
+    """fvcore handle (1 per multiply-add, fvcore's own convention) for aten::scaled_dot_product_attention."""
+    from fvcore.nn.jit_handles import get_shape
+
+    return sdpa_macs(get_shape(inputs[0]), get_shape(inputs[1]), get_shape(inputs[2]))
+
+
+def _matrix_product_handles() -> dict:
+    """fvcore handles (1 per multiply-add) for matrix products and attention, nothing elementwise."""
+    from fvcore.nn import jit_handles as h
+
+    return {"aten::linear": h.linear_flop_jit, "aten::matmul": h.matmul_flop_jit, "aten::mm": h.matmul_flop_jit,
+            "aten::addmm": h.addmm_flop_jit, "aten::bmm": h.bmm_flop_jit, "aten::einsum": h.einsum_flop_jit,
+            "aten::_convolution": h.conv_flop_jit, SDPA_JIT_OP: _sdpa_fvcore_handle}
+
+
+class _LogitsOnly(nn.Module):
+    """Makes a Hugging Face model traceable: ``forward(input_ids)`` returns a plain logits tensor.
+
+    With ``cache`` (a KV cache of the network) the pass is a cached one: ``input_ids`` stand at columns
+    ``cache_start …`` of the cached sequence.
+    """
+
+    def __init__(self, network: nn.Module, cache=None, cache_start: int = 0):
+        super().__init__()
+        self.network, self.cache, self.cache_start = network, cache, cache_start
+
+    def forward(self, input_ids):
+        if self.cache is None:
+            out = self.network(input_ids=input_ids)
+        else:
+            out = self.network(input_ids=input_ids, past_key_values=self.cache, cache_start=self.cache_start)
+        return out if isinstance(out, torch.Tensor) else out.logits
+
+
+def _input_ids(network: nn.Module, seq_len: int, batch: int, token_id: int) -> torch.Tensor:
+    device = next(network.parameters()).device
+    return torch.full((batch, seq_len), token_id, dtype=torch.long, device=device)
+
+
+def _traced(network: nn.Module, seq_len: int, batch: int, token_id: int, query_len: int | None):
+    """(module, inputs) of the pass to count: a full pass, or a cached pass of ``query_len`` tokens whose
+    queries attend to a cache of ``seq_len`` keys (the cache is filled here by one uncounted pass)."""
+    if query_len is None:
+        return _LogitsOnly(network), (_input_ids(network, seq_len, batch, token_id),)
+    check_positive("query_len", query_len)
+    if query_len > seq_len:
+        raise ValueError(f"query_len {query_len} exceeds the {seq_len} keys it attends to")
+    if not getattr(network, "supports_kv_cache", False):
+        raise ValueError(f"{type(network).__name__} cannot run KV-cached passes (no supports_kv_cache)")
+    with torch.no_grad():
+        cache = network(input_ids=_input_ids(network, seq_len, batch, token_id), use_cache=True).past_key_values
+    start = seq_len - query_len
+    return _LogitsOnly(network, cache, start), (_input_ids(network, query_len, batch, token_id),)
+
+
+def count_with_fvcore(network: nn.Module, seq_len: int, batch: int = 1, token_id: int = 0,
+                      query_len: int | None = None) -> dict[str, int]:
+    """FLOPs (2 per multiply-add) of one forward pass by operator, counted by fvcore with the SDPA handle.
+
+    ``query_len``: count a KV-cached pass of that many tokens against ``seq_len`` keys (module docstring).
+    """
+    check_positive("seq_len", seq_len)
+    check_positive("batch", batch)
+    analysis = _fvcore_nn().FlopCountAnalysis(*_traced(network, seq_len, batch, token_id, query_len))
+    # fvcore's defaults also price norms and upsampling; keep matrix products only, plus attention.
+    analysis.clear_op_handles().set_op_handle(**_matrix_product_handles())
+    analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
+    with torch.no_grad():
+        by_op = analysis.by_operator()
+    return {op: FLOPS_PER_MAC * int(n) for op, n in by_op.items() if n}
+
+
+def _sdpa_torch_formula(q_shape, k_shape, v_shape, *args, out_shape=None, **kwargs) -> int:
+    """FlopCounterMode formula (2 per multiply-add) for the CPU flash-attention kernel it does not know."""
+    return FLOPS_PER_MAC * sdpa_macs(q_shape, k_shape, v_shape)
+
+
+def count_with_torch(network: nn.Module, seq_len: int, batch: int = 1, token_id: int = 0,
+                     query_len: int | None = None) -> dict[str, int]:
+    """FLOPs (2 per multiply-add) of one forward pass by operator, counted by ``FlopCounterMode``.
+
+    ``query_len``: count a KV-cached pass of that many tokens against ``seq_len`` keys (module docstring).
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    check_positive("seq_len", seq_len)
+    check_positive("batch", batch)
+    module, inputs = _traced(network, seq_len, batch, token_id, query_len)  # the cache is filled uncounted
+    extra = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _sdpa_torch_formula}
+    mode = FlopCounterMode(display=False, custom_mapping=extra)
+    with torch.no_grad(), mode:
+        module(*inputs)
+    return {str(op): int(n) for op, n in mode.get_flop_counts()["Global"].items() if n}
+
+
+class FlopCounter:
+    """FLOP counts of a network's forward pass, cached per sequence length and scaled by batch.
+
+    ``network_or_lm`` is a :class:`~ptdlib.models.base.DiffusionLM` or a module called as
+    ``network(input_ids=ids)`` that returns logits or an object with ``.logits``. Counts with fvcore; if
+    that fails, with ``FlopCounterMode``, then with the analytic model of ``fallback`` (a shape; default: the
+    shape read from the network's ``config``), warning once (module docstring, "Fallbacks").
+    ``method`` names the counter in use (one of :data:`COUNTER_METHODS`); ``fallback_reasons`` lists why the
+    earlier ones failed. Raises ``RuntimeError`` naming every counter's error only if all three fail.
+    """
+
+    def __init__(self, network_or_lm, max_positions: int | None = None, fallback: ModelShape | None = None):
+        # Duck-typed DiffusionLM check: importing ptdlib.models would pull in transformers for every user.
+        lm = network_or_lm if hasattr(network_or_lm, "network") and hasattr(network_or_lm, "mask_id") else None
+        self.network = lm.network if lm is not None else network_or_lm
+        if not isinstance(self.network, nn.Module):
+            raise ValueError(f"expected a DiffusionLM or torch.nn.Module, got {type(network_or_lm).__name__}")
+        config = getattr(self.network, "config", None)
+        self.max_positions = max_positions or (lm.max_positions if lm is not None else None) or getattr(
+            config, "max_position_embeddings", None)
+        # A token every model's embedding has; the mask token is what a D-LLM canvas is made of.
+        self.token_id = lm.mask_id if lm is not None else 0
+        self.name = lm.model_id if lm is not None else type(self.network).__name__
+        self.fallback = fallback
+        self.method = COUNTER_METHODS[0]
+        self.fallback_reasons: list[str] = []
+        self._cache: dict[int, dict[str, int]] = {}
+
+    @classmethod
+    def for_shape(cls, shape: ModelShape) -> FlopSource:
+        """A counter for a configuration too large to hold: a LLaMA-layout stand-in on the meta device.
+
+        Same matrix-product shapes as ``shape`` (LLaDA is LLaMA-shaped; a causal vs bidirectional mask
+        does not change the count), no weights in memory. Falls back like any :class:`FlopCounter` (to the
+        analytic model of ``shape`` last), and uses the analytic model directly for shapes the stand-in
+        cannot take (non-SwiGLU).
+        """
+        from transformers import LlamaConfig, LlamaForCausalLM
+
+        if shape.mlp != "swiglu":
+            return AnalyticCounter(shape)  # the LLaMA stand-in only has a SwiGLU MLP
+        config = LlamaConfig(
+            vocab_size=shape.vocab_size, hidden_size=shape.d_model, intermediate_size=shape.mlp_hidden,
+            num_hidden_layers=shape.n_layers, num_attention_heads=shape.n_heads,
+            num_key_value_heads=shape.n_kv_heads, head_dim=shape.hd, max_position_embeddings=shape.max_positions,
+            tie_word_embeddings=shape.tied_head, hidden_act="silu",
+        )
+        with torch.device("meta"):
+            network = LlamaForCausalLM(config).eval()
+        counter = cls(network, max_positions=shape.max_positions, fallback=shape)
+        counter.name = shape.name
+        return counter
+
+    def count(self, seq_len: int, query_len: int | None = None) -> dict[str, int]:
+        """FLOPs of one row of ``seq_len`` tokens by operator (analytic: by part), cached; with ``query_len``,
+        of a KV-cached pass of ``query_len`` tokens against ``seq_len`` keys."""
+        check_seq_len(seq_len, self.max_positions)
+        key = seq_len if query_len is None else (seq_len, query_len)
+        if key not in self._cache:
+            counts = self._count_new(seq_len, query_len)  # may switch counters and clear the cache
+            self._cache[key] = counts
+        return dict(self._cache[key])
+
+    def _count_with(self, method: str, seq_len: int, query_len: int | None = None) -> dict[str, int]:
+        if method == "fvcore":
+            counts = count_with_fvcore(self.network, seq_len, token_id=self.token_id, query_len=query_len)
+        elif method == "flop_counter_mode":
+            counts = count_with_torch(self.network, seq_len, token_id=self.token_id, query_len=query_len)
+        else:
+            counts = AnalyticCounter(self._analytic_shape()).count(seq_len, query_len)
+        if sum(counts.values()) <= 0:
+            raise ValueError(f"counted no FLOPs at {seq_len} tokens (it saw none of the matrix products)")
+        return counts
+
+    def _analytic_shape(self) -> ModelShape:
+        if self.fallback is None:
+            config = getattr(self.network, "config", None)
+            if config is None:
+                raise ValueError("the network has no config to read its shape from; pass fallback=ModelShape(...)")
+            self.fallback = shape_from_config(config, name=self.name)  # ValueError naming the missing sizes
+        return self.fallback
+
+    def _count_new(self, seq_len: int, query_len: int | None = None) -> dict[str, int]:
+        failures = []
+        while True:
+            try:
+                counts = self._count_with(self.method, seq_len, query_len)
+                break
+            except Exception as e:  # tracing failures come as many exception types
+                message = (str(e).strip().splitlines() or [""])[0][:_REASON_CHARS]
+                failures.append(f"{self.method} failed ({type(e).__name__}: {message})")
+                position = COUNTER_METHODS.index(self.method) + 1
+                if position == len(COUNTER_METHODS):
+                    raise RuntimeError(f"no FLOP counter could price {self.name} at {seq_len} tokens: "
+                                       + "; ".join(self.fallback_reasons + failures)) from e
+                self.method = COUNTER_METHODS[position]
+        if failures:
+            self.fallback_reasons += failures
+            self._cache.clear()  # one counter prices every length
+            what = f"the analytic model of {self.fallback.name}" if self.method == "analytic" else self.method
+            warnings.warn(f"FLOP counting of {self.name}: {'; '.join(failures)}; counting with {what} instead",
+                          stacklevel=4)
+        return counts
+
+    def forward_flops(self, seq_len: int, batch: int = 1, query_len: int | None = None) -> int:
+        """FLOPs of one forward pass over ``batch`` rows of ``seq_len`` tokens (2 per multiply-add); with
+        ``query_len``, of a KV-cached pass computing ``query_len`` tokens against ``seq_len`` keys."""
+        check_positive("batch", batch)
+        return batch * sum(self.count(seq_len, query_len).values())
+
+    @property
+    def cached_lengths(self) -> tuple[int, ...]:
+        """The full-pass lengths counted so far (cached passes left out)."""
+        return tuple(sorted(k for k in self._cache if isinstance(k, int)))
+
+
+def cross_check(network: nn.Module, shape: ModelShape, seq_lens, token_id: int = 0, query_len: int | None = None) -> list[dict]:
+    """fvcore, FlopCounterMode and the analytic model at each length, with their largest relative gap.
+
+    ``query_len``: check KV-cached passes of that many tokens against each ``seq_len`` keys instead (the
+    network must run cached passes; see :mod:`ptdlib.sampling.kvcache`).
+    """
+    rows = []
+    for t in seq_lens:
+        counts = {
+            "fvcore": sum(count_with_fvcore(network, t, token_id=token_id, query_len=query_len).values()),
+            "torch": sum(count_with_torch(network, t, token_id=token_id, query_len=query_len).values()),
+            "analytic": analytic_flops(shape, t, query_len=query_len)["total"],
+        }
+        hi, lo = max(counts.values()), min(counts.values())
+        row = {"seq_len": t} if query_len is None else {"seq_len": t, "query_len": query_len}
+        rows.append({**row, **counts, "max_rel_diff": (hi - lo) / hi})
+    return rows
+
+
+class FlopLedger:
+    """A sampler callback summing FLOPs per query by kind of forward pass (denoise, probe, predictor, rerun).
+
+    Each row of a forward pass over a (B, T) batch costs ``counter.forward_flops(T)`` (padding included:
+    a padded row is computed like any other), added to that row's query under the event's kind. Passes are
+    priced when read (:meth:`per_query`, :meth:`total`, :meth:`to_frame`), so that every pass of a query is
+    priced by the same counter even if the counter fell back to another one mid-run; :meth:`on_forward`
+    prices the pass once as well, so a length the counter refuses fails at the pass that has it.
+    """
+
+    def __init__(self, counter: FlopSource):
+        self.counter = counter
+        # qid -> [(kind, seq_len, query_len)]; query_len is None for a full pass (see ptdlib.sampling.kvcache)
+        self._forwards: dict[Hashable, list[tuple[str, int, int | None]]] = defaultdict(list)
+
+    @property
+    def method(self) -> str:
+        """The counter that prices the passes (``fvcore``, ``flop_counter_mode``, ``analytic``, ...)."""
+        return str(getattr(self.counter, "method", type(self.counter).__name__))
+
+    def on_forward(self, event) -> None:
+        query_len = getattr(event, "query_len", None)  # a KV-cached pass computes query_len tokens only
+        self._price(event.seq_len, query_len)  # count a new shape now (and fail now if it is refused)
+        for qid in event.query_ids:
+            self._forwards[qid].append((event.kind, event.seq_len, query_len))
+
+    def _price(self, seq_len: int, query_len: int | None) -> int:
+        if query_len is None:
+            return self.counter.forward_flops(seq_len)
+        return self.counter.forward_flops(seq_len, query_len=query_len)
+
+    def _priced(self) -> dict[Hashable, tuple[dict[str, int], dict[str, int]]]:
+        """{query_id: ({kind: FLOPs}, {kind: forward passes})}, priced by the counter's current method."""
+        out = {}
+        for qid, passes in self._forwards.items():
+            flops, count = defaultdict(int), defaultdict(int)
+            for kind, seq_len, query_len in passes:
+                flops[kind] += self._price(seq_len, query_len)
+                count[kind] += 1
+            out[qid] = (dict(flops), dict(count))
+        return out
+
+    def per_query(self) -> dict[Hashable, dict[str, int]]:
+        """{query_id: {kind: FLOPs}}."""
+        return {q: flops for q, (flops, _) in self._priced().items()}
+
+    def forward_lengths(self, query_id: Hashable) -> list[int]:
+        """The sequence length of every forward pass a query took part in, in order (for re-pricing)."""
+        return [seq_len for _, seq_len, _ in self._forwards.get(query_id, [])]
+
+    def forward_query_lengths(self, query_id: Hashable) -> list[int | None]:
+        """Aligned with :meth:`forward_lengths`: each pass's computed tokens if KV-cached, else None."""
+        return [query_len for _, _, query_len in self._forwards.get(query_id, [])]
+
+    def total(self, kind: str | None = None) -> int:
+        """FLOPs over all queries, of one kind or of all kinds."""
+        return sum(n for kinds in self.per_query().values() for k, n in kinds.items() if kind is None or k == kind)
+
+    def to_frame(self):
+        """A tidy pandas frame: one row per (query_id, kind) with ``flops`` and ``forward_passes``."""
+        import pandas as pd
+
+        rows = [{"query_id": q, "kind": k, "flops": n, "forward_passes": passes[k]}
+                for q, (flops, passes) in self._priced().items() for k, n in flops.items()]
+        return pd.DataFrame(rows, columns=["query_id", "kind", "flops", "forward_passes"])
+
+    def reset(self) -> None:
+        self._forwards.clear()
+
+
+def counter_for(model) -> FlopSource:
+    """A counter for a DiffusionLM / module (:class:`FlopCounter`), or, without weights, for a shape, a preset
+    name or a checkpoint's ``config.json`` (or its directory): the meta-device stand-in of
+    :meth:`FlopCounter.for_shape` (see :func:`ptdlib.cost.shapes.model_shape`)."""
+    if isinstance(model, (str, Path)):
+        model = model_shape(model)
+    if isinstance(model, ModelShape):
+        return FlopCounter.for_shape(model)
+    return FlopCounter(model)
+
+
+__all__ = [
+    "COUNTER_METHODS", "AnalyticCounter", "FlopCounter", "FlopLedger", "FlopSource", "count_with_fvcore",
+    "count_with_torch", "counter_for", "cross_check", "sdpa_macs",
+]

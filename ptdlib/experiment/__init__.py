@@ -1,0 +1,1 @@
+"""Experiment grids: configuration, the resumable runner (serial or on Ray), own-length labels, result tables and merging shards."""

@@ -1,0 +1,159 @@
+"""The per-step commit rule of LLaDA's sampler: which masked positions of the current block to fill, and with what.
+
+The rule takes the logits of one block and returns the candidates and the positions to commit; it never calls
+the model (the loop in :mod:`ptdlib.sampling.sampler` does). It follows ``generate()`` of the LLaDA reference code
+(Nie et al., 2025, "Large Language Diffusion Models", Algorithm 5 with semi-autoregressive blocks):
+
+* **Schedule** (:func:`transfer_schedule`): the ``n`` masked positions a block holds when it starts are spread
+  evenly over the block's steps, the remainder on the first steps (10 over 3 steps -> 4, 3, 3). LLaDA's linear
+  noise schedule makes the expected number of tokens unmasked per step constant (paper, Eq. 8).
+* **Candidates** (:func:`candidates`): at temperature 0 the argmax of the logits; above 0 the Gumbel-max
+  sample ``argmax exp(logits) / (-log u) ** T`` computed in float64, because low-precision Gumbel noise lowers
+  generation quality (Zheng et al., 2024, arXiv:2409.02908, cited by the reference's ``add_gumbel_noise``).
+* **Confidence** (:data:`REMASKING`): ``low_confidence`` scores a candidate by its softmax probability
+  (float64), ``random`` by a uniform draw; positions that are already committed score ``-inf``.
+* **End tokens last** (``last_ids``, the reference's ``confidence_eos_eot_inf``, Nie et al., 2025, Appendix
+  B.4): a candidate whose token is EOS or end-of-turn is committed after every other masked position of its
+  block. The reference's docstring says it sets "the confidence of EOS and EoT token to -inf"; its code writes
+  ``logits_with_noise[..., EOS] = logits[..., EOT] = -inf`` after the candidates are drawn, so only an EOT
+  candidate's softmax confidence falls (to 0), and every other candidate's probability is renormalised without
+  EOT. ptdlib follows the docstring: both end tokens go last and no other confidence changes. Not ``-inf``
+  itself, which here marks committed positions (a top-``k`` or threshold step could then pick a committed
+  position and commit nothing): the confidence moves :data:`DEMOTION` lower, below every confidence in [0, 1],
+  above ``-inf``, in the same order among end candidates. (``logits_eos_inf``, forbidding EOS outright, acts on
+  the logits before this rule: ``SamplerConfig.suppress_eos``.)
+* **Selection**: the top-``k`` positions by confidence (:func:`select_top_k`), or, with Fast-dLLM's threshold
+  rule (Wu et al., 2025, "Fast-dLLM"), every masked position whose confidence is at least the threshold and
+  always the most confident one (:func:`select_above_threshold`). Ties go to the leftmost position
+  (``torch.topk`` in the reference leaves tie order unspecified).
+
+Why not diffusers' ``BlockRefinementScheduler`` (diffusers >= 0.42, the LLaDA2 pipeline's scheduler)? It
+commits by confidence block by block, but it does not reproduce the reference: (1) its schedule spreads the
+*block length* over the steps, one schedule for the whole batch, whereas the reference spreads the number of
+positions still masked in each row's block (they differ when a canvas starts partly committed, as with
+``init_canvas``); (2) its temperature sampling is ``multinomial(softmax(logits / T))`` in float32 from one
+generator shared by the batch, not float64 Gumbel-max, so it is not token-identical to the reference and a
+query's sample depends on its batch neighbours; (3) its threshold rule commits the above-threshold set only
+when that set reaches the step's quota (LLaDA2), not Fast-dLLM's "above threshold, at least one", and it
+is on by default (0.95; only a threshold >= 1 turns it off); (4) it has no ``random`` remasking, and it selects per row in a Python
+loop. The project also keeps diffusers out of its dependencies. So the rule is implemented here, in a few
+vectorised tensor functions.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+
+NEG_INF = float("-inf")
+#: How far a ``last_ids`` candidate's confidence is lowered: confidences lie in [0, 1] (a softmax probability or a
+#: uniform draw), so ``c - 2`` lies in [-2, -1], below every other candidate and above committed positions' -inf.
+DEMOTION = 2.0
+
+
+def transfer_schedule(n_masked: torch.Tensor, steps: int) -> torch.Tensor:
+    """(B, steps) number of tokens to commit at each step: ``n_masked`` (B,) spread evenly, remainder first.
+
+    LLaDA's ``get_num_transfer_tokens``: ``base = n // steps`` everywhere plus one on the first ``n % steps``
+    steps, e.g. 10 tokens over 3 steps -> [4, 3, 3].
+    """
+    if steps <= 0:
+        raise ValueError(f"steps must be a positive integer, got {steps}")
+    n = n_masked.long().reshape(-1, 1)
+    cols = torch.arange(steps, device=n.device).reshape(1, -1)
+    return n // steps + (cols < n % steps).long()
+
+
+def candidates(logits: torch.Tensor, temperature: float, uniforms: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, l) candidate token per position from (B, l, V) logits.
+
+    Temperature 0: argmax. Otherwise the reference's Gumbel-max in float64:
+    ``argmax exp(logits) / (-log u) ** temperature`` with ``u`` uniform in (0, 1) of shape (B, l, V), supplied by
+    the caller (each query draws its own, so batching cannot change a sample).
+    """
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    if uniforms is None:
+        raise ValueError("temperature > 0 needs uniform draws for the Gumbel noise")
+    gumbel = (-torch.log(uniforms.to(torch.float64))) ** temperature
+    return (logits.to(torch.float64).exp() / gumbel).argmax(dim=-1)
+
+
+def _softmax_confidence(logits: torch.Tensor, x0: torch.Tensor, uniforms: torch.Tensor | None) -> torch.Tensor:
+    p = torch.softmax(logits.to(torch.float64), dim=-1)
+    return p.gather(-1, x0.unsqueeze(-1)).squeeze(-1)
+
+
+def _random_confidence(logits: torch.Tensor, x0: torch.Tensor, uniforms: torch.Tensor | None) -> torch.Tensor:
+    if uniforms is None:
+        raise ValueError("random remasking needs uniform draws")
+    return uniforms.to(torch.float64)
+
+
+#: remasking name -> confidence(logits (B, l, V), candidates (B, l), uniforms (B, l) or None) -> (B, l) float64
+REMASKING: dict[str, Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]] = {
+    "low_confidence": _softmax_confidence,
+    "random": _random_confidence,
+}
+#: remasking rules that consume one uniform draw per position and step
+RANDOM_REMASKING = frozenset({"random"})
+
+
+def check_remasking(name: str) -> None:
+    if name not in REMASKING:
+        raise ValueError(f"unknown remasking {name!r}; choose from {', '.join(REMASKING)}")
+
+
+def confidence(remasking: str, logits: torch.Tensor, x0: torch.Tensor, masked: torch.Tensor,
+               uniforms: torch.Tensor | None = None, last_ids: Sequence[int] = ()) -> torch.Tensor:
+    """(B, l) float64 confidence of each candidate; ``-inf`` where ``masked`` is False (already committed).
+
+    Candidates whose token is in ``last_ids`` are lowered by :data:`DEMOTION`, below every other candidate
+    (the reference's ``confidence_eos_eot_inf``; module docstring, "End tokens last").
+    """
+    check_remasking(remasking)
+    conf = REMASKING[remasking](logits, x0, uniforms)
+    if len(last_ids):
+        conf = torch.where(torch.isin(x0, torch.as_tensor(list(last_ids), device=x0.device)), conf - DEMOTION, conf)
+    return conf.masked_fill(~masked, NEG_INF)
+
+
+def select_top_k(conf: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """(B, l) bool: the ``k[b]`` most confident positions of each row (ties to the leftmost), vectorised.
+
+    ``k`` must not exceed a row's number of finite confidences (the schedule guarantees it).
+    """
+    order = conf.argsort(dim=-1, descending=True, stable=True)
+    rank = torch.empty_like(order)
+    rank.scatter_(-1, order, torch.arange(conf.shape[-1], device=conf.device).expand_as(order))
+    return rank < k.reshape(-1, 1)
+
+
+def select_above_threshold(conf: torch.Tensor, masked: torch.Tensor, threshold: float) -> torch.Tensor:
+    """(B, l) bool: masked positions with confidence >= ``threshold``, plus each row's most confident one.
+
+    Fast-dLLM's rule; rows with no masked position commit nothing.
+    """
+    best = torch.zeros_like(masked).scatter_(-1, conf.argmax(dim=-1, keepdim=True), True)
+    return masked & ((conf >= threshold) | best)
+
+
+def commit_step(logits: torch.Tensor, block: torch.Tensor, mask_id: int, *, k: torch.Tensor | None,
+                temperature: float, remasking: str, threshold: float | None = None,
+                gumbel_uniforms: torch.Tensor | None = None, remask_uniforms: torch.Tensor | None = None,
+                last_ids: Sequence[int] = ()) -> tuple[torch.Tensor, torch.Tensor]:
+    """One step of the rule on a block: ``(transfer (B, l) bool, candidates (B, l))``.
+
+    ``logits`` (B, l, V) are the block's logits after guidance and suppression; ``block`` (B, l) its current
+    tokens; ``k`` (B,) the schedule's count for this step (ignored when ``threshold`` is set); ``last_ids``
+    token ids whose candidates are committed after all others (end tokens, for ``confidence_eos_eot_inf``).
+    """
+    masked = block == mask_id
+    x0 = candidates(logits, temperature, gumbel_uniforms)
+    conf = confidence(remasking, logits, x0, masked, remask_uniforms, last_ids)
+    if threshold is not None:
+        transfer = select_above_threshold(conf, masked, threshold)
+    else:
+        transfer = select_top_k(conf, k) & masked
+    return transfer, x0

@@ -1,0 +1,75 @@
+"""Forward-pass and step events: how the sampler, probes and predictors report what they computed.
+
+Every forward pass of a D-LLM, whoever runs it (the sampler's denoising loop, a SmartCrop probe, a
+predictor's prompt pass, a re-run after truncation), is reported to callbacks as a :class:`ForwardEvent`.
+FLOP accounting (``ptdlib.cost.flops.FlopLedger``) and tracing are callbacks; no counting lives inside a loop.
+
+A callback is any object with an ``on_forward(event)`` method and, optionally, ``on_step(event)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Hashable, Iterable, Protocol, runtime_checkable
+
+import torch
+
+#: The kinds of forward pass the ledger tells apart.
+FORWARD_KINDS = ("denoise", "probe", "predictor", "rerun")
+
+
+@dataclass(frozen=True)
+class ForwardEvent:
+    """One forward pass over a (batch_size, seq_len) tensor; ``query_ids`` name its rows in order."""
+
+    kind: str  # one of FORWARD_KINDS
+    query_ids: tuple[Hashable, ...]  # caller's id of each row of the batch
+    seq_len: int  # padded sequence length actually computed (prompt + canvas); the keys of a cached pass
+    step: int | None = None  # denoising step index within the call, if any
+    query_len: int | None = None  # a cached pass (ptdlib.sampling.kvcache): tokens computed, attending to seq_len keys
+
+    @property
+    def cached(self) -> bool:
+        """Whether only ``query_len`` of the ``seq_len`` tokens were computed (a KV-cached pass)."""
+        return self.query_len is not None
+
+    @property
+    def batch_size(self) -> int:
+        return len(self.query_ids)
+
+
+@dataclass(frozen=True)
+class StepEvent:
+    """What one denoising step committed: for each query, canvas positions and the tokens put there."""
+
+    step: int
+    block: int
+    query_ids: tuple[Hashable, ...]
+    positions: tuple[tuple[int, ...], ...]  # canvas positions committed this step, per query
+    tokens: tuple[tuple[int, ...], ...]  # the committed token ids, aligned with positions
+
+
+@runtime_checkable
+class Callback(Protocol):
+    def on_forward(self, event: ForwardEvent) -> None: ...
+
+
+def emit_forward(callbacks: Iterable, event: ForwardEvent) -> None:
+    if event.kind not in FORWARD_KINDS:
+        raise ValueError(f"unknown forward kind {event.kind!r}; choose from {', '.join(FORWARD_KINDS)}")
+    for cb in callbacks or ():
+        cb.on_forward(event)
+
+
+def emit_step(callbacks: Iterable, event: StepEvent) -> None:
+    for cb in callbacks or ():
+        if hasattr(cb, "on_step"):
+            cb.on_step(event)
+
+
+def counted_logits(lm, ids: torch.Tensor, attention_mask: torch.Tensor, kind: str, query_ids, callbacks,
+                   step: int | None = None) -> torch.Tensor:
+    """``lm.logits(ids, attention_mask)``, reported to ``callbacks`` as one forward pass of ``kind``."""
+    logits = lm.logits(ids, attention_mask)
+    emit_forward(callbacks, ForwardEvent(kind, tuple(query_ids), int(ids.shape[1]), step))
+    return logits

@@ -1,0 +1,1 @@
+"""Paired significance tests, intervals, multiple-comparison correction and the summary table."""
