@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ptdlib.models.dllm_var import DllmVarBatchSource, dllm_var_loss, packed_row
-from ptdlib.models.embedded import build_model, load_checkpoint
+from ptdlib.models.embedded import build_model, load_pretrained
 from ptdlib.models.metrics import end_token_ids
 from ptdlib.models.training import BatchSource, TrainConfig, train
 
@@ -92,6 +92,6 @@ def test_two_step_dllm_var_smoke_run_continues_a_model_and_records_the_recipe(to
     assert card["steps_done"] == 2 and card["config"]["recipe"] == "dllm-var"
     assert json.loads((tmp_path / "var" / "training_card.json").read_text())["config"]["pack_frac"] == 0.5
     assert (tmp_path / "work" / "step-000001" / "model.safetensors").exists()
-    model, _ = load_checkpoint(tmp_path / "var")
-    start, _ = load_checkpoint(tmp_path / "start")
+    model, _ = load_pretrained(tmp_path / "var")
+    start, _ = load_pretrained(tmp_path / "start")
     assert not torch.equal(model.lm_head.weight, start.lm_head.weight)  # the two steps changed the weights

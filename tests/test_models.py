@@ -7,7 +7,7 @@ import torch
 from transformers import AutoModelForMaskedLM, AutoTokenizer
 
 from ptdlib.models.batching import left_pad, with_canvas
-from ptdlib.models.embedded import build_model, load_checkpoint, save_model
+from ptdlib.models.embedded import build_model, load_pretrained, save_model
 from ptdlib.models.embedded import embedded_lm
 from ptdlib.models.tokenizer import SPECIAL_TOKENS, encode_prompt
 from ptdlib.models.training import TrainConfig, train
@@ -40,7 +40,7 @@ def test_prompt_with_unknown_words_is_rejected_naming_them(tokenizer):
 
 def test_save_load_round_trip_gives_identical_logits(tiny_model, tokenizer, tmp_path):
     save_model(tiny_model, tokenizer, tmp_path / "m")
-    loaded, tok = load_checkpoint(tmp_path / "m")
+    loaded, tok = load_pretrained(tmp_path / "m")
     auto = AutoModelForMaskedLM.from_pretrained(tmp_path / "m").eval()
     ids, attn = left_pad([encode_prompt(tok, "sort : 3 1 2"), encode_prompt(tok, "spell tiger")], tok.pad_token_id)
     with torch.no_grad():
@@ -60,14 +60,14 @@ def test_left_padding_does_not_change_a_prompts_logits(tiny_lm):
 
 def test_missing_model_directory_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="nowhere"):
-        load_checkpoint(tmp_path / "nowhere")
+        load_pretrained(tmp_path / "nowhere")
 
 
 def test_corrupt_weights_are_a_clear_error(tiny_model, tokenizer, tmp_path):
     save_model(tiny_model, tokenizer, tmp_path)
     (tmp_path / "model.safetensors").write_bytes(b"not a safetensors file")
     with pytest.raises(ValueError, match="cannot load model weights"):
-        load_checkpoint(tmp_path)
+        load_pretrained(tmp_path)
 
 
 def test_config_whose_sizes_disagree_with_the_weights_is_rejected(tiny_model, tokenizer, tmp_path):
@@ -77,7 +77,7 @@ def test_config_whose_sizes_disagree_with_the_weights_is_rejected(tiny_model, to
     cfg["n_heads"] = 2
     (tmp_path / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(ValueError, match="cannot load model weights"):
-        load_checkpoint(tmp_path)
+        load_pretrained(tmp_path)
 
 
 def test_sequence_longer_than_the_models_positions_is_rejected(tokenizer):
@@ -93,7 +93,7 @@ def test_two_step_training_smoke_run_saves_a_loadable_model_with_card(tmp_path):
     card = train(cfg, tmp_path / "m", evaluate=lambda m, t: {"ok": 1.0})
     assert card["steps_done"] == 2 and card["heldout"] == {"ok": 1.0}
     assert json.loads((tmp_path / "m" / "training_card.json").read_text())["config"]["steps"] == 2
-    model, _ = load_checkpoint(tmp_path / "m")
+    model, _ = load_pretrained(tmp_path / "m")
     assert model.config.d_model == TINY["d_model"]
 
 
@@ -116,8 +116,8 @@ def test_training_resumes_from_its_checkpoint_to_the_same_weights(tmp_path, monk
     monkeypatch.setattr(tr.BatchSource, "batch", original)
     card = train(cfg, tmp_path / "resumed")
     assert card["steps_done"] == 3
-    a, _ = load_checkpoint(tmp_path / "straight")
-    b, _ = load_checkpoint(tmp_path / "resumed")
+    a, _ = load_pretrained(tmp_path / "straight")
+    b, _ = load_pretrained(tmp_path / "resumed")
     for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values()):
         torch.testing.assert_close(pa, pb, rtol=0, atol=0, msg=name)
 
@@ -130,7 +130,7 @@ def test_training_can_start_from_a_saved_models_weights(tiny_model, tokenizer, t
     assert card["steps_total"] == 41 and card["initialised_from"]["steps_total"] == 40  # lineage carried
     assert card["initialised_from"]["card"] == {"steps_done": 40, "train_seconds": 12.5}  # the earlier phase kept
     assert card["train_seconds_total"] >= 12.5
-    out, _ = load_checkpoint(tmp_path / "out")
+    out, _ = load_pretrained(tmp_path / "out")
     ref = tiny_model.state_dict()
     for name, p in out.state_dict().items():  # one step at a negligible learning rate: still the start weights
         torch.testing.assert_close(p, ref[name], rtol=0, atol=1e-6, msg=name)

@@ -96,14 +96,14 @@ def test_a_fixed_canvas_that_is_not_whole_blocks_is_refused(capsys, tmp_path, L,
 @pytest.mark.parametrize("layers_delta, words", [(1, ["missing from the weights", "blocks.2."]),
                                                  (-1, ["in the weights but not in the config", "blocks.1."])])
 def test_weights_that_do_not_match_the_config_are_refused(tmp_path, tokenizer, capsys, layers_delta, words):
-    from ptdlib.models.embedded import load_checkpoint
+    from ptdlib.models.embedded import load_pretrained
 
     directory = save_tiny_model(tokenizer, tmp_path / "m")
     cfg = json.loads((directory / "config.json").read_text())
     cfg["n_layers"] += layers_delta
     (directory / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(ValueError, match="does not match its config.json") as err:
-        load_checkpoint(directory)
+        load_pretrained(directory)
     for word in words:
         assert word in str(err.value)
     assert ptd(["bench", "model", "--model", str(directory), "--n", "2"]) == 2

@@ -26,12 +26,12 @@ def main(argv: list[str]) -> int:
     if args.n <= 1:
         p.error(f"--n must be at least 2, got {args.n}")
 
-    from ptdlib.models.embedded import load_checkpoint, training_card
+    from ptdlib.models.embedded import load_pretrained, training_card
     from ptdlib.models.metrics import length_signal, masked_token_accuracy
     from ptdlib.tasks import FAMILIES, make_split
 
     torch.manual_seed(args.seed)
-    model, tok = load_checkpoint(args.model)
+    model, tok = load_pretrained(args.model)
     queries = make_split("test", args.n, seed=args.seed)
     t0 = time.time()
     result = {

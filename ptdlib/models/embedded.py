@@ -29,7 +29,15 @@ CARD_FILE = "training_card.json"
 
 
 def build_model(tokenizer, **overrides) -> PtdLladaModel:
-    """A freshly initialised model whose vocabulary and special ids come from ``tokenizer``."""
+    """A freshly initialised model whose vocabulary and special ids come from ``tokenizer``.
+
+    Args:
+        tokenizer: The embedded tokenizer.
+        **overrides: :class:`~ptdlib.models.modeling.PtdLladaConfig` fields (they win over the tokenizer's ids).
+
+    Returns:
+        The :class:`~ptdlib.models.modeling.PtdLladaModel`.
+    """
     ids = dict(
         vocab_size=len(tokenizer),
         mask_token_id=tokenizer.mask_token_id,
@@ -42,7 +50,17 @@ def build_model(tokenizer, **overrides) -> PtdLladaModel:
 
 
 def save_model(model, tokenizer, out_dir: str | Path, card: dict | None = None) -> Path:
-    """Save weights (safetensors), config, tokenizer and training card into ``out_dir``."""
+    """Save weights (safetensors), config, tokenizer and training card into ``out_dir``.
+
+    Args:
+        model: The model (``save_pretrained``).
+        tokenizer: Its tokenizer.
+        out_dir: The directory, created if missing.
+        card: The training card; None: none is written.
+
+    Returns:
+        ``out_dir`` as a Path.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir, safe_serialization=True)
@@ -52,11 +70,21 @@ def save_model(model, tokenizer, out_dir: str | Path, card: dict | None = None) 
     return out_dir
 
 
-def load_checkpoint(path: str | Path | None = None, device: str = "cpu", dtype: torch.dtype = torch.float32):
-    """(model, tokenizer) from a saved directory (default: the embedded model), in eval mode.
+def load_pretrained(path: str | Path | None = None, device: str = "cpu", dtype: torch.dtype = torch.float32):
+    """The model and tokenizer of a saved directory.
 
-    Raises ``FileNotFoundError`` for a missing directory and ``ValueError`` for a corrupt one (no config,
-    unreadable weights, or weights whose shapes disagree with the config).
+    Args:
+        path: The model directory; None: the embedded model.
+        device: Device the model is moved to.
+        dtype: Dtype of the weights.
+
+    Returns:
+        ``(model, tokenizer)``, the model in eval mode.
+
+    Raises:
+        FileNotFoundError: If the directory is missing.
+        ValueError: For a corrupt one (no config, unreadable weights, weights whose names or shapes disagree
+            with the config, or a tokenizer whose size is not the config's ``vocab_size``).
     """
     path = Path(path) if path is not None else DEFAULT_MODEL_DIR
     if not path.is_dir():
@@ -79,9 +107,16 @@ def load_checkpoint(path: str | Path | None = None, device: str = "cpu", dtype: 
 def check_weights_match(info: dict, path) -> None:
     """Refuse a load that transformers would complete with freshly initialised or ignored weights.
 
-    ``info`` is ``from_pretrained(..., output_loading_info=True)``'s report. A ``config.json`` that says 5
-    layers beside 4 layers of weights would otherwise load with a random fifth layer (and only a log line).
-    Raises ValueError naming the first weights of each kind.
+    A ``config.json`` that says 5 layers beside 4 layers of weights would otherwise load with a random fifth
+    layer (and only a log line).
+
+    Args:
+        info: ``from_pretrained(..., output_loading_info=True)``'s report.
+        path: The model directory, for the message.
+
+    Raises:
+        ValueError: If any weight is missing, unexpected or mismatched (the message names the first of each
+            kind).
     """
     problems = []
     for kind, what in (("missing_keys", "missing from the weights (would be random)"),
@@ -101,7 +136,16 @@ def training_card(path: str | Path | None = None) -> dict:
     return json.loads(p.read_text()) if p.exists() else {}
 
 def embedded_lm(model, tokenizer, model_id: str = "ptd-tiny") -> DiffusionLM:
-    """Wrap an in-memory embedded model (e.g. one a test just built) as a DiffusionLM."""
+    """Wrap an in-memory embedded model (e.g. one a test just built) as a DiffusionLM.
+
+    Args:
+        model: The embedded network.
+        tokenizer: Its tokenizer (its special ids and prompt format are used).
+        model_id: Name recorded for provenance.
+
+    Returns:
+        The :class:`~ptdlib.models.base.DiffusionLM`.
+    """
     return DiffusionLM(
         network=model,
         tokenizer=tokenizer,
@@ -116,7 +160,20 @@ def embedded_lm(model, tokenizer, model_id: str = "ptd-tiny") -> DiffusionLM:
 
 
 def load_embedded(path: str | Path | None = None, device: str = "cpu", dtype: torch.dtype = torch.float32) -> DiffusionLM:
-    """The embedded model from ``path`` (default: the shipped ``data/models/ptd-tiny``)."""
+    """Load the embedded model as a DiffusionLM.
+
+    Args:
+        path: The model directory; None: the shipped ``data/models/ptd-tiny``.
+        device: Device of the weights.
+        dtype: Dtype of the weights.
+
+    Returns:
+        The :class:`~ptdlib.models.base.DiffusionLM` (model id: the directory's name).
+
+    Raises:
+        FileNotFoundError: If the directory is missing.
+        ValueError: If it is corrupt (see :func:`load_pretrained`).
+    """
     path = Path(path) if path is not None else DEFAULT_MODEL_DIR
-    model, tok = load_checkpoint(path, device=device, dtype=dtype)
+    model, tok = load_pretrained(path, device=device, dtype=dtype)
     return embedded_lm(model, tok, model_id=path.name)

@@ -66,6 +66,11 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
+        """A config from a mapping of its fields.
+
+        Raises:
+            ValueError: On unknown keys (named with the allowed ones) or an unknown recipe.
+        """
         unknown = set(d) - set(cls.__dataclass_fields__)
         if unknown:
             raise ValueError(f"unknown training settings {sorted(unknown)}; allowed: {sorted(cls.__dataclass_fields__)}")
@@ -85,6 +90,14 @@ def lr_at(step: int, cfg: TrainConfig, elapsed_s: float = 0.0) -> float:
 
     With a time limit, the decay follows whichever is further along, steps or time, so a run that the
     clock stops early still ends at the floor of its schedule.
+
+    Args:
+        step: The 0-based step.
+        cfg: The training config (``lr``, ``warmup``, ``steps``, ``min_lr_frac``, ``time_limit_s``).
+        elapsed_s: Seconds trained so far.
+
+    Returns:
+        The learning rate of ``step``.
     """
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
@@ -113,6 +126,12 @@ class BatchSource:
         return batches
 
     def batch(self, step: int):
+        """The batch of step ``step``: queries bucketed by answer length, canvas drawn from the seed and step.
+
+        Returns:
+            ``(prompt_ids (B, P), prompt_attn (B, P), target (B, L))``; the target is the answers padded with
+            EOS to the step's canvas length ``L``.
+        """
         cfg = self.cfg
         g, j = divmod(step, cfg.bucket_batches)
         if g != self._group:
@@ -131,7 +150,22 @@ class BatchSource:
 
 
 def diffusion_loss(model, prompt_ids, prompt_attn, target, mask_id: int, eps: float, gen: torch.Generator):
-    """LLaDA SFT loss on one batch: masked-token cross-entropy weighted by 1/t, per canvas token."""
+    """LLaDA SFT loss on one batch: masked-token cross-entropy weighted by 1/t, per canvas token.
+
+    Each row draws ``t ~ U(eps, 1]`` and masks each canvas token with probability ``t`` (Nie et al., 2025).
+
+    Args:
+        model: The network (returns ``.logits``).
+        prompt_ids: Left-padded prompt ids, shape ``(B, P)``.
+        prompt_attn: Their attention mask, shape ``(B, P)``.
+        target: The EOS-padded answers, shape ``(B, L)``.
+        mask_id: The mask token id.
+        eps: Lower bound of ``t``.
+        gen: Generator of the mask draws.
+
+    Returns:
+        The scalar loss (sum over masked positions divided by ``B * L``).
+    """
     B, L = target.shape
     t = (1 - eps) * torch.rand(B, 1, generator=gen) + eps
     masked = torch.rand(B, L, generator=gen) < t
@@ -145,9 +179,16 @@ def diffusion_loss(model, prompt_ids, prompt_attn, target, mask_id: int, eps: fl
 def lineage(card: dict, init_card: dict, init_from: str) -> dict:
     """Fields that carry a continued run's history: where it started and the totals over every phase.
 
-    ``init_card`` is the training card of the model in ``init_from`` (empty if it has none). It is kept,
-    less its evaluation history, under ``initialised_from.card``, so a model continued several times keeps
-    every phase's configuration and held-out metrics, one nested card per phase.
+    ``init_card`` is kept, less its evaluation history, under ``initialised_from.card``, so a model continued
+    several times keeps every phase's configuration and held-out metrics, one nested card per phase.
+
+    Args:
+        card: This run's card (``steps_done``, ``train_seconds``).
+        init_card: The training card of the model in ``init_from`` (empty if it has none).
+        init_from: The directory the run started from.
+
+    Returns:
+        ``{"initialised_from": ..., "steps_total": ..., "train_seconds_total": ...}``.
     """
     prev_steps = init_card.get("steps_total", init_card.get("steps_done", 0))
     prev_seconds = init_card.get("train_seconds_total", init_card.get("train_seconds", 0.0))
@@ -162,7 +203,17 @@ def load_checkpoint(path: str | Path) -> dict:
     """A training checkpoint written by :func:`train` (``model``/``optimizer`` state, ``step``, ``config``...).
 
     Read with ``torch.load(..., weights_only=True)``: tensors and plain containers only, so a crafted file
-    cannot run code. Raises FileNotFoundError if absent, ValueError if it is not such a checkpoint.
+    cannot run code.
+
+    Args:
+        path: The ``checkpoint.pt`` file.
+
+    Returns:
+        The checkpoint dict.
+
+    Raises:
+        FileNotFoundError: If the file is absent.
+        ValueError: If it cannot be read or is not such a checkpoint (no ``model`` state dict).
     """
     path = Path(path)
     if not path.is_file():
@@ -190,8 +241,19 @@ def _atomic_save(obj, path: Path):
 def train(cfg: TrainConfig, out_dir: str | Path, work_dir: str | Path | None = None, evaluate=None) -> dict:
     """Train (or resume) the embedded model; save it with ``save_pretrained`` and a training card.
 
-    ``work_dir`` holds the resumable ``checkpoint.pt`` (default: ``out_dir/../<name>.ckpt``). ``evaluate``
-    is called as ``evaluate(model, tokenizer) -> dict`` for the held-out metrics of the card.
+    Args:
+        cfg: The training config.
+        out_dir: Directory of the finished model.
+        work_dir: Directory of the resumable ``checkpoint.pt`` and snapshots (default: ``out_dir/../<name>.ckpt``).
+        evaluate: Called as ``evaluate(model, tokenizer) -> dict`` for the held-out metrics of the card; None:
+            none.
+
+    Returns:
+        The training card saved with the model.
+
+    Raises:
+        ValueError: If ``work_dir`` holds a checkpoint of another config, or ``pack_width`` exceeds the model's
+            positions.
     """
     out_dir = Path(out_dir)
     work_dir = Path(work_dir) if work_dir else out_dir.parent / f"{out_dir.name}.ckpt"
@@ -202,9 +264,9 @@ def train(cfg: TrainConfig, out_dir: str | Path, work_dir: str | Path | None = N
     tok = build_tokenizer()
     model = build_model(tok, **cfg.model)
     if cfg.init_from:
-        from ptdlib.models.embedded import load_checkpoint
+        from ptdlib.models.embedded import load_pretrained
 
-        start_model, _ = load_checkpoint(cfg.init_from)
+        start_model, _ = load_pretrained(cfg.init_from)
         model.load_state_dict(start_model.state_dict())
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
