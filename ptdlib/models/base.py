@@ -37,12 +37,16 @@ class DiffusionLM:
 
     @property
     def device(self) -> torch.device:
+        """The device the network's parameters are on."""
         return next(self.network.parameters()).device
 
     def _run(self, pick, ids: torch.Tensor, attention_mask: torch.Tensor | None, **kwargs) -> torch.Tensor:
-        """``pick(network output)`` for (B, T) ``ids``. For a model that ignores (or cannot take) its attention
-        mask, rows of equal real length run together without their left padding and without a mask (zeros
-        are returned at padding positions), so no row ever sees padding."""
+        """``pick(network output)`` for (B, T) ``ids``.
+
+        For a model that ignores (or cannot take) its attention mask, rows of equal real length run together
+        without their left padding and without a mask (zeros are returned at padding positions), so no row ever
+        sees padding.
+        """
         if self.batch_invariant or attention_mask is None:
             return pick(self.network(input_ids=ids, attention_mask=attention_mask, **kwargs))
         T = ids.shape[1]
@@ -58,6 +62,16 @@ class DiffusionLM:
 
     @torch.no_grad()
     def logits(self, ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-position logits, aligned so that ``logits[:, i]`` predicts token ``i``.
+
+        Args:
+            ids: Token ids, shape ``(B, T)``.
+            attention_mask: Optional ``(B, T)`` mask, 0 at left padding.
+
+        Returns:
+            Logits of shape ``(B, T, V)``; a ``logits_shift`` model's outputs are moved back by one position
+            (position 0 keeps its own row).
+        """
         logits = self._run(lambda out: out if isinstance(out, torch.Tensor) else out.logits, ids, attention_mask)
         if self.logits_shift:
             # Dream-style: position i's logits predict token i+1; move them so that index i predicts token i.
@@ -66,10 +80,29 @@ class DiffusionLM:
 
     @torch.no_grad()
     def last_hidden(self, ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, T, D) last-layer hidden states (the D-LLM's own representation, e.g. of a prompt)."""
+        """Last-layer hidden states (the D-LLM's own representation, e.g. of a prompt).
+
+        Args:
+            ids: Token ids, shape ``(B, T)``.
+            attention_mask: Optional ``(B, T)`` mask, 0 at left padding.
+
+        Returns:
+            Hidden states of shape ``(B, T, D)``.
+        """
         return self._run(lambda out: out.hidden_states[-1], ids, attention_mask, output_hidden_states=True)
 
     def encode_prompt(self, text: str) -> list[int]:
+        """Prompt token ids ending where the canvas starts.
+
+        Uses ``prompt_encoder`` when set, else the tokenizer's chat template (one user turn plus the generation
+        prompt), else the plain tokenization of ``text``.
+
+        Args:
+            text: The user's prompt.
+
+        Returns:
+            The prompt's token ids.
+        """
         if self.prompt_encoder is not None:
             return list(self.prompt_encoder(text))
         tok = self.tokenizer
@@ -87,6 +120,12 @@ class DiffusionLM:
         can pick an id past ``len(tokenizer)``, on which tokenizers raise or print nothing. Such ids (and negative
         ones) are left out of the text, with one warning per model naming the tokenizer's size; they still count
         as canvas tokens for a response's length. A tokenizer without ``len()`` gets the ids unfiltered.
+
+        Args:
+            ids: Token ids (any iterable of ints or a 1-D tensor).
+
+        Returns:
+            The decoded text.
         """
         ids = [int(t) for t in ids]
         try:
@@ -100,7 +139,14 @@ class DiffusionLM:
         return self.tokenizer.decode(known, skip_special_tokens=True)
 
     def check_length(self, total: int) -> None:
-        """Raise if prompt + canvas of ``total`` tokens exceeds the model's positions."""
+        """Check that a prompt + canvas of ``total`` tokens fits the model's positions.
+
+        Args:
+            total: Prompt plus canvas length, in tokens.
+
+        Raises:
+            ValueError: If ``total`` exceeds ``max_positions``.
+        """
         if total > self.max_positions:
             raise ValueError(
                 f"prompt + canvas of {total} tokens exceeds the model's {self.max_positions} positions"

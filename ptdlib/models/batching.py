@@ -10,7 +10,18 @@ import torch
 
 
 def left_pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(ids, attention_mask) of shape (B, max len), sequences right-aligned."""
+    """Left-pad token sequences to one width, right-aligned.
+
+    Args:
+        seqs: ``B`` token-id lists (an empty one is all padding).
+        pad_id: Id written at padding positions.
+
+    Returns:
+        ``(ids, attention_mask)``, both int64 of shape ``(B, max len)``; the mask is 0 at padding.
+
+    Raises:
+        ValueError: If ``seqs`` is empty.
+    """
     if not seqs:
         raise ValueError("cannot pad an empty list of sequences")
     width = max(len(s) for s in seqs)
@@ -24,14 +35,35 @@ def left_pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Te
 
 
 def with_canvas(prompt_ids: torch.Tensor, prompt_attn: torch.Tensor, canvas: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Concatenate left-padded prompts (B, P) with a canvas (B, L); canvas positions attend and are attended."""
+    """Concatenate left-padded prompts with a canvas; canvas positions attend and are attended.
+
+    Args:
+        prompt_ids: Left-padded prompt ids, shape ``(B, P)``.
+        prompt_attn: Their attention mask, shape ``(B, P)``.
+        canvas: Canvas ids, shape ``(B, L)``.
+
+    Returns:
+        ``(ids, attention_mask)``, both of shape ``(B, P + L)``.
+    """
     ids = torch.cat([prompt_ids, canvas], dim=1)
     attn = torch.cat([prompt_attn, torch.ones_like(canvas)], dim=1)
     return ids, attn
 
 
 def answer_canvas(answers: list[list[int]], canvas_len: int, eos_id: int) -> torch.Tensor:
-    """Answers padded with EOS to ``canvas_len`` (LLaDA's SFT target); an answer must leave room for one EOS."""
+    """Answers padded with EOS to ``canvas_len`` (LLaDA's SFT target).
+
+    Args:
+        answers: ``B`` answer token-id lists.
+        canvas_len: Canvas length ``L`` in tokens.
+        eos_id: The EOS token id.
+
+    Returns:
+        Int64 tensor of shape ``(B, L)``.
+
+    Raises:
+        ValueError: If an answer leaves no room for one EOS (``len(answer) >= canvas_len``).
+    """
     out = torch.full((len(answers), canvas_len), eos_id, dtype=torch.long)
     for i, a in enumerate(answers):
         if len(a) >= canvas_len:

@@ -53,8 +53,19 @@ def packed_row(samples: list[tuple[list[int], list[int]]], width: int, end_id: i
     """Pack (prompt ids, answer ids) samples into one row of ``width`` tokens.
 
     Each sample contributes ``prompt + answer + [end_id]``; samples are taken in order while they fit; the
-    row's remaining tail extends the last sample's end-token run. Returns (ids, response flags, samples used).
-    Raises ``ValueError`` if not even the first sample fits.
+    row's remaining tail extends the last sample's end-token run.
+
+    Args:
+        samples: ``(prompt ids, answer ids)`` pairs, in order.
+        width: Row width in tokens.
+        end_id: The end token appended to each answer and filling the tail.
+
+    Returns:
+        ``(ids, response flags, samples used)``; ids and flags have ``width`` entries, and a flag is True on
+        answers, their end tokens and the tail.
+
+    Raises:
+        ValueError: If not even the first sample fits.
     """
     ids: list[int] = []
     response: list[bool] = []
@@ -81,6 +92,19 @@ class DllmVarBatchSource:
     """
 
     def __init__(self, tokenizer, cfg, base, end_ids: tuple[int, ...], split: str = "train"):
+        """Set up the source.
+
+        Args:
+            tokenizer: The model's tokenizer.
+            cfg: The training config (``pack_frac``, ``pack_width``, ``canvas``, ``batch_size``, ``seed``,
+                ``family_weights``).
+            base: The LLaDA-recipe batch source of the single-sample steps.
+            end_ids: Token ids that end a response (EOS first).
+            split: The task split the packed rows are drawn from.
+
+        Raises:
+            ValueError: If ``pack_frac`` is outside [0, 1] or ``pack_width`` does not exceed the canvas.
+        """
         if not 0.0 <= cfg.pack_frac <= 1.0:
             raise ValueError(f"pack_frac must be in [0, 1], got {cfg.pack_frac}")
         if cfg.pack_width <= cfg.canvas:
@@ -119,6 +143,7 @@ class DllmVarBatchSource:
         return torch.isin(ids, torch.tensor(self.end_ids, dtype=ids.dtype))
 
     def batch(self, step: int) -> ResponseBatch:
+        """The batch of step ``step``: packed with probability ``pack_frac`` (drawn from the seed and step)."""
         packed = random.Random(f"{self.cfg.seed}|pack|{step}").random() < self.cfg.pack_frac
         return self._packed(step) if packed else self._single(step)
 
@@ -127,7 +152,17 @@ def dllm_var_loss(model, batch: ResponseBatch, mask_id: int, eps: float, gen: to
     """The recipe's loss: cross-entropy on masked response positions, weighted 1/t (answers) or 1 (end tokens).
 
     Each row draws ``t ~ U(eps, 1]``; answer tokens are masked with probability ``t``, end tokens always.
-    Divided by the number of response positions in the batch.
+    Divided by the number of response positions in the batch (Yang et al., 2025, dLLM-Var).
+
+    Args:
+        model: The network; called with ``input_ids`` and ``attention_mask``, returns ``.logits`` ``(B, W, V)``.
+        batch: The batch (tensors of shape ``(B, W)``).
+        mask_id: The mask token id.
+        eps: Lower bound of the mask ratio ``t``.
+        gen: Generator of the mask draws.
+
+    Returns:
+        The scalar loss.
     """
     B, W = batch.ids.shape
     t = (1 - eps) * torch.rand(B, 1, generator=gen) + eps

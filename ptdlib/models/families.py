@@ -58,6 +58,7 @@ class Family:
     rename: Callable[[str], str]  # published weight name -> native weight name
 
     def matches(self, config: dict) -> bool:
+        """Whether a config.json dict's ``model_type`` (case-insensitive) or ``architectures`` name this family."""
         mt = str(config.get("model_type", "")).lower()
         archs = set(config.get("architectures") or ())
         return mt in {m.lower() for m in self.model_types} or bool(archs & set(self.architectures))
@@ -86,7 +87,18 @@ LLADA_REQUIRED_VALUES = {
 
 
 def llada_hf_config(config: dict) -> LlamaConfig:
-    """The ``LlamaConfig`` whose layer stack computes the LLaDA forward of ``config`` (a config.json dict)."""
+    """The ``LlamaConfig`` whose layer stack computes the LLaDA forward of ``config``.
+
+    Args:
+        config: A LLaDA ``config.json`` as a dict.
+
+    Returns:
+        The ``transformers.LlamaConfig``.
+
+    Raises:
+        UnsupportedCheckpoint: If a field of :data:`LLADA_REQUIRED_VALUES` has another value, a required field is
+            missing, or ``include_qkv_bias`` is set without ``include_bias``.
+    """
     for field, want in LLADA_REQUIRED_VALUES.items():
         if field in config and config[field] != want:
             raise UnsupportedCheckpoint(
@@ -130,7 +142,19 @@ _LLADA_PREFIX = "model.transformer."
 
 
 def llada_rename(name: str) -> str:
-    """``model.transformer.blocks.3.attn_out.weight`` -> ``model.layers.3.self_attn.o_proj.weight``."""
+    """The native name of a published LLaDA weight.
+
+    Example: ``model.transformer.blocks.3.attn_out.weight`` -> ``model.layers.3.self_attn.o_proj.weight``.
+
+    Args:
+        name: The published weight name.
+
+    Returns:
+        The weight's name in the ``LlamaForCausalLM`` layer stack.
+
+    Raises:
+        UnsupportedCheckpoint: If ``name`` is not a LLaDA weight name.
+    """
     if not name.startswith(_LLADA_PREFIX):
         raise UnsupportedCheckpoint(f"unexpected LLaDA weight {name!r} (LLaDA weights start with {_LLADA_PREFIX!r})")
     rest = name[len(_LLADA_PREFIX):]
@@ -147,7 +171,17 @@ def llada_rename(name: str) -> str:
 
 # ------------------------------------------------------------------ Dream
 def dream_hf_config(config: dict) -> Qwen2Config:
-    """The ``Qwen2Config`` of a Dream config.json dict (Dream keeps Qwen2's field names)."""
+    """The ``Qwen2Config`` of a Dream config (Dream keeps Qwen2's field names).
+
+    Args:
+        config: A Dream ``config.json`` as a dict.
+
+    Returns:
+        The ``transformers.Qwen2Config``.
+
+    Raises:
+        UnsupportedCheckpoint: For a sliding window, a non-default rope scaling, or a missing required field.
+    """
     if config.get("use_sliding_window"):
         raise UnsupportedCheckpoint("Dream config use_sliding_window=true is not supported natively; load it with "
                                     "model.trust_remote_code: true")
@@ -184,13 +218,28 @@ FAMILIES: dict[str, Family] = {
 
 
 def get_family(name: str) -> Family:
+    """The native family called ``name``.
+
+    Raises:
+        ValueError: If no native family has that name (the message lists the choices).
+    """
     if name not in FAMILIES:
         raise ValueError(f"unknown model family {name!r}; choose from {', '.join(FAMILIES)}")
     return FAMILIES[name]
 
 
 def read_config(path: str | Path) -> dict:
-    """The ``config.json`` of a checkpoint directory as a dict (ValueError if missing or not JSON)."""
+    """The ``config.json`` of a checkpoint directory.
+
+    Args:
+        path: The checkpoint directory.
+
+    Returns:
+        The config as a dict.
+
+    Raises:
+        ValueError: If the file is missing or not valid JSON.
+    """
     file = Path(path) / "config.json"
     if not file.exists():
         raise ValueError(f"model directory {path} has no config.json")
@@ -207,7 +256,11 @@ def detect_family(config: dict) -> Family | None:
 
 # ------------------------------------------------------------------ weights
 def weight_files(path: Path) -> list[Path]:
-    """The safetensors files of a checkpoint (sharded with an index, or one file)."""
+    """The safetensors files of a checkpoint (sharded with an index, or one file).
+
+    Raises:
+        ValueError: If the directory holds neither (``.bin`` pickles are never loaded).
+    """
     index = path / SAFETENSORS_INDEX
     if index.exists():
         shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
@@ -238,10 +291,23 @@ class BidirectionalLM(nn.Module):
 
     @property
     def config(self):
+        """The wrapped model's config."""
         return self.model.config
 
     def forward(self, input_ids, attention_mask=None, position_ids=None, output_hidden_states: bool = False,
                 **kwargs):
+        """Run the stack bidirectionally, without a KV cache.
+
+        Args:
+            input_ids: Token ids, shape ``(B, T)``.
+            attention_mask: ``(B, T)`` of 0/1 (0 at padding keys); None: all ones.
+            position_ids: ``(B, T)``; None: ``cumsum(attention_mask) - 1`` clamped at 0.
+            output_hidden_states: Also return every layer's hidden states.
+            **kwargs: Accepted and ignored.
+
+        Returns:
+            The transformers output: ``.logits`` of shape ``(B, T, V)`` and, if asked, ``.hidden_states``.
+        """
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         if position_ids is None:
@@ -258,6 +324,20 @@ def build_native(family: Family, config: dict, *, device: str = "cpu", dtype: to
     safetensors weights are renamed and assigned (strict: a missing or unexpected weight is a ValueError),
     so an 8B model needs its weights' memory only once. Without it, weights are randomly initialised.
     Non-persistent buffers (the rotary frequencies) are always computed afresh on ``device``.
+
+    Args:
+        family: The native family.
+        config: The checkpoint's ``config.json`` as a dict.
+        device: Device of the weights.
+        dtype: Dtype of the parameters (the rotary frequencies stay float32).
+        weights_from: Checkpoint directory to read the weights from; None: random initialisation.
+
+    Returns:
+        The :class:`BidirectionalLM`, in eval mode.
+
+    Raises:
+        UnsupportedCheckpoint: If the config is not supported natively.
+        ValueError: If the weights' names or shapes do not match the config.
     """
     hf_config = family.hf_config(config)
     hf_config._attn_implementation = "sdpa"
@@ -289,7 +369,17 @@ def build_native(family: Family, config: dict, *, device: str = "cpu", dtype: to
 
 
 def load_renamed(family: Family, path: Path, *, device: str, dtype: torch.dtype) -> dict[str, torch.Tensor]:
-    """Every weight of the checkpoint under its native name, on ``device`` in ``dtype``."""
+    """Every weight of the checkpoint under its native name.
+
+    Args:
+        family: The native family (its ``rename``).
+        path: The checkpoint directory.
+        device: Device the tensors are moved to.
+        dtype: Dtype the tensors are cast to.
+
+    Returns:
+        Native weight name -> tensor.
+    """
     from safetensors import safe_open
 
     state = {}

@@ -66,9 +66,21 @@ class PositionCountingNetwork(nn.Module):
 
     @property
     def config(self):
+        """The wrapped model's config."""
         return self.model.config
 
     def forward(self, input_ids, attention_mask=None, **kwargs):
+        """Run the wrapped model.
+
+        Args:
+            input_ids: Token ids, shape ``(B, T)``.
+            attention_mask: Optional ``(B, T)`` mask, 0 at left padding; when given (and the model takes
+                ``position_ids``), positions are ``cumsum(attention_mask) - 1`` clamped at 0.
+            **kwargs: Passed on to the model (``use_cache`` defaults to False where the model takes it).
+
+        Returns:
+            The wrapped model's output.
+        """
         if attention_mask is not None and self._positions and "position_ids" not in kwargs:
             kwargs["position_ids"] = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
         if self._no_cache:
@@ -136,9 +148,12 @@ def _load_remote(path, config: dict, trust_remote_code: bool, dtype: torch.dtype
 
 
 def _load_tokenizer(path: Path, trust_remote_code: bool, native: Family | None):
-    """The checkpoint's tokenizer. A native family's is read from its files with ``transformers``' own classes
-    (``tokenizer.json``; Dream's ``DreamTokenizer``, a Qwen2 byte-level BPE, also from ``vocab.json`` +
-    ``merges.txt``), so no tokenizer code of the checkpoint runs; other checkpoints go through ``AutoTokenizer``."""
+    """The checkpoint's tokenizer.
+
+    A native family's is read from its files with ``transformers``' own classes (``tokenizer.json``; Dream's
+    ``DreamTokenizer``, a Qwen2 byte-level BPE, also from ``vocab.json`` + ``merges.txt``), so no tokenizer code
+    of the checkpoint runs; other checkpoints go through ``AutoTokenizer``.
+    """
     try:
         if native is None:
             return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
@@ -162,7 +177,15 @@ def _check_has_logits(network: nn.Module, vocab_size: int, path) -> None:
 
 
 def resolve_family(config: dict, family: str = "auto") -> Family | None:
-    """The native family to build: ``family`` if named, else the one ``config`` (config.json) declares."""
+    """The native family to build.
+
+    Args:
+        config: The checkpoint's ``config.json`` as a dict.
+        family: ``"auto"`` (the family ``config`` declares) or a native family's name.
+
+    Returns:
+        The :class:`~ptdlib.models.families.Family`, or None where ``config`` declares no native family.
+    """
     if family == "auto":
         return detect_family(config)
     return get_family(family)
@@ -175,24 +198,31 @@ def load_hf_dllm(path: str | Path, *, family: str = "auto", style: str | None = 
     """A local Hugging Face D-LLM checkpoint as a :class:`DiffusionLM` (see module docstring).
 
     Args:
-        path: checkpoint directory (``config.json``, safetensors weights, tokenizer files).
+        path: Checkpoint directory (``config.json``, safetensors weights, tokenizer files).
         family: ``"auto"`` (from ``config.json``), a native family (:data:`~ptdlib.models.families.FAMILIES`),
             or ``"remote"`` to load through the Auto classes even for a known family (needs
             ``trust_remote_code`` if the checkpoint ships its own code).
-        style: logits convention of a non-native model, ``llada`` (logit i predicts token i) or ``dream``
+        style: Logits convention of a non-native model, ``llada`` (logit i predicts token i) or ``dream``
             (shifted by one); native families know theirs. Default ``llada``.
-        trust_remote_code: let the checkpoint's own Python run (only for families the project does not know).
-        mask_id, eos_id, eot_id: override the ids read from the checkpoint.
-        device, dtype: where and in which precision the weights live.
-        check_padding: probe once whether the model honours its attention mask (see
-            :func:`ptdlib.models.padding.honours_padding`); a model that does not is never batched across prompt
+        trust_remote_code: Let the checkpoint's own Python run (only for families the project does not know).
+        mask_id: Mask token id, overriding the one read from the checkpoint.
+        eos_id: EOS token id, overriding the one(s) read from the checkpoint.
+        eot_id: End-of-turn token id, overriding the one read from the checkpoint.
+        device: Device the weights live on.
+        dtype: Precision of the weights.
+        check_padding: Probe once whether the model honours its attention mask (see
+            :func:`ptdlib.models.padding.check_padding_invariance`); a model that does not is never batched across prompt
             lengths.
 
+    Returns:
+        The :class:`DiffusionLM`, in eval mode.
+
     Raises:
-        FileNotFoundError: ``path`` is not a directory.
-        ValueError: unknown family or style, a checkpoint neither a native family nor an Auto class loads,
-            weights that do not match the config, a mask/EOS id that cannot be found, or remote code that
-            fails under the installed ``transformers`` (the message names both versions).
+        FileNotFoundError: If ``path`` is not a directory.
+        ValueError: For an unknown family or style, a checkpoint neither a native family nor an Auto class
+            loads, weights that do not match the config, a mask/EOS id that cannot be found, a config without a
+            number of positions, or remote code that fails under the installed ``transformers`` (the message
+            names both versions).
     """
     if style is not None and style not in STYLES:
         raise ValueError(f"unknown model style {style!r}; choose from {', '.join(STYLES)}")

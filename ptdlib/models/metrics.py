@@ -37,6 +37,23 @@ def _batches(xs, n):
 @torch.no_grad()
 def masked_token_accuracy(model, tokenizer, queries, ratio: float, canvas: int = 128, seed: int = 0,
                           batch_size: int = 64) -> dict:
+    """Masked-token accuracy of the argmax at mask ratio ``ratio`` (see module docstring).
+
+    Args:
+        model: The network (returns ``.logits``).
+        tokenizer: Its tokenizer.
+        queries: Items with ``prompt`` and ``answer`` text.
+        ratio: Mask ratio r in (0, 1]; ``max(1, round(r * canvas))`` canvas positions are masked per query.
+        canvas: Canvas length in tokens (the answer padded with EOS).
+        seed: Seed of the mask draws.
+        batch_size: Queries per forward pass.
+
+    Returns:
+        ``{"answer": accuracy over the answer and its first EOS, "canvas": accuracy over the whole canvas}``.
+
+    Raises:
+        ValueError: If ``ratio`` is outside (0, 1], or an answer does not fit the canvas with its EOS.
+    """
     if not 0 < ratio <= 1:
         raise ValueError(f"mask ratio must be in (0, 1], got {ratio}")
     gen = torch.Generator().manual_seed(seed)
@@ -60,7 +77,18 @@ def masked_token_accuracy(model, tokenizer, queries, ratio: float, canvas: int =
 
 @torch.no_grad()
 def eos_probabilities(model, tokenizer, prompts: list[str], canvas: int = 128, batch_size: int = 64) -> np.ndarray:
-    """P(EOS or EOT) at each canvas position from one pass over prompt + all-mask canvas: (n, canvas)."""
+    """P(EOS or EOT) at each canvas position, from one pass over prompt + all-mask canvas.
+
+    Args:
+        model: The network (returns ``.logits``).
+        tokenizer: Its tokenizer.
+        prompts: ``n`` prompts.
+        canvas: Canvas length in tokens.
+        batch_size: Prompts per forward pass.
+
+    Returns:
+        Probabilities of shape ``(n, canvas)``.
+    """
     device = next(model.parameters()).device
     ends = end_token_ids(model, tokenizer)
     out = []
@@ -74,13 +102,32 @@ def eos_probabilities(model, tokenizer, prompts: list[str], canvas: int = 128, b
 
 
 def first_crossing(p: np.ndarray, threshold: float) -> np.ndarray:
-    """Per row, the first index where ``p`` exceeds ``threshold`` (the row length where it never does)."""
+    """Per row, the first index where ``p`` exceeds ``threshold``.
+
+    Args:
+        p: Probabilities, shape ``(n, L)``.
+        threshold: The level to cross (strictly).
+
+    Returns:
+        Int array of shape ``(n,)``; ``L`` for a row that never crosses.
+    """
     above = p > threshold
     return np.where(above.any(axis=1), above.argmax(axis=1), p.shape[1])
 
 
 def length_signal(model, tokenizer, queries, canvas: int = 128, threshold: float = 0.5) -> dict:
-    """Spearman and MAE of the first-crossing length estimate against the reference answer lengths."""
+    """How well the first-crossing length estimate tracks the reference answer lengths.
+
+    Args:
+        model: The network (returns ``.logits``).
+        tokenizer: Its tokenizer.
+        queries: Items with ``prompt`` and ``answer_length``.
+        canvas: Canvas length in tokens.
+        threshold: P(end token) level of :func:`first_crossing`.
+
+    Returns:
+        ``{"spearman", "mae" (tokens), "under_rate" (share of estimates below the reference)}``.
+    """
     p = eos_probabilities(model, tokenizer, [q.prompt for q in queries], canvas)
     est = first_crossing(p, threshold)
     true = np.array([q.answer_length for q in queries])
@@ -90,7 +137,19 @@ def length_signal(model, tokenizer, queries, canvas: int = 128, threshold: float
 
 
 def heldout_metrics(model, tokenizer, queries, canvas: int = 128, ratios=(0.25, 0.5, 0.75, 1.0)) -> dict:
-    """Masked-token accuracy (answer positions) per ratio, and the length signal, on ``queries``."""
+    """Masked-token accuracy (answer positions) per ratio, and the length signal, on ``queries``.
+
+    Args:
+        model: The network (returns ``.logits``).
+        tokenizer: Its tokenizer.
+        queries: Items with ``prompt``, ``answer`` and ``answer_length``.
+        canvas: Canvas length in tokens.
+        ratios: Mask ratios of the accuracy.
+
+    Returns:
+        ``{"mask_acc@<r>": ..., "length_spearman": ..., "length_mae": ..., "length_under_rate": ...}``, each
+        rounded to 4 decimals.
+    """
     acc = {f"mask_acc@{r}": round(masked_token_accuracy(model, tokenizer, queries, r, canvas)["answer"], 4)
            for r in ratios}
     sig = length_signal(model, tokenizer, queries, canvas)

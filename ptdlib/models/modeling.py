@@ -86,6 +86,7 @@ class KVCache:
 
     @property
     def seq_len(self) -> int:
+        """Number of cached columns ``T``."""
         return int(self.key_mask.shape[1])
 
     def select(self, rows: torch.Tensor, start: int = 0) -> "KVCache":
@@ -112,13 +113,23 @@ class RMSNorm(nn.Module):
 
 
 def rotary_tables(positions: torch.Tensor, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin tables of shape (B, 1, T, head_dim/2) for integer ``positions`` (B, T)."""
+    """Rotary cos and sin tables for integer positions.
+
+    Args:
+        positions: Positions, shape ``(B, T)``.
+        head_dim: Attention head size (even).
+        theta: Rotary base.
+
+    Returns:
+        ``(cos, sin)``, each of shape ``(B, 1, T, head_dim / 2)``, float32.
+    """
     inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, device=positions.device).float() / head_dim)
     angles = positions.float()[..., None] * inv_freq
     return angles.cos()[:, None], angles.sin()[:, None]
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate interleaved pairs of ``x`` (B, H, T, head_dim) by the tables of :func:`rotary_tables`."""
     x1, x2 = x[..., 0::2], x[..., 1::2]
     return torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2)
 
@@ -137,8 +148,20 @@ class Block(nn.Module):
 
     def forward(self, x, cos, sin, attn_mask, cached: tuple[torch.Tensor, torch.Tensor] | None = None,
                 start: int = 0):
-        """(new x, (keys, values) of x's tokens); with ``cached`` (keys, values) of a longer sequence, x's
-        tokens stand at its columns ``start …`` and attend to all of its keys, their own recomputed."""
+        """One pre-norm attention + SwiGLU block.
+
+        Args:
+            x: Hidden states, shape ``(B, T, D)``.
+            cos: Rotary cos table of x's positions (:func:`rotary_tables`).
+            sin: Rotary sin table of x's positions.
+            attn_mask: Boolean key mask broadcastable to ``(B, H, T, keys)``, True at real keys.
+            cached: ``(keys, values)`` of a longer sequence; x's tokens then stand at its columns ``start …``
+                and attend to all of its keys, their own recomputed.
+            start: Column of x's first token in the cached sequence.
+
+        Returns:
+            ``(new x, (keys, values) of x's tokens)``.
+        """
         B, T, D = x.shape
         q, k, v = self.qkv(self.attn_norm(x)).view(B, T, 3, self.n_heads, D // self.n_heads).unbind(2)
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))
@@ -191,7 +214,25 @@ class PtdLladaModel(PreTrainedModel):
     def forward(self, input_ids, attention_mask=None, position_ids=None, output_hidden_states: bool = False,
                 use_cache: bool = False, past_key_values: KVCache | None = None, cache_start: int | None = None,
                 **kwargs) -> MaskedLMOutput:
-        """Logits of every position; see the module docstring for ``use_cache`` / ``past_key_values``."""
+        """Logits of every position; see the module docstring for ``use_cache`` / ``past_key_values``.
+
+        Args:
+            input_ids: Token ids, shape ``(B, T)`` (``(B, n)`` with ``past_key_values``).
+            attention_mask: ``(B, T)`` of 0/1, 0 at padding keys; None: all ones.
+            position_ids: ``(B, T)``; None: ``cumsum(attention_mask) - 1`` clamped at 0.
+            output_hidden_states: Also return every layer's hidden states (the last one normed).
+            use_cache: Return the :class:`KVCache` of this pass.
+            past_key_values: A cache; ``input_ids`` are then its columns ``cache_start … cache_start + n``.
+            cache_start: Column of the first input token in the cache.
+            **kwargs: Accepted and ignored.
+
+        Returns:
+            A :class:`CachedMaskedLMOutput` with ``.logits`` of shape ``(B, T, vocab_size)``.
+
+        Raises:
+            ValueError: If a position reaches ``max_position_embeddings``, or ``cache_start`` or the batch size
+                does not fit the cache.
+        """
         if past_key_values is not None:
             return self._forward_cached(input_ids, past_key_values, cache_start, output_hidden_states)
         B, T = input_ids.shape

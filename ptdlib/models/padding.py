@@ -29,8 +29,18 @@ class PaddingWarning(UserWarning):
 
 
 def padding_gap(lm) -> float:
-    """Largest |Δ logit| of a short sequence run left-padded beside a longer one vs run alone, relative to the
-    largest |logit| (0 for a model that honours its mask, up to float rounding)."""
+    """How much left padding changes a model's logits.
+
+    Runs a short sequence left-padded beside a longer one and alone (lengths :data:`PROBE_LENGTHS`, tokens drawn
+    with :data:`PROBE_SEED`).
+
+    Args:
+        lm: The :class:`~ptdlib.models.base.DiffusionLM` to probe.
+
+    Returns:
+        The largest |Δ logit| of the short sequence between the two runs, relative to its largest |logit|: 0 for
+        a model that honours its mask, up to float rounding; inf where the difference is NaN.
+    """
     gen = torch.Generator().manual_seed(PROBE_SEED)
     vocab = len(lm.tokenizer)
     short_n, long_n = PROBE_LENGTHS
@@ -52,7 +62,17 @@ def padding_gap(lm) -> float:
 
 
 def check_padding_invariance(lm) -> bool:
-    """Probe ``lm`` once; set ``lm.batch_invariant`` and warn in one line if padding changes its logits."""
+    """Probe ``lm`` once and set ``lm.batch_invariant``.
+
+    A padded forward that raises counts as not invariant. A model that is not invariant gets one
+    :class:`PaddingWarning`.
+
+    Args:
+        lm: The :class:`~ptdlib.models.base.DiffusionLM` to probe (modified in place).
+
+    Returns:
+        Whether the gap of :func:`padding_gap` is within :data:`RELATIVE_TOLERANCE` for the weights' dtype.
+    """
     dtype = next(lm.network.parameters()).dtype
     try:
         gap, why = padding_gap(lm), ""

@@ -1,7 +1,6 @@
-"""One model spec everywhere: which model a run, a bench, the report or a notebook evaluates, and the one
-function that loads it.
+"""One model spec everywhere: which model to evaluate, and the one function that loads it.
 
-The same spec is the ``model:`` section of a run config, the ``model`` parameter of every notebook (a dict),
+A run, a bench, the report and every notebook name their model the same way. The same spec is the ``model:`` section of a run config, the ``model`` parameter of every notebook (a dict),
 and what ``ptd report --model`` and ``ptd bench ... --model`` fill in::
 
     model: {path: /models/LLaDA-8B-Instruct, dtype: bfloat16}        # family read from config.json
@@ -35,7 +34,19 @@ EMBEDDED = "embedded"
 
 
 def check_choice(where: str, value, allowed):
-    """``value`` if it is one of ``allowed``, else a ValueError naming it and the choices."""
+    """Check that ``value`` is one of ``allowed``.
+
+    Args:
+        where: The setting's name, used in the message (e.g. ``"model.dtype"``).
+        value: The value to check.
+        allowed: The accepted values.
+
+    Returns:
+        ``value`` unchanged.
+
+    Raises:
+        ValueError: If ``value`` is not in ``allowed`` (the message names it and the choices).
+    """
     if value not in allowed:
         raise ValueError(f"unknown {where} {value!r}; choose from {', '.join(allowed)}")
     return value
@@ -64,8 +75,17 @@ class ModelSpec:
 
     @classmethod
     def from_dict(cls, data: dict | None) -> "ModelSpec":
-        """A spec from a mapping (a run config's ``model:``, a notebook's ``model`` parameter); None or {}:
-        the embedded model. Unknown keys are a ValueError naming them."""
+        """A spec from a mapping (a run config's ``model:``, a notebook's ``model`` parameter).
+
+        Args:
+            data: The spec's fields; None or ``{}`` (or a None ``path``) means the embedded model.
+
+        Returns:
+            The :class:`ModelSpec`.
+
+        Raises:
+            ValueError: On unknown keys (named), a value of the wrong type, or a value not among the choices.
+        """
         data = dict(data or {})
         allowed = list(asdict(cls()))
         unknown = [k for k in data if k not in allowed]
@@ -78,8 +98,17 @@ class ModelSpec:
 
 
 def resolve_device(device: str) -> str:
-    """``auto`` -> ``cuda`` where available, else ``cpu``; anything else unchanged once torch accepts it as a
-    device name (ValueError naming it otherwise, e.g. ``gpu0``)."""
+    """The torch device name that ``device`` means.
+
+    Args:
+        device: ``auto`` (``cuda`` where available, else ``cpu``) or a torch device name.
+
+    Returns:
+        The device name; anything but ``auto`` is returned unchanged once torch accepts it.
+
+    Raises:
+        ValueError: If torch does not accept ``device`` (e.g. ``gpu0``); the message names it.
+    """
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     try:
@@ -91,7 +120,20 @@ def resolve_device(device: str) -> str:
 
 
 def resolve_loader(spec: ModelSpec) -> tuple[str, Path]:
-    """(loader, path) that ``spec`` means; FileNotFoundError if the path is neither a directory nor a file."""
+    """The loader and the path that ``spec`` means.
+
+    An ``auto`` loader is ``checkpoint`` for a file, ``embedded`` for a directory whose ``config.json`` names the
+    embedded architecture, and ``hf`` for any other model directory.
+
+    Args:
+        spec: The model spec.
+
+    Returns:
+        ``(loader, path)``.
+
+    Raises:
+        FileNotFoundError: If an ``auto`` spec's path is neither a file nor a directory with ``config.json``.
+    """
     from ptdlib.models.embedded import DEFAULT_MODEL_DIR
 
     path = DEFAULT_MODEL_DIR if spec.path == EMBEDDED else Path(spec.path)
@@ -108,9 +150,18 @@ def resolve_loader(spec: ModelSpec) -> tuple[str, Path]:
 
 
 def load_lm(spec: ModelSpec | dict | None = None, device: str = "auto"):
-    """The :class:`~ptdlib.models.base.DiffusionLM` that ``spec`` names, on ``device`` (auto: cuda if present).
+    """Load the model that ``spec`` names.
 
-    Raises FileNotFoundError for a missing path and ValueError for a bad spec or an unloadable checkpoint.
+    Args:
+        spec: A :class:`ModelSpec`, or a mapping for :meth:`ModelSpec.from_dict`; None: the embedded model.
+        device: Torch device name, or ``auto`` (cuda if present, else cpu).
+
+    Returns:
+        The :class:`~ptdlib.models.base.DiffusionLM`, in eval mode, on ``device``.
+
+    Raises:
+        FileNotFoundError: If the spec's path is missing.
+        ValueError: For a bad spec or device, or an unloadable checkpoint.
     """
     spec = spec if isinstance(spec, ModelSpec) else ModelSpec.from_dict(spec)
     device, dtype = resolve_device(device), getattr(torch, spec.dtype)
@@ -142,8 +193,15 @@ def load_lm(spec: ModelSpec | dict | None = None, device: str = "auto"):
 
 
 def add_model_arguments(parser, *, what: str = "the model to evaluate") -> None:
-    """The model-spec options every command shares: ``--model PATH --family --dtype --trust-remote-code
-    --device`` (the fields of :class:`ModelSpec`, plus the device)."""
+    """Add the model-spec options every command shares to ``parser``.
+
+    The options are ``--model PATH --family --dtype --trust-remote-code --device`` (the fields of
+    :class:`ModelSpec`, plus the device).
+
+    Args:
+        parser: An ``argparse.ArgumentParser``; the options go into a "model" argument group.
+        what: The group's description.
+    """
     group = parser.add_argument_group("model", f"{what} (the fields of a run config's model: section)")
     group.add_argument("--model", default=None, metavar="PATH",
                        help="model directory or training checkpoint (default: the embedded model)")
@@ -156,6 +214,13 @@ def add_model_arguments(parser, *, what: str = "the model to evaluate") -> None:
 
 
 def spec_from_args(args) -> ModelSpec:
-    """The :class:`ModelSpec` of options added by :func:`add_model_arguments`."""
+    """The :class:`ModelSpec` of options added by :func:`add_model_arguments`.
+
+    Args:
+        args: The parsed ``argparse.Namespace``.
+
+    Returns:
+        The spec (``--device`` is not part of it).
+    """
     return ModelSpec(path=args.model or EMBEDDED, family=args.family, dtype=args.dtype,
                      trust_remote_code=bool(args.trust_remote_code))

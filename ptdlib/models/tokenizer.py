@@ -49,7 +49,15 @@ def unknown_words(tokenizer, text: str) -> list[str]:
 def encode_prompt(tokenizer, prompt: str) -> list[int]:
     """Token ids of the chat-formatted prompt, ending with the assistant marker.
 
-    Raises ``ValueError`` naming the words the vocabulary lacks, rather than silently mapping them to UNK.
+    Args:
+        tokenizer: The embedded tokenizer.
+        prompt: The prompt text.
+
+    Returns:
+        The prompt's token ids.
+
+    Raises:
+        ValueError: If the prompt has words outside the vocabulary (named), rather than mapping them to UNK.
     """
     bad = unknown_words(tokenizer, prompt)
     if bad:
