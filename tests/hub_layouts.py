@@ -195,7 +195,7 @@ def llada_reference_logits(path: Path, ids: torch.Tensor) -> torch.Tensor:
     H, KV, eps, theta = cfg["n_heads"], cfg["n_kv_heads"], cfg["rms_norm_eps"], cfg["rope_theta"]
     x = F.embedding(ids, w["model.transformer.wte.weight"])
     for i in range(cfg["n_layers"]):
-        b = lambda n: w[f"model.transformer.blocks.{i}.{n}.weight"]  # noqa: E731
+        b = lambda n: w[f"model.transformer.blocks.{i}.{n}.weight"]  # noqa: E731, B023 (used in this iteration only)
         h = _rms(x, b("attn_norm"), eps)
         q, k, v = _attention(h @ b("q_proj").T, h @ b("k_proj").T, h @ b("v_proj").T, H, KV)
         x = x + _sdpa(_rotate(q, theta), _rotate(k, theta), v) @ b("attn_out").T
@@ -214,7 +214,7 @@ def dream_reference_logits(path: Path, ids: torch.Tensor) -> torch.Tensor:
     eps, theta = cfg["rms_norm_eps"], cfg["rope_theta"]
     x = F.embedding(ids, w["model.embed_tokens.weight"])
     for i in range(cfg["num_hidden_layers"]):
-        p = lambda n: w[f"model.layers.{i}.{n}"]  # noqa: E731
+        p = lambda n: w[f"model.layers.{i}.{n}"]  # noqa: E731, B023 (used in this iteration only)
         h = _rms(x, p("input_layernorm.weight"), eps)
         proj = [h @ p(f"self_attn.{n}_proj.weight").T + p(f"self_attn.{n}_proj.bias") for n in "qkv"]
         q, k, v = _attention(*proj, H, KV)

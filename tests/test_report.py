@@ -108,7 +108,7 @@ def test_label_pieces_cover_every_query_the_grid_labels_once():
     cfg = report.report_config(report.DEFAULT_CONFIG, smoke=False, model=None, results=report.DEFAULT_RESULTS)
     jobs = label_jobs(cfg, workers=3)
     covered = {}
-    for split, n, start, stop in jobs:
+    for split, _n, start, stop in jobs:
         covered.setdefault(split, []).extend(range(start, stop))
     expected = {"train": cfg.train, "calib": cfg.calib, **cfg.splits}
     assert {s: sorted(v) for s, v in covered.items()} == {s: list(range(n)) for s, n in expected.items()}

@@ -32,9 +32,9 @@ def _embedded_network():
     return embedded_lm(build_model(tok).eval(), tok), "shipped shape, random weights (model still training)"
 
 
-def _timed(fn):
+def _timed(fn, *args):
     start = time.perf_counter()
-    out = fn()
+    out = fn(*args)
     return out, time.perf_counter() - start
 
 
@@ -44,8 +44,8 @@ def _meta_rows(shape, lengths) -> tuple:
     counter, build_s = _timed(lambda: FlopCounter.for_shape(shape))
     rows = []
     for t in lengths:
-        fv, new_s = _timed(lambda: counter.forward_flops(t))
-        _, cached_s = _timed(lambda: counter.forward_flops(t))
+        fv, new_s = _timed(counter.forward_flops, t)
+        _, cached_s = _timed(counter.forward_flops, t)
         tc = sum(count_with_torch(counter.network, t).values()) if counter.method == "fvcore" else None
         an = analytic_flops(shape, t)["total"]
         counts = [c for c in (fv, tc, an) if c is not None]

@@ -154,10 +154,10 @@ class RunConfig:
                              f"{self.limits.round_to} (every canvas is a multiple of round_to)")
         if not self.strategies:
             raise ValueError("strategies is empty: name at least one strategy (e.g. {name: fixed, params: {L: 128}})")
-        self.cells  # expands and validates the grid
+        self.cells  # noqa: B018 (the property expands and validates the grid)
         self._check_runnable()
         self._check_fit_parts()
-        self.baseline_arm  # the baseline must be one of the cells
+        self.baseline_arm  # noqa: B018 (the baseline must be one of the cells)
 
     def _check_fit_parts(self) -> None:
         """With file sources, a strategy that learns (heuristic, predicted, ...) needs every source to have the

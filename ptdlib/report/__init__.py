@@ -33,11 +33,14 @@ import os
 import time
 from pathlib import Path
 
-from ptdlib.report.execute import run_notebooks, select_notebooks
-from ptdlib.report.page import render_page
-from ptdlib.report.workers import run_grid
+# Re-exported for ptdlib.cli.report
+from ptdlib import REPO_ROOT
+from ptdlib.report.execute import run_notebooks as run_notebooks
+from ptdlib.report.execute import select_notebooks as select_notebooks
+from ptdlib.report.page import render_page as render_page
+from ptdlib.report.workers import run_grid as run_grid
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = REPO_ROOT
 DEFAULT_CONFIG = REPO / "configs" / "report.yaml"
 DEFAULT_OUT = REPO / "report"
 SMOKE_OUT = REPO / "report" / "smoke"

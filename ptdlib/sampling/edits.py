@@ -16,7 +16,7 @@ really had, so the FLOP ledger charges the extra positions.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Hashable, Protocol, Sequence, Union
+from typing import Hashable, Protocol, Sequence
 
 import torch
 
@@ -38,7 +38,7 @@ class Resize:
     length: int  # new canvas length, >= 1
 
 
-Edit = Union[InsertMasks, Resize]
+Edit = InsertMasks | Resize
 
 
 @dataclass(frozen=True)
