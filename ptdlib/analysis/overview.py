@@ -16,6 +16,7 @@ import json
 import numpy as np
 import pandas as pd
 
+from ptdlib import REPO_ROOT
 from ptdlib.stats.summary import params_label
 
 #: Columns the overview needs from result rows.
@@ -59,7 +60,7 @@ def load_rows(results_dir) -> pd.DataFrame:
 
     path = Path(results_dir)
     if not path.is_absolute() and not path.exists():
-        repo_path = Path(__file__).resolve().parents[2] / path
+        repo_path = REPO_ROOT / path
         if repo_path.exists():
             path = repo_path
     if not (path / "run.json").exists():

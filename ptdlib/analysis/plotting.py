@@ -25,8 +25,10 @@ if _HEADLESS and not os.environ.get("MPLBACKEND"):
 import matplotlib.pyplot as plt  # noqa: E402  (after the backend choice)
 import seaborn as sns  # noqa: E402
 
+from ptdlib import REPO_ROOT
+
 FIGURES_ENV = "PTD_FIGURES_DIR"
-REPO_FIGURES = Path(__file__).resolve().parent.parent / "figures"  # the checkout's figures/ (editable install)
+REPO_FIGURES = REPO_ROOT / "figures"  # the checkout's figures/ (editable install)
 FORMATS = ("png", "pdf")  # raster for the README and notebooks, vector for papers
 DPI = 200  # sharp on high-density screens while keeping PNGs small
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ptdlib import DATA_DIR
 from ptdlib.cli.contract import ArgumentParser, command
 from ptdlib.tasks.splits import SPLITS, make_split, save_queries
 
-DEFAULT_DIR = Path(__file__).resolve().parents[2] / "data" / "tasks"
+DEFAULT_DIR = DATA_DIR / "tasks"
 
 
 @command("ptd make-data")

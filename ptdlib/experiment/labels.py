@@ -27,10 +27,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ptdlib import DATA_DIR
 from ptdlib.sampling.sampler import SamplerConfig, sample
 
 #: Default cache folder (the repository's ``data/cache/labels``; override with ``PTD_CACHE_DIR``).
-DEFAULT_CACHE = Path(__file__).resolve().parents[1] / "data" / "cache"
+DEFAULT_CACHE = DATA_DIR / "cache"
 
 
 def cache_dir() -> Path:

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ptdlib import REPO_ROOT
 from ptdlib.canvas import ROW_COLUMNS
 from ptdlib.experiment.config import RunConfig, plan_chunks
 
@@ -49,7 +50,7 @@ VOLATILE = ["wall_s"]
 LEGACY_FLOP_COUNTER = "fvcore"
 #: packages whose versions go into run.json
 PACKAGES = ("ptdlib", "torch", "transformers", "fvcore", "numpy", "pandas")
-_REPO = Path(__file__).resolve().parents[1]
+_REPO = REPO_ROOT
 
 
 # ---------------------------------------------------------------- atomic files

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForMaskedLM, AutoTokenizer
 
+from ptdlib import DATA_DIR
 import ptdlib.models  # noqa: F401  (registers the architecture with the Auto classes)
 from ptdlib.models.base import DiffusionLM
 from ptdlib.models.metrics import end_token_ids
@@ -21,7 +22,6 @@ from ptdlib.models.modeling import PtdLladaConfig, PtdLladaModel
 from ptdlib.models.tokenizer import encode_prompt
 
 #: Where the project's data lives (the repository's ``data/`` folder).
-DATA_DIR = Path(__file__).resolve().parents[2] / "data"
 #: The embedded default model's name and directory.
 DEFAULT_MODEL_NAME = "ptd-tiny"
 DEFAULT_MODEL_DIR = DATA_DIR / "models" / DEFAULT_MODEL_NAME

@@ -13,9 +13,10 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from ptdlib import REPO_ROOT
 from ptdlib.report.workers import _pool
 
-NOTEBOOK_DIR = Path(__file__).resolve().parents[2] / "notebooks"
+NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 KERNEL = "python3"  # the venv's kernel (installed by `make` with --sys-prefix --name python3)
 FIGURES_ENV = "PTD_FIGURES_DIR"  # ptdlib.analysis.plotting's figures-folder variable
 

@@ -29,10 +29,11 @@ import os
 from pathlib import Path
 from typing import Sequence
 
+from ptdlib import DATA_DIR
 from ptdlib.tasks.benchmarks.base import Benchmark, Record
 
 #: default cache root (the repository's ``data/cache``; override with ``PTD_CACHE_DIR``)
-DEFAULT_CACHE = Path(__file__).resolve().parents[3] / "data" / "cache"
+DEFAULT_CACHE = DATA_DIR / "cache"
 PUNKT_LANGUAGE = "english"
 _PUNKT_FILES = ("abbrev_types.txt", "collocations.tab", "ortho_context.tab", "sent_starters.txt")
 
