@@ -33,8 +33,9 @@ import os
 import time
 from pathlib import Path
 
-# Re-exported for ptdlib.cli.report
 from ptdlib import REPO_ROOT
+
+# Re-exported for ptdlib.cli.report
 from ptdlib.report.execute import run_notebooks as run_notebooks
 from ptdlib.report.execute import select_notebooks as select_notebooks
 from ptdlib.report.page import render_page as render_page
