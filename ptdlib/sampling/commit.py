@@ -53,10 +53,20 @@ DEMOTION = 2.0
 
 
 def transfer_schedule(n_masked: torch.Tensor, steps: int) -> torch.Tensor:
-    """(B, steps) number of tokens to commit at each step: ``n_masked`` (B,) spread evenly, remainder first.
+    """Number of tokens to commit at each step: the masked count spread evenly, remainder first.
 
-    LLaDA's ``get_num_transfer_tokens``: ``base = n // steps`` everywhere plus one on the first ``n % steps``
-    steps, e.g. 10 tokens over 3 steps -> [4, 3, 3].
+    LLaDA's ``get_num_transfer_tokens`` (Nie et al., 2025): ``base = n // steps`` everywhere plus one on the
+    first ``n % steps`` steps, e.g. 10 tokens over 3 steps -> [4, 3, 3].
+
+    Args:
+        n_masked: Masked positions per row, shape ``(B,)``.
+        steps: Steps to spread them over.
+
+    Returns:
+        Int64 tensor of shape ``(B, steps)``.
+
+    Raises:
+        ValueError: If ``steps`` is not positive.
     """
     if steps <= 0:
         raise ValueError(f"steps must be a positive integer, got {steps}")
@@ -66,11 +76,22 @@ def transfer_schedule(n_masked: torch.Tensor, steps: int) -> torch.Tensor:
 
 
 def candidates(logits: torch.Tensor, temperature: float, uniforms: torch.Tensor | None = None) -> torch.Tensor:
-    """(B, l) candidate token per position from (B, l, V) logits.
+    """The candidate token of each position.
 
     Temperature 0: argmax. Otherwise the reference's Gumbel-max in float64:
-    ``argmax exp(logits) / (-log u) ** temperature`` with ``u`` uniform in (0, 1) of shape (B, l, V), supplied by
-    the caller (each query draws its own, so batching cannot change a sample).
+    ``argmax exp(logits) / (-log u) ** temperature``.
+
+    Args:
+        logits: Shape ``(B, l, V)``.
+        temperature: Gumbel noise temperature (0: greedy).
+        uniforms: ``u``, uniform in (0, 1), shape ``(B, l, V)``, supplied by the caller (each query draws its own,
+            so batching cannot change a sample); only read when ``temperature > 0``.
+
+    Returns:
+        Token ids, shape ``(B, l)``.
+
+    Raises:
+        ValueError: If ``temperature > 0`` and ``uniforms`` is None.
     """
     if temperature == 0:
         return logits.argmax(dim=-1)
@@ -101,16 +122,36 @@ RANDOM_REMASKING = frozenset({"random"})
 
 
 def check_remasking(name: str) -> None:
+    """Check that ``name`` is a key of :data:`REMASKING`.
+
+    Raises:
+        ValueError: If it is not (the message lists the choices).
+    """
     if name not in REMASKING:
         raise ValueError(f"unknown remasking {name!r}; choose from {', '.join(REMASKING)}")
 
 
 def confidence(remasking: str, logits: torch.Tensor, x0: torch.Tensor, masked: torch.Tensor,
                uniforms: torch.Tensor | None = None, last_ids: Sequence[int] = ()) -> torch.Tensor:
-    """(B, l) float64 confidence of each candidate; ``-inf`` where ``masked`` is False (already committed).
+    """The confidence of each candidate.
 
     Candidates whose token is in ``last_ids`` are lowered by :data:`DEMOTION`, below every other candidate
-    (the reference's ``confidence_eos_eot_inf``; module docstring, "End tokens last").
+    (the reference's ``confidence_eos_eot_inf``).
+
+    Args:
+        remasking: A key of :data:`REMASKING` (``low_confidence``: the candidate's softmax probability;
+            ``random``: a uniform draw).
+        logits: Shape ``(B, l, V)``.
+        x0: Candidates, shape ``(B, l)``.
+        masked: Bool ``(B, l)``, True where the position is still masked.
+        uniforms: Uniform draws of shape ``(B, l)`` (``random`` remasking only).
+        last_ids: Token ids whose candidates are committed after all others.
+
+    Returns:
+        Float64 tensor of shape ``(B, l)``; ``-inf`` where ``masked`` is False (already committed).
+
+    Raises:
+        ValueError: For an unknown ``remasking``, or ``random`` remasking without ``uniforms``.
     """
     check_remasking(remasking)
     conf = REMASKING[remasking](logits, x0, uniforms)
@@ -120,9 +161,15 @@ def confidence(remasking: str, logits: torch.Tensor, x0: torch.Tensor, masked: t
 
 
 def select_top_k(conf: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    """(B, l) bool: the ``k[b]`` most confident positions of each row (ties to the leftmost), vectorised.
+    """The ``k[b]`` most confident positions of each row (ties to the leftmost), vectorised.
 
-    ``k`` must not exceed a row's number of finite confidences (the schedule guarantees it).
+    Args:
+        conf: Confidences, shape ``(B, l)``.
+        k: Positions to pick per row, shape ``(B,)``; must not exceed a row's number of finite confidences
+            (the schedule guarantees it).
+
+    Returns:
+        Bool tensor of shape ``(B, l)``.
     """
     order = conf.argsort(dim=-1, descending=True, stable=True)
     rank = torch.empty_like(order)
@@ -131,9 +178,17 @@ def select_top_k(conf: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
 
 
 def select_above_threshold(conf: torch.Tensor, masked: torch.Tensor, threshold: float) -> torch.Tensor:
-    """(B, l) bool: masked positions with confidence >= ``threshold``, plus each row's most confident one.
+    """Masked positions with confidence >= ``threshold``, plus each row's most confident one.
 
-    Fast-dLLM's rule; rows with no masked position commit nothing.
+    Fast-dLLM's rule (Wu et al., 2025); rows with no masked position commit nothing.
+
+    Args:
+        conf: Confidences, shape ``(B, l)`` (``-inf`` at committed positions).
+        masked: Bool ``(B, l)``, True where the position is still masked.
+        threshold: Confidence level in (0, 1].
+
+    Returns:
+        Bool tensor of shape ``(B, l)``.
     """
     best = torch.zeros_like(masked).scatter_(-1, conf.argmax(dim=-1, keepdim=True), True)
     return masked & ((conf >= threshold) | best)
@@ -143,11 +198,27 @@ def commit_step(logits: torch.Tensor, block: torch.Tensor, mask_id: int, *, k: t
                 temperature: float, remasking: str, threshold: float | None = None,
                 gumbel_uniforms: torch.Tensor | None = None, remask_uniforms: torch.Tensor | None = None,
                 last_ids: Sequence[int] = ()) -> tuple[torch.Tensor, torch.Tensor]:
-    """One step of the rule on a block: ``(transfer (B, l) bool, candidates (B, l))``.
+    """One step of the commit rule on a block.
 
-    ``logits`` (B, l, V) are the block's logits after guidance and suppression; ``block`` (B, l) its current
-    tokens; ``k`` (B,) the schedule's count for this step (ignored when ``threshold`` is set); ``last_ids``
-    token ids whose candidates are committed after all others (end tokens, for ``confidence_eos_eot_inf``).
+    Args:
+        logits: The block's logits after guidance and suppression, shape ``(B, l, V)``.
+        block: The block's current tokens, shape ``(B, l)``.
+        mask_id: The mask token id.
+        k: The schedule's count for this step, shape ``(B,)`` (ignored when ``threshold`` is set).
+        temperature: Gumbel noise temperature (0: greedy).
+        remasking: A key of :data:`REMASKING`.
+        threshold: Fast-dLLM's confidence threshold; None: commit the top ``k``.
+        gumbel_uniforms: Uniforms ``(B, l, V)`` for the Gumbel noise (``temperature > 0``).
+        remask_uniforms: Uniforms ``(B, l)`` for ``random`` remasking.
+        last_ids: Token ids whose candidates are committed after all others (end tokens, for
+            ``confidence_eos_eot_inf``).
+
+    Returns:
+        ``(transfer, candidates)``: bool ``(B, l)``, True at the positions to commit, and the candidate tokens
+        ``(B, l)``.
+
+    Raises:
+        ValueError: If uniforms a rule needs are missing, or ``remasking`` is unknown.
     """
     masked = block == mask_id
     x0 = candidates(logits, temperature, gumbel_uniforms)

@@ -64,13 +64,27 @@ class StepView:
 class CanvasEditor(Protocol):
     """Decides, after each step, which canvases to edit (none: an empty sequence)."""
 
-    def edit(self, view: StepView) -> Sequence[Edit]: ...
+    def edit(self, view: StepView) -> Sequence[Edit]:
+        """The edits to apply after the step that ``view`` shows (none: an empty sequence)."""
+        ...
 
 
 def apply_edit(tokens: list[int], edit: Edit, mask_id: int, max_length: int) -> list[int]:
-    """The canvas ``tokens`` after ``edit``; ValueError naming the bad value if it does not fit.
+    """The canvas ``tokens`` after ``edit``.
 
-    ``max_length``: the longest canvas the row may have (the model's positions minus its prompt).
+    Args:
+        tokens: The row's canvas tokens.
+        edit: An :class:`InsertMasks` or a :class:`Resize`.
+        mask_id: The mask token id (of inserted or appended positions).
+        max_length: The longest canvas the row may have (the model's positions minus its prompt).
+
+    Returns:
+        The edited canvas (a new list).
+
+    Raises:
+        ValueError: If the edit does not fit (the message names the bad value): an insertion position outside
+            ``0..len(tokens)``, a count < 1, a length < 1, a result longer than ``max_length``, or an unknown
+            edit type.
     """
     n = len(tokens)
     if isinstance(edit, InsertMasks):

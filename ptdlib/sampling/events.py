@@ -35,6 +35,7 @@ class ForwardEvent:
 
     @property
     def batch_size(self) -> int:
+        """Rows in the pass (with guidance, each query counts twice)."""
         return len(self.query_ids)
 
 
@@ -51,10 +52,16 @@ class StepEvent:
 
 @runtime_checkable
 class Callback(Protocol):
+    """What a callback offers: ``on_forward(event)`` and, optionally, ``on_step(event)``."""
     def on_forward(self, event: ForwardEvent) -> None: ...
 
 
 def emit_forward(callbacks: Iterable, event: ForwardEvent) -> None:
+    """Report one forward pass to every callback's ``on_forward``.
+
+    Raises:
+        ValueError: If ``event.kind`` is not one of :data:`FORWARD_KINDS`.
+    """
     if event.kind not in FORWARD_KINDS:
         raise ValueError(f"unknown forward kind {event.kind!r}; choose from {', '.join(FORWARD_KINDS)}")
     for cb in callbacks or ():
@@ -62,6 +69,7 @@ def emit_forward(callbacks: Iterable, event: ForwardEvent) -> None:
 
 
 def emit_step(callbacks: Iterable, event: StepEvent) -> None:
+    """Report one step's commits to every callback that has ``on_step``."""
     for cb in callbacks or ():
         if hasattr(cb, "on_step"):
             cb.on_step(event)
@@ -69,7 +77,23 @@ def emit_step(callbacks: Iterable, event: StepEvent) -> None:
 
 def counted_logits(lm, ids: torch.Tensor, attention_mask: torch.Tensor, kind: str, query_ids, callbacks,
                    step: int | None = None) -> torch.Tensor:
-    """``lm.logits(ids, attention_mask)``, reported to ``callbacks`` as one forward pass of ``kind``."""
+    """``lm.logits(ids, attention_mask)``, reported to ``callbacks`` as one forward pass of ``kind``.
+
+    Args:
+        lm: The :class:`~ptdlib.models.base.DiffusionLM`.
+        ids: Token ids, shape ``(B, T)``.
+        attention_mask: Shape ``(B, T)``.
+        kind: One of :data:`FORWARD_KINDS`.
+        query_ids: The caller's id of each row.
+        callbacks: Objects with ``on_forward``.
+        step: Denoising step index, if any.
+
+    Returns:
+        Logits of shape ``(B, T, V)``.
+
+    Raises:
+        ValueError: If ``kind`` is unknown (raised after the pass).
+    """
     logits = lm.logits(ids, attention_mask)
     emit_forward(callbacks, ForwardEvent(kind, tuple(query_ids), int(ids.shape[1]), step))
     return logits

@@ -37,7 +37,16 @@ def check_cache_mode(mode: str) -> None:
 
 
 def check_cacheable(lm, mode: str) -> None:
-    """Raise ``ValueError`` if ``lm`` cannot run the sampler with cache ``mode``."""
+    """Check that ``lm`` can run the sampler with cache ``mode``.
+
+    Args:
+        lm: The :class:`~ptdlib.models.base.DiffusionLM`.
+        mode: One of :data:`CACHE_MODES`.
+
+    Raises:
+        ValueError: For an unknown mode, a network without KV-cache support, or a model whose logits are shifted
+            or that cannot be batched.
+    """
     check_cache_mode(mode)
     if mode == "none":
         return
@@ -57,10 +66,21 @@ class BlockForward:
         self.lm, self.kind, self.callbacks = lm, kind, callbacks
 
     def logits(self, x, attn, rows, trim: int, block: int, s: int, e: int, qids, step: int) -> tuple[torch.Tensor, int]:
-        """(logits, first column): logits (rows, n, V) of columns ``first … first + n`` of the batch.
+        """The logits of one step, and the batch column of their first position.
 
-        ``x``/``attn`` hold columns ``trim …`` of the batch rows ``rows`` (a 1-D tensor of batch indices);
-        ``s … e`` are the current block's columns.
+        Args:
+            x: Token ids of columns ``trim …`` of the batch rows ``rows``, shape ``(rows, width)``.
+            attn: Their attention mask, same shape.
+            rows: 1-D tensor of batch indices.
+            trim: Batch column of ``x``'s first column.
+            block: Index of the current block.
+            s: The current block's first batch column.
+            e: One past its last batch column.
+            qids: The query id of each row.
+            step: The step index reported with the pass.
+
+        Returns:
+            ``(logits, first)``: logits of shape ``(rows, n, V)`` for batch columns ``first … first + n``.
         """
         return counted_logits(self.lm, x, attn, self.kind, qids, self.callbacks, step), trim
 
@@ -102,6 +122,19 @@ class CachedBlockForward(BlockForward):
 
 
 def block_forward(lm, mode: str, kind: str, callbacks) -> BlockForward:
-    """The forward-pass strategy of cache ``mode`` (one of :data:`CACHE_MODES`) for one batch of the sampler."""
+    """The forward-pass strategy of cache ``mode`` for one batch of the sampler.
+
+    Args:
+        lm: The :class:`~ptdlib.models.base.DiffusionLM`.
+        mode: One of :data:`CACHE_MODES`.
+        kind: Forward kind reported with each pass.
+        callbacks: Objects with ``on_forward``.
+
+    Returns:
+        A :class:`BlockForward` (``none``) or a :class:`CachedBlockForward`.
+
+    Raises:
+        ValueError: For an unknown mode or a model that cannot be cached (:func:`check_cacheable`).
+    """
     check_cache_mode(mode)
     return BlockForward(lm, kind, callbacks) if mode == "none" else CachedBlockForward(lm, kind, callbacks, mode)

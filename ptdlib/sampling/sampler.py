@@ -113,7 +113,18 @@ class SamplerConfig:
             raise ValueError(f"threshold must be in (0, 1] or None, got {self.threshold}")
 
     def plan(self, canvas_length: int) -> tuple[int, int]:
-        """(number of blocks, steps per block) for a canvas of ``canvas_length``; ValueError if they do not fit."""
+        """The block structure of a canvas.
+
+        Args:
+            canvas_length: Canvas length ``L`` in tokens.
+
+        Returns:
+            ``(number of blocks, steps per block)``.
+
+        Raises:
+            ValueError: If ``L`` is not a positive integer, ``block_length`` does not divide it, ``steps`` exceeds
+                it, or the number of blocks does not divide ``steps``.
+        """
         L = canvas_length
         if not isinstance(L, numbers.Integral) or L <= 0:
             raise ValueError(f"canvas length must be a positive integer, got {L!r}")
@@ -152,14 +163,24 @@ class TraceRecorder:
         self.commits = defaultdict(list)  # query id -> [(step, block, positions, tokens)]
 
     def on_forward(self, event) -> None:
+        """Record a :class:`~ptdlib.sampling.events.ForwardEvent`."""
         self.forwards.append(event)
 
     def on_step(self, event: StepEvent) -> None:
+        """Record a step's commits per query."""
         for qid, pos, tok in zip(event.query_ids, event.positions, event.tokens):
             self.commits[qid].append((event.step, event.block, pos, tok))
 
     def commit_steps(self, query_id, canvas_length: int) -> list[int]:
-        """Per canvas position, the step at which it was committed (-1: never, e.g. given by ``init_canvas``)."""
+        """Per canvas position, the step at which it was committed.
+
+        Args:
+            query_id: The query.
+            canvas_length: Its canvas length.
+
+        Returns:
+            ``canvas_length`` step indices; -1 for a position never committed (e.g. given by ``init_canvas``).
+        """
         out = [-1] * canvas_length
         for step, _, positions, _ in self.commits[query_id]:
             for p in positions:
@@ -390,13 +411,38 @@ def sample(lm: DiffusionLM, prompts: Sequence[str | list[int]], canvas: int | Se
            query_ids: Sequence | None = None, batch_size: int = 32,
            init_canvas: Sequence[list[int] | None] | None = None, progress: bool = False,
            editor=None) -> list[SampleOutput]:
-    """Denoise a canvas after each prompt; one :class:`SampleOutput` per prompt, in order (see module docstring).
+    """Denoise a canvas after each prompt, with LLaDA's semantics (see module docstring).
 
-    ``prompts``: text (chat-formatted by ``lm.encode_prompt``) or token ids used as they are. ``canvas``: one
-    length for all or one per query. ``init_canvas``: per query a canvas to continue (or None for all masks).
-    ``editor``: a :class:`~ptdlib.sampling.edits.CanvasEditor` that may insert masks into live canvases or resize them
-    after every step (DAEDAL, ρ-EOS); canvases then need not be whole blocks, and ``steps`` must be None (one
-    token per step, S = L) unless ``threshold`` is set. Each output's ``canvas_length`` is its final canvas.
+    Reproduces ``generate()`` of the LLaDA reference code (Nie et al., 2025), batched, with a canvas length per
+    query. A query's tokens depend on ``seed`` and its query id only, never on its batch neighbours.
+
+    Args:
+        lm: The model.
+        prompts: Per query, text (chat-formatted by ``lm.encode_prompt``) or token ids used as they are.
+        canvas: Canvas length in tokens, one for all queries or one per query.
+        cfg: Steps, blocks, temperature, commit rule, window and cache.
+        seed: Seeds each query's generator together with its query id.
+        callbacks: Objects with ``on_forward`` / ``on_step``; every forward pass and every step's commits are
+            reported to them (:mod:`ptdlib.sampling.events`).
+        kind: Forward kind reported with each pass, one of ``FORWARD_KINDS``.
+        query_ids: Unique ids of the queries (default: their positions in the call).
+        batch_size: Queries per forward pass (queries are grouped by canvas length).
+        init_canvas: Per query a canvas of its canvas length to continue (committed tokens stay, masks are
+            denoised), or None for all masks.
+        progress: Show a progress bar of forward passes.
+        editor: A :class:`~ptdlib.sampling.edits.CanvasEditor` that may insert masks into live canvases or resize
+            them after every step (DAEDAL, ρ-EOS); canvases then need not be whole blocks, and ``steps`` must be
+            None (one token per step, S = L) unless ``threshold`` is set.
+
+    Returns:
+        One :class:`SampleOutput` per prompt, in order; each output's ``canvas_length`` is its final canvas.
+
+    Raises:
+        ValueError: If the per-query sequences do not have one entry per prompt, query ids repeat, a prompt is
+            empty, ``kind`` or ``batch_size`` is invalid, a canvas length does not fit ``cfg``'s block structure
+            (:meth:`SamplerConfig.plan`) or prompt + canvas exceed ``lm.max_positions``, an ``init_canvas`` has
+            another length than its canvas, or an editor is combined with a growing window, a cache, fixed
+            ``steps`` without a threshold, or a pad id equal to the mask id.
     """
     n = len(prompts)
     if n == 0:
