@@ -13,55 +13,65 @@ from __future__ import annotations
 import argparse
 import json
 from dataclasses import asdict
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import yaml
 
+from ptdlib import REPO_ROOT
 from ptdlib.cli.contract import ArgumentParser
 from ptdlib.models.spec import add_model_arguments, spec_from_args
 
-#: The grid: (policy, parameters) pairs; each runs with re-run-at-maximum recovery unless it says otherwise.
-GRID = [
-    {"name": "fixed", "params": {"L": 128}},
-    {"name": "oracle"},
-    {"name": "heuristic", "params": {"margin": 8}},
-    {"name": "predicted", "params": {"margin": "percentile", "percentile": 90}},  # Predict-then-Diffuse's rule
-    {"name": "predicted", "params": {"margin": "conformal", "alpha": [0.01, 0.05, 0.1]}},
-    {"name": "predicted", "params": {"margin": "cost_optimal"}},
-    # Adaptive conformal (Gibbs & Candès 2021), online: the margin follows the truncations served so far.
-    {"name": "predicted", "params": {"margin": "aci", "alpha": 0.05, "gamma": 0.01}},
-    {"name": "predicted", "params": {"margin": "conformal", "alpha": 0.01, "early_stop": True}},
-    # Text statistics plus the D-LLM's prompt states (one prompt pass more): the feature ablation's contrast.
-    {"name": "predicted", "params": {"margin": "conformal", "alpha": [0.01, 0.05], "features": "text+hidden"}},
-    {"name": "smartcrop", "params": {"tau": 0.9, "rule": ["product", "running_max"]}},
-    {"name": "smartcrop", "params": {"tau": 0.99, "rule": "running_max"}},
-    {"name": "growth", "params": {"block": 32}},
-    # Calibrated SmartCrop: the probe's estimate plus a split-conformal pad (truncation <= alpha on exchangeable
-    # queries, ptdlib.canvas.smartcrop_conformal).
-    {"name": "smartcrop_conformal", "params": {"alpha": [0.01, 0.05]}},
-    {"name": "smartcrop_conformal", "params": {"alpha": 0.01, "early_stop": True}},
-    # The hybrid: AdaRLP on text statistics plus the probe's EOS-curve summary, conformal margin on top.
-    {"name": "predicted", "params": {"margin": "conformal", "alpha": [0.01, 0.05], "features": "text+probe"}},
-    {"name": "predicted", "params": {"margin": "conformal", "alpha": 0.01, "features": "text+probe", "early_stop": True}},
-    # Training-free expansion, the papers' parameters scaled to blocks of 8 (ptdlib.canvas.daedal, .rho_eos).
-    {"name": "daedal"},
-    {"name": "daedal", "params": {"grow": 8}},  # stage 1 grows by a block of 8 per probe (fewer probes)
-    {"name": "rho_eos"},
-]
+#: The bench's grids (``--config`` defaults to it): named lists of run-config strategies, one per ``--arms`` value.
+DEFAULT_CONFIG = REPO_ROOT / "configs" / "bench-strategies.yaml"
 
 
-#: The rounding-8 study (issue 16), short enough for 2 CPU cores: the references, the best arms of the blocks-of-32
-#: study, and the new arms (calibrated SmartCrop, the hybrid predictor, DAEDAL, rho-EOS).
-FINE_GRID = [
-    {"name": "fixed", "params": {"L": 128}},
-    {"name": "oracle"},
-    *GRID[-3:], *GRID[-7:-3],  # the new arms, as in GRID; first (unfitted ones first) for an interrupted run
-    {"name": "predicted", "params": {"margin": "conformal", "alpha": [0.01, 0.05]}},
-    {"name": "predicted", "params": {"margin": "conformal", "alpha": 0.01, "early_stop": True}},
-    {"name": "smartcrop", "params": {"tau": 0.99, "rule": "running_max"}},
-    {"name": "smartcrop", "params": {"tau": 0.99, "rule": "running_max", "early_stop": True}},
-    {"name": "growth", "params": {"block": 8}},
-]
+def load_grids(path: str | Path = DEFAULT_CONFIG) -> dict[str, list[dict]]:
+    """Read the bench's grids from a YAML file (``configs/bench-strategies.yaml``).
+
+    The file holds one key, ``grids``, mapping a grid's name (an ``--arms`` value) to a run config's
+    ``strategies:`` list. Every grid is checked as a run config's strategies are (policy names, parameters
+    and their ranges, at the default limits: canvases of whole blocks of 32 up to 128) and must hold
+    ``fixed`` with ``L: 128`` (the baseline) and ``oracle`` (the references of the FLOPs ratios).
+
+    Args:
+        path: The YAML file.
+
+    Returns:
+        Grid name -> its arms (``{"name": ..., "params": {...}}`` mappings, in the file's order).
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: The file is not valid YAML, is not shaped as above, or a grid holds an arm a run config
+            refuses or lacks a reference arm; the message names the file and the grid.
+    """
+    from ptdlib.experiment.config import RunConfig
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"bench config {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise ValueError(f"bench config {path} is not valid YAML: {e}") from None
+    if not isinstance(data, dict) or set(data) != {"grids"}:
+        keys = sorted(data) if isinstance(data, dict) else type(data).__name__
+        raise ValueError(f"bench config {path} must hold one key, grids (name -> strategies), got {keys}")
+    grids = data["grids"]
+    if not isinstance(grids, dict) or not grids:
+        raise ValueError(f"bench config {path}: grids must map at least one name to a list of strategies")
+    for name, arms in grids.items():
+        where = f"bench config {path}, grid {name!r}"
+        if not isinstance(arms, list) or not arms:
+            raise ValueError(f"{where} must be a non-empty list of strategies ({{name, params}}), got {arms!r}")
+        if not any(a.get("name") == "oracle" for a in arms if isinstance(a, dict)):
+            raise ValueError(f"{where} has no oracle arm, the reference of flops_vs_oracle")
+        try:  # the run config's own checks; its default baseline is fixed at L=128
+            RunConfig.from_dict({"splits": {"test": 1}, "strategies": arms})
+        except ValueError as e:
+            raise ValueError(f"{where}: {e}") from None
+    return grids
 
 
 def select_arms(grid: list[dict], policies) -> list[dict]:
@@ -117,8 +127,11 @@ def main(argv: list[str]) -> int:
                    help="arm comparison: all policies, or all but the predictor (no train/calib labelling)")
     p.add_argument("--round-to", type=int, default=32,
                    help="canvas rounding and sampler block (32: the report's setting; 8: fine enough to rank estimators)")
-    p.add_argument("--arms", default="all", choices=("all", "fine"),
-                   help="all: GRID; fine: FINE_GRID, the shorter rounding-8 study of the new arms")
+    p.add_argument("--config", default=str(DEFAULT_CONFIG),
+                   help="YAML file of the grids (default: configs/bench-strategies.yaml)")
+    p.add_argument("--arms", default="all",
+                   help="grid of --config to run; the default file has all (every strategy) and fine (the "
+                        "shorter rounding-8 study of the new arms)")
     p.add_argument("--strategies", nargs="+", default=None, metavar="POLICY",
                    help="run only the arms of these policies (fixed and oracle always run, as references)")
     args = p.parse_args(argv)
@@ -129,14 +142,17 @@ def main(argv: list[str]) -> int:
             p.error(f"--{name.replace('_', '-')} must be at least 2, got {getattr(args, name)}")
     if args.models or args.caches:
         return _compare_arms(args)
+    grids = load_grids(args.config)
+    if args.arms not in grids:
+        p.error(f"--arms {args.arms!r} is not a grid of {args.config}; choose from {', '.join(grids)}")
 
-    from ptdlib.experiment.results import load_results
     from ptdlib.experiment.config import RunConfig
+    from ptdlib.experiment.results import load_results
     from ptdlib.experiment.runner import run
 
     cfg = RunConfig.from_dict({
         "model": asdict(spec_from_args(args)), "splits": {"test": args.n_test}, "train": args.n_train,
-        "calib": args.n_calib, "strategies": select_arms(FINE_GRID if args.arms == "fine" else GRID, args.strategies), "output": args.out,
+        "calib": args.n_calib, "strategies": select_arms(grids[args.arms], args.strategies), "output": args.out,
         "sampler": {"block_length": args.round_to}, "limits": {"max_canvas": 128, "round_to": args.round_to},
     })
     stats = run(cfg, device=args.device)
