@@ -13,7 +13,8 @@ import numpy as np
 
 from ptdlib.canvas.base import CanvasLimits, CanvasPolicy
 from ptdlib.predictor import FeatureSet, LengthPredictor, PredictorConfig, calibrate, check_disjoint
-from ptdlib.predictor.calibration import MARGIN_METHODS, check_alpha, check_priced_recovery
+from ptdlib.predictor.calibration import MARGIN_METHODS, check_priced_recovery, margin_parameters
+from ptdlib.predictor.conformal import check_alpha
 from ptdlib.sampling.sampler import SamplerConfig
 
 
@@ -37,8 +38,7 @@ class PredictedCanvas(CanvasPolicy):
     def __init__(self, margin: str = "conformal", alpha: float = 0.05, percentile: float = 90.0,
                  regressor: str = "ridge_log", features: str = "text", early_stop: bool = False,
                  gamma: float = 0.005):
-        if margin not in MARGIN_METHODS:
-            raise ValueError(f"unknown margin method {margin!r}; choose from {', '.join(MARGIN_METHODS)}")
+        MARGIN_METHODS.check(margin)
         self.margin, self.alpha, self.percentile = margin, float(alpha), float(percentile)
         self.regressor, self.features, self.early_stop = regressor, features, bool(early_stop)
         self.gamma = float(gamma)
@@ -46,22 +46,20 @@ class PredictedCanvas(CanvasPolicy):
         groups = tuple(features.split("+"))
         self.predictor = LengthPredictor(PredictorConfig(regressor=regressor, features=FeatureSet(groups=groups)))
         self.rule = None
-        if margin in ("conformal", "conformal_log", "aci"):
+        self._takes = set(margin_parameters(margin))  # which of the settings below the margin's fit reads
+        if "alpha" in self._takes:
             check_alpha(alpha)
-        if margin == "aci" and not 0 < self.gamma < 1:
+        if "gamma" in self._takes and not 0 < self.gamma < 1:
             raise ValueError(f"gamma (the ACI step size) must be in (0, 1), got {gamma}")
-        if margin == "percentile" and not 0 <= percentile <= 100:
+        if "percentile" in self._takes and not 0 <= percentile <= 100:
             raise ValueError(f"percentile must be in [0, 100], got {percentile}")
 
     def _margin_params(self, limits: CanvasLimits, prompt_lengths, recovery: str) -> dict:
-        if self.margin == "percentile":
-            return {"percentile": self.percentile}
-        if self.margin == "cost_optimal":
-            return {"max_canvas": limits.max_canvas, "round_to": limits.round_to, "prompt_lengths": prompt_lengths,
+        """The policy's settings that the margin's fit function takes (:func:`margin_parameters`)."""
+        settings = {"percentile": self.percentile, "alpha": self.alpha, "gamma": self.gamma,
+                    "max_canvas": limits.max_canvas, "round_to": limits.round_to, "prompt_lengths": prompt_lengths,
                     "recovery": recovery, "early_stop": self.early_stop}
-        if self.margin == "aci":
-            return {"alpha": self.alpha, "gamma": self.gamma}
-        return {"alpha": self.alpha}
+        return {k: v for k, v in settings.items() if k in self._takes}
 
     @property
     def online(self) -> bool:
@@ -102,7 +100,7 @@ class PredictedCanvas(CanvasPolicy):
             self.rule.update(self._served.pop(q.qid), float(length), canvas=int(canvas), missed=bool(missed))
 
     def check_recovery(self, recovery: str) -> None:
-        if self.margin == "cost_optimal":
+        if "recovery" in self._takes:  # a margin that prices re-runs (cost_optimal) must be able to price this one
             check_priced_recovery(recovery)
 
     def sampler_config(self, base: SamplerConfig) -> SamplerConfig:
@@ -112,10 +110,5 @@ class PredictedCanvas(CanvasPolicy):
         p = {"margin": self.margin, "regressor": self.regressor, "features": self.features}
         if self.early_stop:
             p["early_stop"] = True
-        if self.margin == "percentile":
-            p["percentile"] = self.percentile
-        elif self.margin != "cost_optimal":
-            p["alpha"] = self.alpha
-        if self.margin == "aci":
-            p["gamma"] = self.gamma
+        p.update((k, getattr(self, k)) for k in ("percentile", "alpha", "gamma") if k in self._takes)
         return p

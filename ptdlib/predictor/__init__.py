@@ -3,8 +3,11 @@
 * :mod:`~ptdlib.predictor.features` -- prompt text statistics and the D-LLM's own prompt states;
 * :mod:`~ptdlib.predictor.regressors` -- :class:`LengthPredictor` (ridge / boosted trees on log length),
   its analytic cost and :func:`predictor_cost_report`;
+* :mod:`~ptdlib.predictor.conformal` -- the conformal maths the margin rules share (checks, bound ->
+  canvas, scores, quantile, split conformal);
 * :mod:`~ptdlib.predictor.calibration` -- margin rules fitted on ``calib``: Predict-then-Diffuse's
-  percentile, split conformal (additive or log), cost-optimal; :func:`calibrate` builds them by name;
+  percentile, split conformal (additive or log), cost-optimal; :func:`calibrate` builds them by name from
+  the registry :data:`MARGIN_METHODS` (:func:`register_margin` adds one);
 * :mod:`~ptdlib.predictor.online` -- adaptive conformal inference for a drifting stream;
 * :mod:`~ptdlib.predictor.training` -- fit, evaluate and save (``ptd train-predictor``).
 
@@ -20,7 +23,7 @@ A canvas policy uses them as::
 from ptdlib.predictor.calibration import (
     MARGIN_METHODS, PRICED_RECOVERIES, AdditiveMargin, ConformalMargin, CostOptimalMargin, FixedMargin, MarginRule,
     PercentileMargin, calibrate, canvas_from_upper, check_disjoint, conformal_quantile, expected_cost,
-    quadratic_cost, truncation_rate,
+    margin_parameters, quadratic_cost, register_margin, truncation_rate,
 )
 from ptdlib.predictor.features import FEATURE_GROUPS, FeatureExtractor, FeatureSet, prompt_representation
 from ptdlib.predictor.online import AdaptiveConformalMargin
@@ -30,6 +33,6 @@ __all__ = [
     "FEATURE_GROUPS", "MARGIN_METHODS", "PRICED_RECOVERIES", "REGRESSORS", "AdaptiveConformalMargin", "AdditiveMargin",
     "ConformalMargin", "CostOptimalMargin", "FeatureExtractor", "FeatureSet", "FixedMargin", "LengthPredictor",
     "MarginRule", "PercentileMargin", "PredictorConfig", "calibrate", "canvas_from_upper", "check_disjoint",
-    "conformal_quantile", "expected_cost", "predictor_cost_report", "prompt_representation", "quadratic_cost",
-    "truncation_rate",
+    "conformal_quantile", "expected_cost", "margin_parameters", "predictor_cost_report", "prompt_representation",
+    "quadratic_cost", "register_margin", "truncation_rate",
 ]

@@ -19,110 +19,35 @@ Rules (:func:`calibrate` builds each by name from calibration predictions and ow
   without ties).
 * ``cost_optimal`` -- the margin on a grid minimising the expected cost on calib, re-runs included.
 * ``aci`` -- :class:`~ptdlib.predictor.online.AdaptiveConformalMargin`, for a drifting stream.
+
+The shared conformal maths (checks, :func:`canvas_from_upper`, scores, quantile, :class:`ConformalMargin`)
+lives in :mod:`ptdlib.predictor.conformal` and is re-exported here. The rules are registered by name in
+:data:`MARGIN_METHODS`; :func:`register_margin` adds one.
 """
 
 from __future__ import annotations
 
-import math
 import numbers
 from dataclasses import dataclass
+from inspect import signature
 from typing import Callable, Sequence
 
 import numpy as np
 
+from ptdlib.predictor.conformal import (  # noqa: F401  (re-exported: the margin API's names live here too)
+    SCALES, ConformalMargin, MarginRule, bound, calibration_pair, canvas_from_upper, check_alpha,
+    check_canvas_args, check_predictions, conformal_quantile, conformal_scores, truncation_rate,
+)
+from ptdlib.predictor.online import AdaptiveConformalMargin
 from ptdlib.predictor.regressors import check_lengths
+from ptdlib.registry import Registry
 
 #: Ways to recover a truncated answer that the cost-optimal margin can price (those of
-#: :mod:`ptdlib.canvas.recovery` that spend FLOPs on a truncation; ``none`` spends score instead).
+#: :mod:`ptdlib.cost.plans` that spend FLOPs on a truncation; ``none`` spends score instead).
 PRICED_RECOVERIES = ("max", "double", "extend")
 
 
-# ---------------------------------------------------------------- checks and shared helpers
-def check_alpha(alpha: float, name: str = "alpha") -> float:
-    if not isinstance(alpha, numbers.Real) or not 0 < alpha < 1:
-        raise ValueError(f"{name} must be in (0, 1), got {alpha!r}")
-    return float(alpha)
-
-
-def check_predictions(predictions, name: str = "predictions") -> np.ndarray:
-    """Predictions as floats; non-finite values are rejected, negative ones clipped to 0 (a length)."""
-    arr = np.asarray(predictions, dtype=float).reshape(-1)
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name} must be finite, got {arr[~np.isfinite(arr)][:3].tolist()}")
-    return np.clip(arr, 0.0, None)
-
-
-def _calibration_pair(predictions, lengths) -> tuple[np.ndarray, np.ndarray]:
-    pred = check_predictions(predictions)
-    if pred.size == 0:
-        raise ValueError("empty calibration data: no predictions")
-    y = check_lengths(lengths, "calibration lengths")
-    if len(pred) != len(y):
-        raise ValueError(f"got {len(pred)} predictions but {len(y)} calibration lengths")
-    return pred, y
-
-
-def _check_canvas_args(max_canvas: int, round_to: int) -> None:
-    if not isinstance(max_canvas, (int, np.integer)) or max_canvas < 1:
-        raise ValueError(f"max_canvas must be an integer >= 1, got {max_canvas!r}")
-    if not isinstance(round_to, (int, np.integer)) or round_to < 1:
-        raise ValueError(f"round_to must be an integer >= 1, got {round_to!r}")
-
-
-_INTEGER_TOL = 1e-9  # lengths are integers: float error in a bound is many orders of magnitude below a token
-
-
-def canvas_from_upper(upper, max_canvas: int, round_to: int = 1) -> np.ndarray:
-    """Canvases that hold any length ≤ ``upper`` and its EOS: ``floor(U) + 1``, rounded up to a multiple of
-    ``round_to``, capped at ``max_canvas``.
-
-    ``U = +inf`` gives ``max_canvas``; ``U = -inf`` (an empty set) the smallest canvas, ``round_to``. A
-    bound within ``_INTEGER_TOL`` below an integer counts as that integer: a log-scale bound
-    ``expm1(log1p(pred) + q)`` that should equal a calibration length ``y`` often comes out as ``y - 1e-14``,
-    and flooring that would serve a canvas one token short for every query of length ``y``.
-    """
-    _check_canvas_args(max_canvas, round_to)
-    u = np.clip(np.asarray(upper, dtype=float), 0.0, float(max_canvas))
-    c = np.floor(u + _INTEGER_TOL) + 1
-    c = np.ceil(c / round_to) * round_to
-    return np.minimum(c, max_canvas).astype(np.int64)
-
-
-def truncation_rate(canvases, lengths) -> float:
-    """Fraction of responses that do not fit their canvas with an EOS (``length ≥ canvas``)."""
-    c, y = np.asarray(canvases).reshape(-1), check_lengths(lengths)
-    if len(c) != len(y):
-        raise ValueError(f"got {len(c)} canvases but {len(y)} lengths")
-    return float(np.mean(y >= c))
-
-
-def conformal_quantile(scores, alpha: float) -> float:
-    """The ``ceil((n+1)(1-α))``-th smallest of ``n`` scores (``+inf`` if that exceeds ``n``).
-
-    Split conformal's finite-sample quantile (Lei et al. 2018; Angelopoulos & Bates 2021, Thm. 1): for a
-    fresh exchangeable score ``s``, ``P(s ≤ q) ≥ 1 - α``.
-    """
-    check_alpha(alpha)
-    s = np.sort(np.asarray(scores, dtype=float).reshape(-1))
-    if s.size == 0:
-        raise ValueError("empty calibration data: no scores")
-    # The small slack keeps (n+1)(1-α) = 90.00000000000001 from rounding up to 91.
-    k = math.ceil((s.size + 1) * (1 - alpha) - 1e-9)
-    return float(s[k - 1]) if k <= s.size else math.inf
-
-
 # ---------------------------------------------------------------- rules
-class MarginRule:
-    """A rule that bounds lengths from predictions (``upper``) and turns the bound into canvases."""
-
-    def upper(self, predictions) -> np.ndarray:
-        raise NotImplementedError
-
-    def canvas(self, predictions, max_canvas: int, round_to: int = 1) -> np.ndarray:
-        """Integer canvases for ``predictions`` (see :func:`canvas_from_upper`)."""
-        return canvas_from_upper(self.upper(check_predictions(predictions)), max_canvas, round_to)
-
-
 @dataclass(frozen=True)
 class AdditiveMargin(MarginRule):
     """``U = prediction + margin``."""
@@ -155,54 +80,10 @@ class PercentileMargin(AdditiveMargin):
         """``np.percentile`` (linear interpolation) of ``{length - pred : length > pred}``; 0 if none."""
         if not isinstance(percentile, numbers.Real) or not 0 <= percentile <= 100:
             raise ValueError(f"percentile must be in [0, 100], got {percentile!r}")
-        pred, y = _calibration_pair(predictions, lengths)
+        pred, y = calibration_pair(predictions, lengths)
         pos = (y - pred)[y > pred]
         margin = float(np.percentile(pos, percentile)) if pos.size else 0.0
         return cls(margin, float(percentile), len(y), int(pos.size))
-
-
-def bound(pred: np.ndarray, q: float, scale: str) -> np.ndarray:
-    """Upper bound from prediction and conformal quantile: ``pred + q`` or ``(1 + pred)·e^q - 1``."""
-    if scale == "additive":
-        return pred + q
-    with np.errstate(over="ignore"):
-        return np.expm1(np.log1p(pred) + q)
-
-
-@dataclass(frozen=True)
-class ConformalMargin(MarginRule):
-    """One-sided split conformal bound (see module docstring): ``P(length > U) ≤ α`` on exchangeable data.
-
-    ``margin`` is the conformal quantile ``q`` of the scores; it may be negative (a predictor that
-    over-predicts gets its canvases shrunk: the guarantee needs nothing more) or ``inf`` (too few
-    calibration points for this α: every canvas is the maximum).
-    """
-
-    margin: float  # q: tokens (additive) or log-ratio (log)
-    alpha: float = 0.05  # target miss rate P(length > U)
-    scale: str = "additive"  # "additive": U = pred + q; "log": U = (1 + pred)·exp(q) - 1
-    n: int = 0  # calibration queries
-
-    def __post_init__(self):
-        check_alpha(self.alpha)
-        if self.scale not in ("additive", "log"):
-            raise ValueError(f"scale must be 'additive' or 'log', got {self.scale!r}")
-
-    @staticmethod
-    def scores(predictions, lengths, scale: str = "additive") -> np.ndarray:
-        pred, y = _calibration_pair(predictions, lengths)
-        return y - pred if scale == "additive" else np.log1p(y) - np.log1p(pred)
-
-    @classmethod
-    def fit(cls, predictions, lengths, alpha: float = 0.05, scale: str = "additive") -> "ConformalMargin":
-        check_alpha(alpha)
-        if scale not in ("additive", "log"):
-            raise ValueError(f"scale must be 'additive' or 'log', got {scale!r}")
-        s = cls.scores(predictions, lengths, scale)
-        return cls(conformal_quantile(s, alpha), float(alpha), scale, len(s))
-
-    def upper(self, predictions) -> np.ndarray:
-        return bound(check_predictions(predictions), self.margin, self.scale)
 
 
 def quadratic_cost(canvas, prompt_len):
@@ -238,8 +119,8 @@ class CostOptimalMargin(AdditiveMargin):
             cost_fn: Callable = quadratic_cost, recovery: str = "max", early_stop: bool = False,
             margins=None) -> "CostOptimalMargin":
         """Search ``margins`` (default ``0 … max_canvas``); with ``early_stop`` the block is ``round_to``."""
-        pred, y = _calibration_pair(predictions, lengths)
-        _check_canvas_args(max_canvas, round_to)
+        pred, y = calibration_pair(predictions, lengths)
+        check_canvas_args(max_canvas, round_to)
         check_priced_recovery(recovery)
         P = np.zeros_like(pred) if prompt_lengths is None else check_lengths(prompt_lengths, "prompt_lengths")
         if len(P) != len(pred):
@@ -341,20 +222,93 @@ def _open_prompts(queries: Sequence, closed: set) -> set[str]:
             if isinstance(q, str) or getattr(q, "family", None) not in closed}
 
 
-#: Margin methods :func:`calibrate` builds by name.
-MARGIN_METHODS = ("percentile", "conformal", "conformal_log", "cost_optimal", "aci")
+#: Margin methods :func:`calibrate` builds by name: name -> fit function (see :func:`register_margin`).
+MARGIN_METHODS = Registry("margin method")
+
+
+def register_margin(name: str):
+    """A decorator that makes a margin rule's fit function available to :func:`calibrate` as ``name``.
+
+    The decorated function is returned unchanged. Its contract::
+
+        fit(predictions, lengths, **params) -> MarginRule
+
+    ``predictions`` and ``lengths`` are the calibration split's predicted and own lengths (tokens, shape
+    (n,)); ``params`` are the rule's own keyword parameters, each with a default where one makes sense. The
+    parameter names matter: :func:`margin_parameters` reads them from the signature, and the ``predicted``
+    canvas policy passes a rule only those of its settings (``alpha``, ``percentile``, ``gamma``,
+    ``max_canvas``, ``round_to``, ``prompt_lengths``, ``recovery``, ``early_stop``) that the fit function
+    names. Example, in this module (the registry's home: a rule defined elsewhere is imported here and
+    registered here, so that importing :mod:`ptdlib.predictor` always registers every margin)::
+
+        @register_margin("my_rule")
+        def _fit_my_rule(predictions, lengths, alpha: float = 0.05) -> MarginRule:
+            return MyRule.fit(predictions, lengths, alpha)
+
+    Args:
+        name: The method name configs and notebooks use (``PredictedCanvas(margin=name)``).
+
+    Returns:
+        The decorator.
+
+    Raises:
+        ValueError: If ``name`` is already registered.
+    """
+    return MARGIN_METHODS.register(name)
+
+
+register_margin("percentile")(PercentileMargin.fit)
+
+
+@register_margin("conformal")
+def _fit_conformal(predictions, lengths, alpha: float = 0.05) -> ConformalMargin:
+    """Split conformal on the additive scale, ``U = pred + q``."""
+    return ConformalMargin.fit(predictions, lengths, alpha=alpha, scale="additive")
+
+
+@register_margin("conformal_log")
+def _fit_conformal_log(predictions, lengths, alpha: float = 0.05) -> ConformalMargin:
+    """Split conformal on the log scale, ``U = (1 + pred)·e^q - 1``."""
+    return ConformalMargin.fit(predictions, lengths, alpha=alpha, scale="log")
+
+
+register_margin("cost_optimal")(CostOptimalMargin.fit)
+register_margin("aci")(AdaptiveConformalMargin.from_calibration)
+
+
+def margin_parameters(method: str) -> list[str]:
+    """The keyword parameters margin ``method``'s fit function accepts (beyond predictions and lengths).
+
+    Raises:
+        ValueError: If ``method`` is not registered (the message lists the registered ones).
+    """
+    params = list(signature(MARGIN_METHODS.lookup(method)).parameters)
+    return params[2:]  # after predictions, lengths
 
 
 def calibrate(method: str, predictions, lengths, *, calib_queries: Sequence | None = None,
               test_queries: Sequence | None = None, **params) -> MarginRule:
     """Fit margin rule ``method`` on calibration predictions and own lengths.
 
-    ``params`` go to the rule's ``fit`` (``percentile=``; ``alpha=``; ``max_canvas=``, ``round_to=``,
-    ``prompt_lengths=``, ``cost_fn=``, ``recovery=``, ``margins=``; ``alpha=``, ``gamma=``, ``window=``).
-    Pass ``calib_queries`` and ``test_queries`` to have the split checked for overlap first.
+    Args:
+        method: A name registered in :data:`MARGIN_METHODS` (``percentile``, ``conformal``,
+            ``conformal_log``, ``cost_optimal``, ``aci``).
+        predictions: Predicted lengths of the calibration queries, tokens, shape (n,).
+        lengths: Their own lengths, tokens, shape (n,).
+        calib_queries: The calibration queries; with ``test_queries``, the split is checked for overlap first.
+        test_queries: The queries the rule will serve.
+        **params: The rule's parameters (:func:`margin_parameters`): ``percentile=``; ``alpha=``;
+            ``max_canvas=``, ``round_to=``, ``prompt_lengths=``, ``cost_fn=``, ``recovery=``, ``early_stop=``,
+            ``margins=``; ``alpha=``, ``gamma=``, ``window=``, ``scale=``.
+
+    Returns:
+        The fitted rule.
+
+    Raises:
+        ValueError: If ``method`` is unknown (naming the registered ones), the split overlaps, or the data or
+            parameters are invalid.
     """
-    if method not in MARGIN_METHODS:
-        raise ValueError(f"unknown margin method {method!r}; choose from {', '.join(MARGIN_METHODS)}")
+    fit = MARGIN_METHODS.lookup(method)
     if test_queries is not None:
         if calib_queries is None:
             raise ValueError("test_queries given without calib_queries: cannot check the split for overlap")
@@ -362,13 +316,4 @@ def calibrate(method: str, predictions, lengths, *, calib_queries: Sequence | No
     n_lengths = np.asarray(lengths).size
     if calib_queries is not None and len(calib_queries) != n_lengths:
         raise ValueError(f"got {len(calib_queries)} calibration queries but {n_lengths} lengths")
-    if method == "percentile":
-        return PercentileMargin.fit(predictions, lengths, **params)
-    if method in ("conformal", "conformal_log"):
-        return ConformalMargin.fit(predictions, lengths, scale="log" if method == "conformal_log" else "additive",
-                                   **params)
-    if method == "cost_optimal":
-        return CostOptimalMargin.fit(predictions, lengths, **params)
-    from ptdlib.predictor.online import AdaptiveConformalMargin
-
-    return AdaptiveConformalMargin.from_calibration(predictions, lengths, **params)
+    return fit(predictions, lengths, **params)

@@ -1,6 +1,6 @@
 """Adaptive conformal inference: a length margin that follows a drifting stream of queries.
 
-Split conformal (``ptdlib.predictor.calibration``) is valid when test queries are exchangeable with the
+Split conformal (``ptdlib.predictor.conformal``) is valid when test queries are exchangeable with the
 calibration split; traffic drifts. Adaptive conformal inference (Gibbs & Candès, "Adaptive conformal
 inference under distribution shift", NeurIPS 2021) keeps a working level ``α_t`` and after each observed
 query updates it by
@@ -24,8 +24,8 @@ from collections import deque
 
 import numpy as np
 
-from ptdlib.predictor.calibration import (
-    ConformalMargin, MarginRule, bound, check_alpha, check_predictions, conformal_quantile,
+from ptdlib.predictor.conformal import (
+    MarginRule, bound, check_alpha, check_predictions, check_scale, conformal_quantile, conformal_scores,
 )
 from ptdlib.predictor.regressors import check_lengths
 
@@ -37,15 +37,15 @@ class AdaptiveConformalMargin(MarginRule):
                  scores=()):
         """``alpha``: target long-run miss rate; ``gamma``: step size of the level update (Gibbs & Candès
         use 0.005); ``window``: how many recent scores the quantile uses; ``scale``: ``"additive"`` or
-        ``"log"`` scores, as in :class:`ConformalMargin`; ``scores``: initial scores (e.g. from calib).
+        ``"log"`` scores, as in :class:`~ptdlib.predictor.conformal.ConformalMargin`; ``scores``: initial
+        scores (e.g. from calib).
         """
         self.alpha = check_alpha(alpha)
         if not isinstance(gamma, numbers.Real) or not gamma > 0 or not math.isfinite(gamma):
             raise ValueError(f"gamma must be a finite number > 0, got {gamma!r}")
         if not isinstance(window, int) or window < 1:
             raise ValueError(f"window must be an integer >= 1, got {window!r}")
-        if scale not in ("additive", "log"):
-            raise ValueError(f"scale must be 'additive' or 'log', got {scale!r}")
+        check_scale(scale)
         self.gamma, self.window, self.scale = float(gamma), window, scale
         self.alpha_t = self.alpha  # α_1 = α
         self.scores: deque[float] = deque((float(s) for s in np.asarray(scores, float).reshape(-1)), maxlen=window)
@@ -55,7 +55,7 @@ class AdaptiveConformalMargin(MarginRule):
     def from_calibration(cls, predictions, lengths, alpha: float = 0.05, gamma: float = 0.005, window: int = 500,
                          scale: str = "additive") -> "AdaptiveConformalMargin":
         """Start from the scores of a calibration split (the last ``window`` of them)."""
-        return cls(alpha, gamma, window, scale, ConformalMargin.scores(predictions, lengths, scale))
+        return cls(alpha, gamma, window, scale, conformal_scores(predictions, lengths, scale))
 
     def margin(self) -> float:
         """The current quantile ``q_t``: ``+inf`` if ``α_t ≤ 0`` or no scores yet, ``-inf`` if ``α_t ≥ 1``."""
