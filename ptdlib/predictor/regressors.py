@@ -10,6 +10,7 @@ reference answer's length. Three scikit-learn regressors (``PredictorConfig.regr
   (quantiles are equivariant under the monotone log, so this is the length's ``quantile``-quantile);
 * ``gbm_log`` -- the same boosting with squared error on ``log(1 + length)``.
 
+The regressors are registered by name in :data:`REGRESSORS` (:func:`register_regressor` adds one).
 Predictions are lengths >= 0 (floats). A margin rule (``ptdlib.predictor.calibration``) turns them into
 canvases. Cost: the prompt forward pass is counted by the FLOP ledger; the regressor's own cost is
 :meth:`LengthPredictor.model_flops` and :func:`predictor_cost_report` relates both to the FLOPs saved.
@@ -18,17 +19,18 @@ canvases. Cost: the prompt forward pass is counted by the FLOP ledger; the regre
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Hashable, Sequence
 
 import numpy as np
 from threadpoolctl import threadpool_limits  # a scikit-learn dependency
 
 from ptdlib.predictor.features import TEXT_STATS, FeatureExtractor, FeatureSet
+from ptdlib.registry import Registry
 
-#: Regressors a :class:`PredictorConfig` can name.
-REGRESSORS = ("ridge_log", "gbm_quantile", "gbm_log")
+#: Regressors a :class:`PredictorConfig` can name: name -> :class:`Regressor` (see :func:`register_regressor`).
+REGRESSORS = Registry("regressor")
 #: Penalties ``ridge_log`` chooses among by leave-one-out cross-validation when ``ridge_alpha`` is None.
 RIDGE_ALPHAS = tuple(float(a) for a in np.logspace(-3, 4, 29))
 #: A saved predictor is three files, none of which can carry code: the scikit-learn estimator in skops'
@@ -60,8 +62,7 @@ class PredictorConfig:
     def __post_init__(self):
         if isinstance(self.features, dict):
             object.__setattr__(self, "features", FeatureSet.from_dict(self.features))
-        if self.regressor not in REGRESSORS:
-            raise ValueError(f"unknown regressor {self.regressor!r}; choose from {', '.join(REGRESSORS)}")
+        REGRESSORS.check(self.regressor)
         if not 0 < self.quantile < 1:
             raise ValueError(f"quantile must be in (0, 1), got {self.quantile}")
         if self.ridge_alpha is not None and not self.ridge_alpha >= 0:
@@ -93,6 +94,87 @@ def check_lengths(lengths, name: str = "lengths") -> np.ndarray:
     return arr
 
 
+# ---------------------------------------------------------------- the regressors
+@dataclass(frozen=True)
+class Regressor:
+    """A named regressor: how to build it from a config and what one prediction costs."""
+
+    build: Callable  # (PredictorConfig) -> an unfitted scikit-learn estimator, fitted on log(1 + length)
+    flops: Callable  # (fitted estimator, PredictorConfig, n_features) -> {"model_flops": float, ...extras}
+
+
+def register_regressor(name: str, *, flops: Callable):
+    """A decorator that registers a build function as regressor ``name`` in :data:`REGRESSORS`.
+
+    The decorated function, ``build(config: PredictorConfig) -> estimator``, returns an unfitted
+    scikit-learn regressor (it is fitted on ``log(1 + length)``); it is returned unchanged. Its fitted
+    estimator must be saveable by skops (add any type outside skops' trusted set to :data:`TRUSTED_TYPES`).
+
+    Args:
+        name: The name ``PredictorConfig(regressor=name)`` and ``ptd train-predictor --regressor`` use.
+        flops: ``flops(estimator, config, n_features) -> dict``: the analytic per-query cost of one
+            prediction, ``{"model_flops": float}`` plus any extra counts (see :meth:`LengthPredictor.model_flops`).
+
+    Returns:
+        The decorator.
+
+    Raises:
+        ValueError: If ``name`` is already registered.
+    """
+    def add(build: Callable) -> Callable:
+        REGRESSORS.register(name)(Regressor(build, flops))
+        return build
+
+    return add
+
+
+def _linear_flops(model, config: PredictorConfig, n_features: int) -> dict:
+    """A dot product, one multiply-add per feature (the standardisation folds into the weights), + 1 for expm1."""
+    return {"model_flops": 2.0 * n_features + 1.0}
+
+
+def _tree_flops(model, config: PredictorConfig, n_features: int) -> dict:
+    """One comparison per level on each tree's path (at most its depth) and one addition per tree."""
+    trees = getattr(model, "_predictors", None)  # private attribute: fall back to the config bound
+    if trees is not None:
+        depths = [t.get_max_depth() for it in trees for t in it]
+    else:
+        depths = [config.max_depth] * int(model.n_iter_)
+    return {"model_flops": float(sum(depths) + len(depths)), "n_trees": len(depths)}
+
+
+@register_regressor("ridge_log", flops=_linear_flops)
+def _ridge_log(cfg: PredictorConfig):
+    """Ridge on standardised features; penalty by leave-one-out CV over :data:`RIDGE_ALPHAS` unless fixed."""
+    from sklearn.linear_model import Ridge, RidgeCV
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    ridge = RidgeCV(alphas=RIDGE_ALPHAS) if cfg.ridge_alpha is None else Ridge(alpha=cfg.ridge_alpha)
+    return make_pipeline(StandardScaler(), ridge)
+
+
+def _boosting(cfg: PredictorConfig, **loss):
+    from sklearn.ensemble import HistGradientBoostingRegressor
+
+    return HistGradientBoostingRegressor(
+        **loss, max_iter=cfg.max_iter, max_depth=cfg.max_depth, learning_rate=cfg.learning_rate,
+        random_state=cfg.seed,
+    )
+
+
+@register_regressor("gbm_quantile", flops=_tree_flops)
+def _gbm_quantile(cfg: PredictorConfig):
+    """Histogram gradient boosting with the pinball loss at ``cfg.quantile``."""
+    return _boosting(cfg, loss="quantile", quantile=cfg.quantile)
+
+
+@register_regressor("gbm_log", flops=_tree_flops)
+def _gbm_log(cfg: PredictorConfig):
+    """Histogram gradient boosting with squared error."""
+    return _boosting(cfg)
+
+
 def _prompts_and_ids(items: Sequence, query_ids) -> tuple[list[str], list[Hashable]]:
     """Prompt texts and ids from a list of ``Query``-like objects (``.prompt``, ``.qid``) or strings."""
     prompts = [it if isinstance(it, str) else it.prompt for it in items]
@@ -116,21 +198,7 @@ class LengthPredictor:
         return self.model is not None
 
     def _build(self):
-        cfg = self.config
-        if cfg.regressor == "ridge_log":
-            from sklearn.linear_model import Ridge, RidgeCV
-            from sklearn.pipeline import make_pipeline
-            from sklearn.preprocessing import StandardScaler
-
-            ridge = RidgeCV(alphas=RIDGE_ALPHAS) if cfg.ridge_alpha is None else Ridge(alpha=cfg.ridge_alpha)
-            return make_pipeline(StandardScaler(), ridge)
-        from sklearn.ensemble import HistGradientBoostingRegressor
-
-        loss = dict(loss="quantile", quantile=cfg.quantile) if cfg.regressor == "gbm_quantile" else {}
-        return HistGradientBoostingRegressor(
-            **loss, max_iter=cfg.max_iter, max_depth=cfg.max_depth, learning_rate=cfg.learning_rate,
-            random_state=cfg.seed,
-        )
+        return REGRESSORS.lookup(self.config.regressor).build(self.config)
 
     def fit(self, features, lengths) -> "LengthPredictor":
         """Fit on a (N, d) feature matrix and N own lengths (tokens, >= 0)."""
@@ -185,15 +253,9 @@ class LengthPredictor:
         self._check_fitted()
         ex = self.extractor
         per_word = len(TEXT_STATS) + len(ex.keywords) + 1 if ex.is_fitted and "text" in ex.feature_set.groups else 0
-        if self.config.regressor == "ridge_log":
-            return {"model_flops": 2.0 * self.n_features + 1.0, "text_ops_per_word": float(per_word)}
-        trees = getattr(self.model, "_predictors", None)  # private attribute: fall back to the config bound
-        if trees is not None:
-            depths = [t.get_max_depth() for it in trees for t in it]
-        else:
-            depths = [self.config.max_depth] * int(self.model.n_iter_)
-        return {"model_flops": float(sum(depths) + len(depths)), "text_ops_per_word": float(per_word),
-                "n_trees": len(depths)}
+        cost = REGRESSORS.lookup(self.config.regressor).flops(self.model, self.config, self.n_features)
+        extras = {k: v for k, v in cost.items() if k != "model_flops"}  # e.g. n_trees
+        return {"model_flops": cost["model_flops"], "text_ops_per_word": float(per_word), **extras}
 
     # ------------------------------------------------------------------ persistence
     def save(self, directory: str | Path, metrics: dict | None = None) -> Path:
