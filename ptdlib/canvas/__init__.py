@@ -31,6 +31,11 @@ def policy_parameters(name: str) -> list[str]:
 
 
 def get_policy_class(name: str) -> type[CanvasPolicy]:
+    """The policy class registered as ``name``.
+
+    Raises:
+        ValueError: For an unknown name (the message lists the choices).
+    """
     try:
         return POLICIES[name]
     except KeyError:
@@ -38,7 +43,19 @@ def get_policy_class(name: str) -> type[CanvasPolicy]:
 
 
 def make_policy(name: str, **params) -> CanvasPolicy:
-    """Build policy ``name`` with ``params``; unknown names and parameters are errors naming the choices."""
+    """Build a canvas policy by name.
+
+    Args:
+        name: A key of :data:`POLICIES`.
+        **params: The policy's constructor parameters.
+
+    Returns:
+        The :class:`CanvasPolicy`.
+
+    Raises:
+        ValueError: For an unknown name or parameter, or a value of the wrong type (the message names the
+            choices); the policy's own checks may raise ValueError too.
+    """
     allowed = policy_parameters(name)
     unknown = sorted(set(params) - set(allowed))
     if unknown:

@@ -35,7 +35,15 @@ class CanvasLimits:
 
 
 def round_canvas(lengths, limits: CanvasLimits) -> np.ndarray:
-    """Round token counts up to whole blocks, at least one block, at most ``max_canvas``."""
+    """Round token counts up to whole blocks, at least one block, at most ``max_canvas``.
+
+    Args:
+        lengths: Token counts (array-like).
+        limits: The block length (``round_to``) and the cap (``max_canvas``).
+
+    Returns:
+        Int array of canvas lengths, same shape as ``lengths``.
+    """
     x = np.ceil(np.maximum(np.asarray(lengths, dtype=float), 1) / limits.round_to) * limits.round_to
     return np.minimum(x, limits.max_canvas).astype(int)
 
@@ -49,46 +57,95 @@ class CanvasPolicy(ABC):
 
     @property
     def online(self) -> bool:
-        """True if the policy learns from served queries: it is then run batch by batch, and told each
-        batch's outcome through :meth:`observe` before it chooses the next batch's canvases."""
+        """True if the policy learns from served queries.
+
+        An online policy is run batch by batch, and told each batch's outcome through :meth:`observe` before it
+        chooses the next batch's canvases.
+        """
         return False
 
     def observe(self, queries: Sequence, lengths, canvases, truncated) -> None:
-        """Feedback after serving ``queries``: their final lengths, the canvases first chosen and whether
-        that first attempt was truncated (default: ignored). A length is censored at the final canvas when
-        recovery left a result truncated."""
+        """Feedback after serving ``queries`` (default: ignored).
+
+        Args:
+            queries: The queries served.
+            lengths: Their final response lengths in tokens; a length is censored at the final canvas when
+                recovery left a result truncated.
+            canvases: The canvases first chosen for them.
+            truncated: Whether that first attempt was truncated, per query.
+        """
 
     def fit(self, lm, train, train_lengths, calib=None, calib_lengths=None,
             limits: "CanvasLimits | None" = None, recovery: str = "max") -> "CanvasPolicy":
         """Learn from ``train`` queries and their own lengths; calibrate on ``calib`` (default: nothing).
 
-        ``recovery`` names how the run will recover truncated answers, for policies that price it.
+        Args:
+            lm: The model (for policies that read prompts or run passes).
+            train: Training queries.
+            train_lengths: Their own response lengths in tokens.
+            calib: Calibration queries, if the policy calibrates.
+            calib_lengths: Their own lengths.
+            limits: The canvas limits the run will use.
+            recovery: How the run will recover truncated answers, for policies that price it.
+
+        Returns:
+            The policy itself.
         """
         return self
 
     def check_recovery(self, recovery: str) -> None:
-        """Raise ValueError if this policy cannot run with truncation recovery ``recovery`` (default: any)."""
+        """Check that this policy can run with truncation recovery ``recovery`` (default: any).
+
+        Raises:
+            ValueError: If it cannot.
+        """
 
     def sampler_config(self, base: SamplerConfig) -> SamplerConfig:
         """The sampler settings this policy runs with (default: unchanged)."""
         return base
 
     def check_config(self, limits: CanvasLimits, sampler: SamplerConfig) -> None:
-        """Raise ValueError for settings this policy cannot run with, from the configuration alone: called by
-        :class:`~ptdlib.experiment.config.RunConfig` before a model is loaded or anything is written (default: none)."""
+        """Check the settings from the configuration alone (default: no check).
+
+        Called by :class:`~ptdlib.experiment.config.RunConfig` before a model is loaded or anything is written.
+
+        Args:
+            limits: The run's canvas limits.
+            sampler: The run's base sampler settings.
+
+        Raises:
+            ValueError: For settings this policy cannot run with.
+        """
 
     def initial_canvases(self, lm, canvases) -> "list[list[int]] | None":
-        """Per query the canvas to start from (committed tokens and masks), or None for all masks (default)."""
+        """Per query the canvas to start from (committed tokens and masks), or None for all masks (default).
+
+        Args:
+            lm: The model.
+            canvases: The chosen canvas length per query.
+        """
         return None
 
     def editor(self, limits: CanvasLimits):
-        """A :class:`~ptdlib.sampling.edits.CanvasEditor` the sampler runs with on the first attempt, or None (default):
-        policies that grow or shrink canvases during denoising (DAEDAL, ρ-EOS) return one."""
+        """The :class:`~ptdlib.sampling.edits.CanvasEditor` the sampler runs with on the first attempt.
+
+        Policies that grow or shrink canvases during denoising (DAEDAL, ρ-EOS) return one; the default is None.
+        """
         return None
 
     @abstractmethod
     def choose(self, lm, queries: Sequence, limits: CanvasLimits, callbacks=()) -> np.ndarray:
-        """Canvas length per query (whole blocks, capped), reporting any forward pass to ``callbacks``."""
+        """Choose a canvas length per query.
+
+        Args:
+            lm: The :class:`~ptdlib.models.base.DiffusionLM`.
+            queries: The queries (``qid``, ``prompt``).
+            limits: Block length and maximum canvas.
+            callbacks: Every forward pass the policy runs is reported to them (e.g. a probe).
+
+        Returns:
+            Int array of shape ``(n_queries,)``: whole blocks, at most ``limits.max_canvas``.
+        """
 
     def params(self) -> dict:
         """The policy's parameters, for result rows (JSON-serialisable)."""

@@ -1,5 +1,6 @@
-"""The ``daedal`` policy: DAEDAL's training-free variable-length denoising (Li et al., "Beyond Fixed:
-Variable-Length Denoising for Diffusion Large Language Models", ICLR 2026).
+"""The ``daedal`` policy: DAEDAL's training-free variable-length denoising.
+
+Li et al., "Beyond Fixed: Variable-Length Denoising for Diffusion Large Language Models", ICLR 2026.
 
 Two stages, both driven by the model's own EOS confidence:
 
@@ -47,10 +48,19 @@ EDITING_RECOVERIES = ("max", "none")
 
 
 def end_confidence(probs: torch.Tensor, lengths, end_ids, check: int) -> torch.Tensor:
-    """(rows,) DAEDAL's EOS confidence at the canvas end, from (rows, W, V) probabilities over canvas positions.
+    """DAEDAL's EOS confidence at the canvas end.
 
     Per row, scanning back from position ``lengths[r] - 1``: the last ``check`` positions whose argmax is an end
     token; the sum of their end-token probabilities over ``check`` (fewer such positions lower the score).
+
+    Args:
+        probs: Probabilities over canvas positions, shape ``(rows, W, V)``.
+        lengths: Canvas length of each row (positions at or past it are ignored).
+        end_ids: Token ids that end a response.
+        check: Number of end positions scored.
+
+    Returns:
+        Tensor of shape ``(rows,)``, in [0, 1].
     """
     p_end = probs[..., list(end_ids)].sum(-1)  # (rows, W)
     is_end = torch.isin(probs.argmax(-1), torch.tensor(list(end_ids), device=probs.device))
@@ -80,6 +90,12 @@ class DaedalEditor:
         self.p, self.max_canvas = policy, max_canvas
 
     def edit(self, view: StepView):
+        """One :class:`~ptdlib.sampling.edits.InsertMasks` per row that does not yet see its end.
+
+        A row whose end confidence is below ``insert_eos_threshold`` and that has room below the maximum canvas
+        has its least confident still-masked position of the current block (below ``low_confidence``) replaced
+        by up to ``expand`` masks.
+        """
         p = self.p
         probs = view.logits.float().softmax(-1)
         conf = probs.max(-1).values  # (rows, W): the candidate's probability (greedy)
@@ -101,8 +117,10 @@ class DaedalEditor:
 
 
 class DaedalCanvas(CanvasPolicy):
-    """DAEDAL (see module docstring): probe-and-extend a short initial canvas, then insert masks where the
-    model is unsure while it does not yet see the answer's end."""
+    """DAEDAL (see module docstring): probe-and-extend a short initial canvas, then insert masks.
+
+    Masks are inserted where the model is unsure while it does not yet see the answer's end.
+    """
 
     name = "daedal"
 
@@ -123,7 +141,21 @@ class DaedalCanvas(CanvasPolicy):
 
     @torch.no_grad()
     def initial_lengths(self, lm, queries, limits: CanvasLimits, callbacks=(), batch_size: int = 32) -> np.ndarray:
-        """Stage 1: the number of masks per query after probing and extending (before the EOS pad)."""
+        """Stage 1: the number of masks per query after probing and extending (before the EOS pad).
+
+        Starting from ``initial`` masks, a query's canvas grows by ``grow`` until its end confidence reaches
+        ``eos_threshold`` or the maximum canvas; every probe pass is reported as a ``probe``.
+
+        Args:
+            lm: The model.
+            queries: The queries.
+            limits: Block length and maximum canvas.
+            callbacks: The probe passes are reported to them.
+            batch_size: Queries per pass.
+
+        Returns:
+            Int array of shape ``(n_queries,)``.
+        """
         out = np.zeros(len(queries), dtype=int)
         for i in range(0, len(queries), batch_size):
             qs = list(range(i, min(i + batch_size, len(queries))))
@@ -145,12 +177,18 @@ class DaedalCanvas(CanvasPolicy):
         return out
 
     def choose(self, lm, queries, limits: CanvasLimits, callbacks=()) -> np.ndarray:
+        """Stage 1's masks plus the EOS pad, capped at the maximum canvas (not rounded to blocks)."""
         self._masks = self.initial_lengths(lm, queries, limits, callbacks)
         return np.minimum(self._masks + self.eos_pad, limits.max_canvas)
 
     def initial_canvases(self, lm, canvases) -> list[list[int]]:
-        """The masks of the last :meth:`choose`, then committed EOS up to each canvas (the EOS pad, which the
-        maximum canvas may have cut)."""
+        """The masks of the last :meth:`choose`, then committed EOS up to each canvas.
+
+        The EOS run is the EOS pad, which the maximum canvas may have cut.
+
+        Raises:
+            ValueError: If not called after :meth:`choose` on the same queries.
+        """
         masks = getattr(self, "_masks", None)
         if masks is None or len(masks) != len(canvases):
             raise ValueError(f"{self.name}: initial_canvases() must follow choose() on the same queries")
@@ -160,6 +198,7 @@ class DaedalCanvas(CanvasPolicy):
         return DaedalEditor(self, limits.max_canvas)
 
     def check_recovery(self, recovery: str) -> None:
+        """Only :data:`EDITING_RECOVERIES`: the canvases are off the block grid (ValueError otherwise)."""
         check_recovery(recovery)
         if recovery not in EDITING_RECOVERIES:
             raise ValueError(f"{self.name} edits canvases off the block grid; recover with "
@@ -169,6 +208,11 @@ class DaedalCanvas(CanvasPolicy):
         self.sampler_config(sampler)  # refuses a fixed number of steps before anything runs
 
     def sampler_config(self, base: SamplerConfig) -> SamplerConfig:
+        """``base`` with the policy's threshold, if any.
+
+        Raises:
+            ValueError: Without a threshold, if ``base`` has a fixed number of steps (one token per step needed).
+        """
         if self.threshold is not None:
             return dataclasses.replace(base, threshold=self.threshold)
         if base.steps is not None:

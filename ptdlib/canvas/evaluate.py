@@ -30,8 +30,10 @@ ROW_COLUMNS = [
 
 
 class WallClock:
-    """Callback splitting wall time among queries: the time since the previous forward pass ended is
-    shared evenly by the rows of the pass that just ended (so sampler overhead is charged too).
+    """Callback splitting wall time among queries.
+
+    The time since the previous forward pass ended is shared evenly by the rows of the pass that just ended
+    (so sampler overhead is charged too).
 
     Put it first among the callbacks and its :attr:`restart` marker last: the time the other callbacks take
     (e.g. fvcore tracing a new shape for the FLOP ledger) is then charged to nobody.
@@ -43,9 +45,11 @@ class WallClock:
         self.mark()
 
     def mark(self) -> None:
+        """Start the next share of time now."""
         self._last = time.perf_counter()
 
     def on_forward(self, event) -> None:
+        """Charge the time since the last mark to the pass's rows (``seconds``: query id -> seconds)."""
         share = (time.perf_counter() - self._last) / max(1, len(event.query_ids))
         for q in event.query_ids:
             self.seconds[q] += share
@@ -63,12 +67,34 @@ def evaluate_strategy(lm, queries, policy: CanvasPolicy, counter, *, recovery: s
                       sampler: SamplerConfig = SamplerConfig(), limits: CanvasLimits = CanvasLimits(),
                       seed: int = 0, batch_size: int = 32, own_lengths: dict | None = None, callbacks=(),
                       progress: bool = False, allow_code_execution: bool = False) -> list[dict]:
-    """One result row per query (columns :data:`ROW_COLUMNS`) for ``policy`` on ``queries``.
+    """Run ``policy`` on ``queries``: choose canvases, sample, recover truncations, score, price every pass.
 
-    ``counter`` prices a forward pass (``forward_flops(seq_len)``; its ``method``, the counter that priced the rows
-    after any fallback, fills ``flop_counter``); ``own_lengths`` (qid -> length) fills the
-    ``own_length`` column when given. ``forward_lens`` lists the padded sequence length of every pass the query
-    took part in, so :mod:`ptdlib.cost.workload` can re-price the same plan on another model.
+    ``forward_lens`` lists the padded sequence length of every pass the query took part in, so
+    :mod:`ptdlib.cost.workload` can re-price the same plan on another model.
+
+    Args:
+        lm: The :class:`~ptdlib.models.base.DiffusionLM`.
+        queries: The queries (``qid``, ``prompt``, ``split``, ``family``, ``source``).
+        policy: The canvas policy (fitted if it needs it).
+        counter: Prices a forward pass (``forward_flops(seq_len)``); its ``method``, the counter that priced the
+            rows after any fallback, fills ``flop_counter``.
+        recovery: How a truncated result is recovered (:mod:`~ptdlib.canvas.recovery`).
+        sampler: Base sampler settings (the policy may adjust them).
+        limits: Block length and maximum canvas.
+        seed: Sampling seed.
+        batch_size: Queries per forward pass (and per served batch of an online policy).
+        own_lengths: qid -> the model's own length, filling the ``own_length`` column when given.
+        callbacks: More callbacks for every forward pass.
+        progress: Show a progress bar.
+        allow_code_execution: Let benchmarks that run code (HumanEval) score by running it.
+
+    Returns:
+        One dict per query, in order, with the columns :data:`ROW_COLUMNS` (FLOPs per forward kind, wall
+        seconds, lengths, response, score).
+
+    Raises:
+        ValueError: If ``queries`` is empty or ``recovery`` unknown; the policy and sampler raise ValueError for
+            settings they cannot run.
     """
     check_recovery(recovery)
     if not queries:

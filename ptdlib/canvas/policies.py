@@ -32,8 +32,14 @@ class FixedCanvas(CanvasPolicy):
         self.L = int(L)
 
     def check_config(self, limits: CanvasLimits, sampler: SamplerConfig) -> None:
-        """``L`` must be a whole number of blocks within ``max_canvas`` (a fixed arm is reported by the canvas it
-        really runs), and the sampler's steps must fit its blocks."""
+        """Check that ``L`` is a whole number of blocks within ``max_canvas`` and the sampler's steps fit it.
+
+        A fixed arm is reported by the canvas it really runs, so ``L`` is never rounded silently.
+
+        Raises:
+            ValueError: If ``L`` exceeds ``max_canvas``, is not a multiple of ``round_to`` (the message suggests
+                the neighbours), or does not fit the sampler's block structure.
+        """
         self._check_limits(limits)
         self.sampler_config(sampler).plan(self.L)
 
@@ -46,6 +52,7 @@ class FixedCanvas(CanvasPolicy):
                              f"{max(limits.round_to, self.L // limits.round_to * limits.round_to)}")
 
     def choose(self, lm, queries, limits: CanvasLimits, callbacks=()) -> np.ndarray:
+        """``L`` for every query (see :meth:`CanvasPolicy.choose`); ValueError if ``L`` does not fit ``limits``."""
         self._check_limits(limits)
         return round_canvas([self.L] * len(queries), limits)
 
@@ -71,6 +78,7 @@ class OracleCanvas(CanvasPolicy):
         return self
 
     def choose(self, lm, queries, limits: CanvasLimits, callbacks=()) -> np.ndarray:
+        """Own length + 1 (its EOS) per query, in whole blocks; ValueError naming queries without a label."""
         missing = [q.qid for q in queries if q.qid not in self.own]
         if missing:
             raise ValueError(f"oracle has no own-length label for {len(missing)} queries, e.g. {missing[:3]}")
@@ -93,6 +101,11 @@ class HeuristicCanvas(CanvasPolicy):
 
     def fit(self, lm, train, train_lengths, calib=None, calib_lengths=None, limits=None,
             recovery: str = "max") -> "HeuristicCanvas":
+        """Fit ``length ≈ a + b · (prompt tokens)`` by least squares on ``train``.
+
+        Raises:
+            ValueError: With fewer than 2 queries or not one label per query.
+        """
         x = np.array([len(lm.encode_prompt(q.prompt)) for q in train], dtype=float)
         y = np.asarray(train_lengths, dtype=float)
         if len(x) < 2 or len(x) != len(y):
@@ -102,6 +115,7 @@ class HeuristicCanvas(CanvasPolicy):
         return self
 
     def choose(self, lm, queries, limits: CanvasLimits, callbacks=()) -> np.ndarray:
+        """``a + b · (prompt tokens) + margin + 1`` per query, in whole blocks; ValueError if not fitted."""
         if self.coef is None:
             raise ValueError("heuristic policy is not fitted: call fit() on training queries first")
         x = np.array([len(lm.encode_prompt(q.prompt)) for q in queries], dtype=float)
@@ -113,9 +127,20 @@ class HeuristicCanvas(CanvasPolicy):
 
 @torch.no_grad()
 def eos_probabilities(lm, queries, canvas: int, callbacks=(), batch_size: int = 32) -> np.ndarray:
-    """P(EOS or EOT) at every canvas position from one probe pass over prompt + all-mask canvas: (n, canvas).
+    """P(EOS or EOT) at every canvas position, from one probe pass over prompt + all-mask canvas.
 
-    Each batch's pass is reported to ``callbacks`` as a ``probe``.
+    Args:
+        lm: The :class:`~ptdlib.models.base.DiffusionLM` (its ``end_ids`` are summed).
+        queries: ``n`` queries (``qid``, ``prompt``).
+        canvas: Canvas length in tokens.
+        callbacks: Each batch's pass is reported to them as a ``probe``.
+        batch_size: Queries per pass.
+
+    Returns:
+        Float32 array of shape ``(n, canvas)``.
+
+    Raises:
+        ValueError: If prompt + canvas exceed the model's positions.
     """
     out = []
     for i in range(0, len(queries), batch_size):
@@ -134,6 +159,16 @@ def ended_by(p_eos: np.ndarray, rule: str) -> np.ndarray:
 
     ``product``: 1 − ∏_{j≤i}(1 − p_j), treating positions as independent (SmartCrop, "Diffusion LMs are
     natively length-aware"); ``running_max``: max_{j≤i} p_j, reading p_i as P(length ≤ i) made monotone.
+
+    Args:
+        p_eos: Per-position EOS probabilities, shape ``(n, L)``.
+        rule: ``product`` or ``running_max``.
+
+    Returns:
+        Array of shape ``(n, L)``, non-decreasing along each row.
+
+    Raises:
+        ValueError: For an unknown rule.
     """
     if rule == "product":
         return 1.0 - np.cumprod(1.0 - np.clip(p_eos, 0.0, 1.0), axis=1)
@@ -165,7 +200,18 @@ class SmartCrop(CanvasPolicy):
         return dataclasses.replace(base, stop_after_eos_block=True) if self.early_stop else base
 
     def estimate(self, lm, queries, limits: CanvasLimits, callbacks=()) -> np.ndarray:
-        """Estimated response length per query (the crop before padding and rounding)."""
+        """Estimated response length per query (the crop before padding and rounding).
+
+        Args:
+            lm: The model.
+            queries: The queries.
+            limits: Block length and maximum canvas (the probe's canvas).
+            callbacks: The probe pass is reported to them.
+
+        Returns:
+            Int array of shape ``(n_queries,)``: the first position where P(ended) reaches ``tau``, else
+            ``limits.max_canvas``.
+        """
         ended = ended_by(eos_probabilities(lm, queries, limits.max_canvas, callbacks), self.rule)
         crossed = ended >= self.tau
         return np.where(crossed.any(axis=1), crossed.argmax(axis=1), limits.max_canvas)
@@ -179,8 +225,10 @@ class SmartCrop(CanvasPolicy):
 
 
 class GrowthCanvas(CanvasPolicy):
-    """EOS-led growth (dLLM-Var; LLaDA2-style pipelines): decode block by block and stop after the block
-    in which EOS is committed; the maximum canvas is the maximum length.
+    """EOS-led growth (dLLM-Var; LLaDA2-style pipelines): stop after the block in which EOS is committed.
+
+    Decode block by block and stop after the block in which EOS is committed; the maximum canvas is the maximum
+    length.
 
     ``window="growing"`` (default) is how dLLM-Var runs (Yang et al., 2025): each pass sees the prompt, the
     blocks decoded so far and the current block of masks, nothing after it (the sampler's growing window).
@@ -200,6 +248,7 @@ class GrowthCanvas(CanvasPolicy):
         return dataclasses.replace(base, block_length=self.block, stop_after_eos_block=True, window=self.window)
 
     def choose(self, lm, queries: Sequence, limits: CanvasLimits, callbacks=()) -> np.ndarray:
+        """The maximum canvas for every query; ValueError if ``block`` does not divide it."""
         if limits.max_canvas % self.block:
             raise ValueError(f"growth block {self.block} must divide the maximum canvas {limits.max_canvas}")
         return np.full(len(queries), limits.max_canvas, dtype=int)

@@ -63,14 +63,28 @@ class PredictedCanvas(CanvasPolicy):
 
     @property
     def online(self) -> bool:
+        """True with the ``aci`` margin."""
         return self.margin == "aci"
 
     def fit(self, lm, train, train_lengths, calib=None, calib_lengths=None,
             limits: CanvasLimits = CanvasLimits(), recovery: str = "max") -> "PredictedCanvas":
         """Fit the predictor on ``train`` and the margin on ``calib`` (their passes are training cost, not counted).
 
-        ``recovery``: how the run recovers a truncation; the ``cost_optimal`` margin prices it (and
-        ``early_stop``) into its choice.
+        Args:
+            lm: The model (prompt features).
+            train: Training queries.
+            train_lengths: Their own lengths in tokens.
+            calib: Calibration queries (required).
+            calib_lengths: Their own lengths (required).
+            limits: The run's canvas limits (some margins price them).
+            recovery: How the run recovers a truncation; the ``cost_optimal`` margin prices it (and
+                ``early_stop``) into its choice.
+
+        Returns:
+            The policy itself.
+
+        Raises:
+            ValueError: Without a calibration split.
         """
         if calib is None or calib_lengths is None:
             raise ValueError("the predicted policy needs a calibration split (calib queries and their own lengths)")
@@ -83,6 +97,11 @@ class PredictedCanvas(CanvasPolicy):
         return self
 
     def choose(self, lm, queries, limits: CanvasLimits, callbacks=()) -> np.ndarray:
+        """Prediction + calibrated margin per query, in whole blocks, capped (see :meth:`CanvasPolicy.choose`).
+
+        Raises:
+            ValueError: If the policy is not fitted, or ``queries`` overlap the calibration split.
+        """
         if self.rule is None:
             raise ValueError("predicted policy is untrained: call fit() with train and calib splits first")
         check_disjoint(self._calib, queries)  # never report on the split the margin was calibrated on
@@ -92,6 +111,11 @@ class PredictedCanvas(CanvasPolicy):
         return np.asarray(self.rule.canvas(pred, limits.max_canvas, limits.round_to), dtype=int)
 
     def observe(self, queries, lengths, canvases, truncated) -> None:
+        """Update the ``aci`` level from each served query's outcome (other margins ignore feedback).
+
+        Raises:
+            ValueError: For a query this policy never served.
+        """
         if not self.online:
             return
         for q, length, canvas, missed in zip(queries, lengths, canvases, truncated, strict=True):

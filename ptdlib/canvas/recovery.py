@@ -29,9 +29,21 @@ def recover(name: str, outputs: list, canvases: np.ndarray, max_canvas: int, mas
             resample: Callable[[list[int], list[int], list | None], list]) -> tuple[list, np.ndarray, np.ndarray]:
     """Apply recovery ``name`` to the truncated entries of ``outputs``.
 
-    ``resample(indices, canvases, init)`` samples the queries at ``indices`` (positions in ``outputs``) with
-    the given canvases, continuing from ``init`` canvases when not None, reporting passes as re-runs.
-    Returns (final outputs, final canvases, number of re-runs per query).
+    Args:
+        name: One of :data:`RECOVERIES` (``max``, ``double``, ``extend``, ``none``).
+        outputs: The first attempt's sample outputs (``truncated``, ``tokens``).
+        canvases: Their canvas lengths.
+        max_canvas: The longest canvas; a truncated result at it is kept.
+        mask_id: The mask token id (``extend`` appends masks).
+        resample: ``resample(indices, canvases, init)`` samples the queries at ``indices`` (positions in
+            ``outputs``) with the given canvases, continuing from ``init`` canvases when not None, reporting
+            passes as re-runs.
+
+    Returns:
+        ``(final outputs, final canvases, number of re-runs per query)``.
+
+    Raises:
+        ValueError: For an unknown recovery name.
     """
     check_recovery(name)
     outputs, canvases = list(outputs), np.array(canvases, dtype=int)

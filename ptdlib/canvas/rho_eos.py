@@ -1,5 +1,7 @@
-"""The ``rho_eos`` policy: ρ-EOS, bidirectional variable length from the implicit EOS density (Yang, Jiang &
-Shao, "ρ-EOS: Training-free Bidirectional Variable-Length Control for Masked Diffusion LLMs", arXiv:2601.22527).
+"""The ``rho_eos`` policy: ρ-EOS, bidirectional variable length from the implicit EOS density.
+
+Yang, Jiang & Shao, "ρ-EOS: Training-free Bidirectional Variable-Length Control for Masked Diffusion LLMs",
+arXiv:2601.22527.
 
 Single stage: start from a short all-mask canvas; after every denoising step, from that step's logits, the
 *implicit EOS density* ρ is the share of the positions that were masked before the step whose argmax is an end
@@ -50,7 +52,17 @@ def step_multiplier(gap: float) -> int:
 
 
 def decide(density: float, rho_low: float, rho_high: float, expand: int) -> tuple[str, int]:
-    """(action, K) for an implicit EOS density: grow below ``rho_low``, shrink above ``rho_high``, else keep."""
+    """The length decision for an implicit EOS density: grow below ``rho_low``, shrink above ``rho_high``.
+
+    Args:
+        density: The implicit EOS density (:func:`eos_density`).
+        rho_low: Grow below this density.
+        rho_high: Shrink above this density.
+        expand: Base step in tokens, multiplied by :func:`step_multiplier` of the distance to the threshold.
+
+    Returns:
+        ``(action, K)``: ``("grow", K)``, ``("shrink", K)`` or ``("keep", 0)``, ``K`` in tokens.
+    """
     if density < rho_low:
         return GROW, expand * step_multiplier(rho_low - density)
     if density > rho_high:
@@ -59,7 +71,18 @@ def decide(density: float, rho_low: float, rho_high: float, expand: int) -> tupl
 
 
 def eos_density(before: torch.Tensor, pred: torch.Tensor, length: int, mask_id: int, end_ids) -> float:
-    """Share of the canvas positions masked in ``before`` whose prediction ``pred`` is an end token (0 if none)."""
+    """Share of the canvas positions masked in ``before`` whose prediction ``pred`` is an end token.
+
+    Args:
+        before: One row's canvas tokens before the step, shape ``(W,)``.
+        pred: The row's predicted tokens, shape ``(W,)``.
+        length: The row's canvas length (positions past it are ignored).
+        mask_id: The mask token id.
+        end_ids: Token ids that end a response.
+
+    Returns:
+        The density in [0, 1]; 0 if no position is masked.
+    """
     masked = before[:length] == mask_id
     n = int(masked.sum())
     if n == 0:
@@ -78,15 +101,22 @@ class RhoEosEditor:
 
     @staticmethod
     def _floor(view: StepView, r: int) -> int:
-        """The shortest canvas a shrink may leave: past the last committed non-end token, plus one position
-        for its end token (at least 1). The reference's cut may drop committed answer tokens; see the module
-        docstring."""
+        """The shortest canvas a shrink may leave.
+
+        That is past the last committed non-end token, plus one position for its end token (at least 1). The
+        reference's cut may drop committed answer tokens; see the module docstring.
+        """
         tokens = view.after[r, :view.lengths[r]]
         ends = torch.tensor(list(view.end_ids), device=tokens.device)
         content = ((tokens != view.mask_id) & ~torch.isin(tokens, ends)).nonzero()
         return int(content.max()) + 2 if len(content) else 1
 
     def edit(self, view: StepView):
+        """Grow (insert masks before the first committed end token) or shrink (cut the tail) each row.
+
+        Only during a query's first ``adjust_steps`` steps; growth is capped at the maximum canvas and a shrink
+        never cuts committed content (:meth:`_floor`). Every decision is appended to ``log``.
+        """
         p = self.p
         pred = view.logits.argmax(-1)
         edits = []
@@ -134,6 +164,7 @@ class RhoEosCanvas(CanvasPolicy):
         self.threshold = threshold
 
     def choose(self, lm, queries, limits: CanvasLimits, callbacks=()) -> np.ndarray:
+        """``initial`` tokens (capped at the maximum canvas) for every query."""
         return np.full(len(queries), min(self.initial, limits.max_canvas), dtype=int)
 
     def editor(self, limits: CanvasLimits) -> RhoEosEditor:

@@ -27,7 +27,19 @@ from ptdlib.sampling.sampler import SamplerConfig
 
 
 def crossing_estimate(p_eos: np.ndarray, tau: float, rule: str) -> np.ndarray:
-    """(n,) first position where P(ended by i) (:func:`ended_by` of ``p_eos`` (n, L)) reaches ``tau``; L if never."""
+    """First position where P(ended by i) reaches ``tau``.
+
+    Args:
+        p_eos: Per-position EOS probabilities, shape ``(n, L)``.
+        tau: The level to reach.
+        rule: How P(ended by i) is formed (:func:`~ptdlib.canvas.policies.ended_by`).
+
+    Returns:
+        Float array of shape ``(n,)``; ``L`` for a row that never reaches ``tau``.
+
+    Raises:
+        ValueError: If ``p_eos`` is not 2-D, or for an unknown rule.
+    """
     p = np.asarray(p_eos, dtype=float)
     if p.ndim != 2:
         raise ValueError(f"EOS probabilities must be (queries, canvas positions), got shape {p.shape}")
@@ -54,25 +66,50 @@ class CalibratedSmartCrop(CanvasPolicy):
         self._calib: list = []
 
     def calibrate(self, p_eos_calib, calib_lengths) -> "CalibratedSmartCrop":
-        """Fit the conformal pad from calibration EOS curves (n, L) and the queries' own lengths."""
+        """Fit the conformal pad from calibration EOS curves and the queries' own lengths.
+
+        Args:
+            p_eos_calib: EOS probabilities of the calibration queries, shape ``(n, L)``.
+            calib_lengths: Their own lengths in tokens, shape ``(n,)``.
+
+        Returns:
+            The policy itself.
+        """
         self.margin = ConformalMargin.fit(crossing_estimate(p_eos_calib, self.tau, self.rule), calib_lengths,
                                           alpha=self.alpha)
         return self
 
     def canvases(self, p_eos, limits: CanvasLimits) -> np.ndarray:
-        """Canvas per query from its EOS curve: estimate + pad, + 1 for EOS, in whole blocks, capped."""
+        """Canvas per query from its EOS curve: estimate + pad, + 1 for EOS, in whole blocks, capped.
+
+        Args:
+            p_eos: EOS probabilities, shape ``(n, L)``.
+            limits: Block length and maximum canvas.
+
+        Returns:
+            Int array of shape ``(n,)``.
+
+        Raises:
+            ValueError: If the policy is not calibrated.
+        """
         if self.margin is None:
             raise ValueError("smartcrop_conformal is not calibrated: call fit() with a calib split first")
         return self.margin.canvas(crossing_estimate(p_eos, self.tau, self.rule), limits.max_canvas, limits.round_to)
 
     def fit(self, lm, train, train_lengths, calib=None, calib_lengths=None,
             limits: CanvasLimits = CanvasLimits(), recovery: str = "max") -> "CalibratedSmartCrop":
+        """Calibrate the pad on probe passes over ``calib`` (``train`` is not used).
+
+        Raises:
+            ValueError: Without a calibration split.
+        """
         if calib is None or calib_lengths is None:
             raise ValueError("smartcrop_conformal needs a calibration split (calib queries and their own lengths)")
         self._calib = list(calib)
         return self.calibrate(eos_probabilities(lm, self._calib, limits.max_canvas), calib_lengths)
 
     def choose(self, lm, queries, limits: CanvasLimits, callbacks=()) -> np.ndarray:
+        """One probe pass per batch, then :meth:`canvases`; ValueError if ``queries`` overlap the calib split."""
         if self._calib:
             check_disjoint(self._calib, queries)  # never report on the split the pad was calibrated on
         return self.canvases(eos_probabilities(lm, queries, limits.max_canvas, callbacks), limits)
