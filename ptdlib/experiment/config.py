@@ -77,10 +77,12 @@ class Cell:
 
     @property
     def key(self) -> str:
+        """``name|params|recovery``: identifies the cell within a run."""
         return f"{self.name}|{self.params}|{self.recovery}"
 
     @property
     def label(self) -> str:
+        """A readable name, e.g. ``smartcrop(tau=0.9)/double`` (the recovery is left out when it is ``max``)."""
         inner = ", ".join(f"{k}={v}" for k, v in json.loads(self.params).items())
         return f"{self.name}({inner})" + ("" if self.recovery == "max" else f"/{self.recovery}")
 
@@ -98,6 +100,7 @@ class Chunk:
 
     @property
     def size(self) -> int:
+        """Number of queries (rows) in the chunk."""
         return self.stop - self.start
 
 
@@ -160,8 +163,11 @@ class RunConfig:
         self.baseline_arm  # noqa: B018 (the baseline must be one of the cells)
 
     def _check_fit_parts(self) -> None:
-        """With file sources, a strategy that learns (heuristic, predicted, ...) needs every source to have the
-        train and calib parts it fits and calibrates on; found here, not after the model loaded."""
+        """With file sources, check that every source has the train and calib parts a learning strategy needs.
+
+        A strategy that learns (heuristic, predicted, ...) fits and calibrates on them; a missing part is found
+        here, not after the model loaded.
+        """
         learners = sorted({c.name for c in self.cells if get_policy_class(c.name).fit is not CanvasPolicy.fit})
         if not self.sources or not learners:
             return
@@ -173,8 +179,11 @@ class RunConfig:
                                  f"or drop those strategies")
 
     def _check_runnable(self) -> None:
-        """What would otherwise fail only after the model loaded and labels were computed: the sampler's steps
-        against the maximum canvas (labels and re-runs run there) and every cell's own settings."""
+        """Check what would otherwise fail only after the model loaded and labels were computed.
+
+        That is the sampler's steps against the maximum canvas (labels and re-runs run there) and every cell's
+        own settings.
+        """
         try:
             self.sampler.plan(self.limits.max_canvas)
         except ValueError as e:
@@ -189,11 +198,16 @@ class RunConfig:
     # ------------------------------------------------------------ derived
     @property
     def chunk(self) -> int:
+        """Queries per result file (``chunk_size``, else ``batch_size``)."""
         return self.chunk_size or self.batch_size
 
     @cached_property
     def cells(self) -> tuple[Cell, ...]:
-        """Every grid point, in config order; two entries that build the same policy are an error."""
+        """Every grid point, in config order.
+
+        Raises:
+            ValueError: If two entries build the same policy, or an entry is invalid (:func:`expand`).
+        """
         out, seen = [], {}
         for i, spec in enumerate(self.strategies):
             for cell in expand(spec, self.recovery, where=f"strategies[{i}]"):
@@ -206,7 +220,11 @@ class RunConfig:
 
     @cached_property
     def baseline_arm(self) -> tuple[str, str]:
-        """(strategy, params JSON) of the summary's baseline arm; it must be one of the cells."""
+        """``(strategy, params JSON)`` of the summary's baseline arm (default: fixed at the maximum canvas).
+
+        Raises:
+            ValueError: If the baseline names several parameter combinations or is not one of the cells.
+        """
         spec = self.baseline or StrategySpec("fixed", {"L": self.limits.max_canvas})
         base = expand(spec, self.recovery, where="baseline")
         if len(base) != 1:
@@ -229,7 +247,18 @@ class RunConfig:
     # ------------------------------------------------------------ parsing
     @classmethod
     def from_dict(cls, data: Mapping) -> "RunConfig":
-        """Build from nested mappings (a parsed file or ``asdict`` of a config); unknown keys are errors."""
+        """Build from nested mappings (a parsed file or ``asdict`` of a config).
+
+        Args:
+            data: The config's keys; ``splits`` and ``strategies`` are required.
+
+        Returns:
+            The :class:`RunConfig`.
+
+        Raises:
+            ValueError: For unknown or missing keys, values of the wrong type, or invalid settings (the message
+                names the key).
+        """
         d = _known(cls, data, "config")
         check_types(cls, d)
         for key, sub in (("model", ModelSpec), ("sampler", SamplerConfig), ("limits", CanvasLimits)):
@@ -260,7 +289,19 @@ class RunConfig:
 
 
 def load_config(path: str | Path) -> RunConfig:
-    """Parse a ``.yaml``/``.yml`` (PyYAML) or ``.toml`` (tomllib) run configuration."""
+    """Parse a ``.yaml``/``.yml`` (PyYAML) or ``.toml`` (tomllib) run configuration.
+
+    Args:
+        path: The config file.
+
+    Returns:
+        The :class:`RunConfig`.
+
+    Raises:
+        FileNotFoundError: If the file does not exist.
+        ValueError: For another suffix, text that is not UTF-8 or not valid YAML/TOML (with the position), a
+            top level that is not a mapping, or an invalid config (:meth:`RunConfig.from_dict`).
+    """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"config file {path} does not exist")
@@ -283,7 +324,20 @@ def load_config(path: str | Path) -> RunConfig:
 
 
 def expand(spec: StrategySpec, default_recovery: str, where: str = "strategy") -> list[Cell]:
-    """The cells of one grid entry: the cartesian product of its list-valued parameters, in key order."""
+    """The cells of one grid entry: the cartesian product of its list-valued parameters, in key order.
+
+    Args:
+        spec: The grid entry.
+        default_recovery: The recovery of an entry that names none.
+        where: Names the entry in messages (e.g. ``strategies[2]``).
+
+    Returns:
+        One :class:`Cell` per parameter combination.
+
+    Raises:
+        ValueError: For an unknown recovery, an empty parameter list, a policy that cannot be built with a
+            combination, or a recovery the policy refuses (the message starts with ``where``).
+    """
     recovery = _choice(f"{where}.recovery", spec.recovery or default_recovery, RECOVERIES)
     axes = []
     for key, value in spec.params.items():
@@ -314,6 +368,12 @@ def plan_chunks(cfg: RunConfig) -> list[Chunk]:
 
     An online cell (e.g. ``predicted`` with the ``aci`` margin) is one chunk per split and seed: its state
     after a query depends on every query served before, so it cannot be cut, sharded or resumed midway.
+
+    Args:
+        cfg: The run config.
+
+    Returns:
+        The :class:`Chunk` list; with file sources, each split has ``n`` queries per source.
     """
     out = []
     for seed in cfg.seeds:
@@ -336,7 +396,17 @@ def shard_of(chunk_id: str, n_shards: int) -> int:
 
 
 def parse_shard(text: str) -> tuple[int, int]:
-    """``"i/n"`` -> (i, n) with 0 <= i < n."""
+    """Parse a ``--shard`` value.
+
+    Args:
+        text: ``"i/n"``.
+
+    Returns:
+        ``(i, n)`` with 0 <= i < n.
+
+    Raises:
+        ValueError: If ``text`` is not two integers ``i/n`` with n >= 1 and 0 <= i < n.
+    """
     try:
         i, n = (int(p) for p in text.split("/"))
     except ValueError:

@@ -35,6 +35,7 @@ DEFAULT_CACHE = DATA_DIR / "cache"
 
 
 def cache_dir() -> Path:
+    """The label cache folder: ``$PTD_CACHE_DIR/labels``, default ``data/cache/labels``."""
     return Path(os.environ.get("PTD_CACHE_DIR", DEFAULT_CACHE)) / "labels"
 
 
@@ -52,12 +53,18 @@ def _tensor_bytes(t: torch.Tensor, limit: int | None = None) -> bytes:
 
 
 def model_fingerprint(lm) -> str:
-    """A short hash of what decides the model's outputs: its weights as loaded (dtype included), its
-    tokenizer (vocabulary and chat template) and its special ids.
+    """A short hash of what decides the model's outputs.
 
-    Small models hash every weight; a model over 50M parameters (hashing 8B weights would take minutes)
+    It covers the weights as loaded (dtype included), the tokenizer (vocabulary and chat template) and the
+    special ids. Small models hash every weight; a model over 50M parameters (hashing 8B weights would take minutes)
     hashes every tensor's name, shape, dtype and first 4,096 values, which tells fine-tuned checkpoints of
     one architecture apart.
+
+    Args:
+        lm: The :class:`~ptdlib.models.base.DiffusionLM`.
+
+    Returns:
+        16 hex digits.
     """
     h = hashlib.sha256(lm.model_id.encode())
     n = sum(p.numel() for p in lm.network.parameters())
@@ -87,7 +94,24 @@ def _cache_path(lm, canvas: int, sampler: SamplerConfig, seed: int) -> Path:
 
 def label_queries(lm, queries, *, canvas: int = 128, sampler: SamplerConfig = SamplerConfig(), seed: int = 0,
                   batch_size: int = 32, use_cache: bool = True, progress: bool = False) -> dict:
-    """{qid: {"length", "truncated", "text"}} of every query at the maximum canvas (cached)."""
+    """Label every query with the model's own response at the maximum canvas (cached on disk).
+
+    The labelling run stops each query after its EOS block, on the full window and without a KV cache, so its
+    tokens are those of the full run.
+
+    Args:
+        lm: The model.
+        queries: The queries (``qid``, ``prompt``).
+        canvas: The maximum canvas in tokens.
+        sampler: Sampler settings (``window`` and ``cache`` are ignored).
+        seed: Sampling seed.
+        batch_size: Queries per forward pass.
+        use_cache: Read and append the cache file (keyed by model fingerprint, canvas, settings, seed, device).
+        progress: Show a progress bar.
+
+    Returns:
+        ``{qid: {"qid", "prompt", "length", "truncated", "text"}}`` for every query.
+    """
     path = _cache_path(lm, canvas, sampler, seed)
     done: dict = {}
     if use_cache and path.exists():
@@ -115,6 +139,17 @@ def label_queries(lm, queries, *, canvas: int = 128, sampler: SamplerConfig = Sa
 
 
 def own_lengths(lm, queries, canvas: int = 128, seed: int = 0, **kwargs) -> np.ndarray:
-    """The model's own response length for each query (tokens before the first end token at ``canvas``)."""
+    """The model's own response length for each query (tokens before the first end token at ``canvas``).
+
+    Args:
+        lm: The model.
+        queries: The queries.
+        canvas: The maximum canvas in tokens.
+        seed: Sampling seed.
+        **kwargs: Passed to :func:`label_queries`.
+
+    Returns:
+        Int array of shape ``(n_queries,)``.
+    """
     labels = label_queries(lm, queries, canvas=canvas, seed=seed, **kwargs)
     return np.array([labels[q.qid]["length"] for q in queries], dtype=int)

@@ -33,8 +33,11 @@ def separate_recoveries(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def split_by_source(rows: pd.DataFrame) -> pd.DataFrame:
-    """Rows of a run over several file sources (benchmarks) with ``split`` set to ``split/source``, so the summary
-    gives every source its own block: scores of different benchmarks (accuracy, pass@1, ROUGE) never mix."""
+    """Rows of a run over several file sources (benchmarks) with ``split`` set to ``split/source``.
+
+    The summary then gives every source its own block: scores of different benchmarks (accuracy, pass@1, ROUGE)
+    never mix. Rows of a single source are returned unchanged.
+    """
     if "source" not in rows or rows["source"].nunique() < 2:
         return rows
     rows = rows.copy()
@@ -53,6 +56,15 @@ def common_queries(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def report_missing(missing: list, total: int) -> str:
+    """A message naming the missing chunks (the first ten) and how to fill them in.
+
+    Args:
+        missing: The missing :class:`~ptdlib.experiment.config.Chunk` list.
+        total: The run's number of chunks.
+
+    Returns:
+        A multi-line text.
+    """
     rows = sum(c.size for c in missing)
     ids = [c.id for c in missing[:_SHOWN_MISSING]] + (["..."] if len(missing) > _SHOWN_MISSING else [])
     return (f"{len(missing)} of {total} chunks missing ({rows} rows): run the missing shards (ptd run CONFIG "

@@ -58,12 +58,19 @@ def _import_ray():
 
 
 def init_ray(address: str = LOCAL, tries: int = 3, **kwargs) -> None:
-    """Connect this process to Ray: ``address`` ``"local"`` starts a local instance, anything else goes to
-    ``ray.init(address=...)``; ``kwargs`` go to ``ray.init`` (e.g. ``num_cpus``, ``include_dashboard``).
+    """Connect this process to Ray.
 
     A local instance is started up to ``tries`` times: Ray's raylet gives its helper processes 15 s to start
     and aborts otherwise, which a busy small machine can miss (Ray then raises a bare ``Exception`` and leaves
     nothing running).
+
+    Args:
+        address: ``"local"`` starts a local instance; anything else goes to ``ray.init(address=...)``.
+        tries: Attempts at starting a local instance.
+        **kwargs: Passed to ``ray.init`` (e.g. ``num_cpus``, ``include_dashboard``).
+
+    Raises:
+        Exception: Ray's error, after the last attempt (or the first, for a non-local address).
     """
     ray = _import_ray()
     for attempt in range(1, tries + 1):
@@ -122,8 +129,23 @@ class ChunkWorker:
         self._work: dict = {}  # ObjectRef hex -> SharedWork (fetched once, kept for every chunk)
 
     def run(self, cfg, out: str, chunk, work_ref: list, fingerprint: str, allow_code_execution: bool) -> int:
-        """Run ``chunk`` and write its file; the number of rows. ``work_ref`` is ``[ObjectRef]`` (a list, so
-        that Ray hands over the reference rather than fetching the object for every call)."""
+        """Run ``chunk`` and write its file (a chunk already written is read back instead).
+
+        Args:
+            cfg: The run config.
+            out: The run directory.
+            chunk: The chunk.
+            work_ref: ``[ObjectRef]`` of the run's shared work (a list, so that Ray hands over the reference rather
+                than fetching the object for every call).
+            fingerprint: The run's model fingerprint.
+            allow_code_execution: The caller's opt-in to benchmarks that run code.
+
+        Returns:
+            The number of rows.
+
+        Raises:
+            ValueError: If this worker's model is not the run's (another fingerprint).
+        """
         import ray
 
         from ptdlib.experiment.results import chunk_path, read_chunk
@@ -146,10 +168,18 @@ class ChunkWorker:
 
 
 def worker_slots(ray, device: str = "auto") -> tuple[int, dict]:
-    """(number of workers, Ray resources of each) for the connected cluster.
+    """How many workers the connected cluster holds, and the Ray resources of each.
 
-    ``device`` ``auto``: one worker per GPU when the cluster has GPUs, else one per CPU; ``cpu`` or ``cuda``
-    force the kind. ValueError for ``cuda`` on a cluster without GPUs or another device name.
+    Args:
+        ray: The imported ``ray`` module, connected.
+        device: ``auto``: one worker per GPU when the cluster has GPUs, else one per CPU; ``cpu`` or ``cuda``
+            force the kind.
+
+    Returns:
+        ``(number of workers, resources of each)``, e.g. ``(4, {"num_gpus": 1, "num_cpus": 1})``.
+
+    Raises:
+        ValueError: For another device name, ``cuda`` on a cluster without GPUs, or a cluster without CPUs.
     """
     resources = ray.cluster_resources()
     gpus, cpus = int(resources.get("GPU", 0)), int(resources.get("CPU", 0))
@@ -167,14 +197,28 @@ def worker_slots(ray, device: str = "auto") -> tuple[int, dict]:
 def run_on_ray(cfg, out: Path, chunks: list, work, *, address: str = LOCAL, device: str = "auto",
                workers: int | None = None, max_attempts: int | None = None, progress: bool = True,
                allow_code_execution: bool = False) -> tuple[int, tuple]:
-    """Run ``chunks`` of ``cfg`` into run directory ``out`` on Ray; (rows written, failed chunks).
+    """Run ``chunks`` of ``cfg`` into run directory ``out`` on Ray.
 
-    ``work`` is the run's :class:`~ptdlib.experiment.runner.SharedWork`; ``address`` ``"local"`` starts a local Ray
-    instance (shut down at the end), anything else is passed to ``ray.init`` (``"auto"``: the cluster this
-    machine belongs to; ``"ray://host:10001"``: a remote one); if this process is connected to Ray already, that
-    connection is used. ``workers`` defaults to one per GPU (else per CPU), at most one per chunk. Failed chunks
-    are ``(chunk id, last error)`` pairs, after ``max_attempts`` attempts each (default :data:`MAX_ATTEMPTS`; see
-    module docstring).
+    If this process is connected to Ray already, that connection is used.
+
+    Args:
+        cfg: The run config.
+        out: The run directory.
+        chunks: The chunks to run.
+        work: The run's :class:`~ptdlib.experiment.runner.SharedWork`, shipped once to every worker.
+        address: ``"local"`` starts a local Ray instance (shut down at the end); anything else is passed to
+            ``ray.init`` (``"auto"``: the cluster this machine belongs to; ``"ray://host:10001"``: a remote one).
+        device: Worker kind (see :func:`worker_slots`).
+        workers: Number of workers; default one per GPU (else per CPU), at most one per chunk.
+        max_attempts: Attempts per chunk (default :data:`MAX_ATTEMPTS`; see module docstring).
+        progress: Show a progress bar and the workers' logs.
+        allow_code_execution: The caller's opt-in to benchmarks that run code.
+
+    Returns:
+        ``(rows written, failed chunks)``; failed chunks are ``(chunk id, last error)`` pairs.
+
+    Raises:
+        ValueError: If Ray is not installed, ``max_attempts`` or ``workers`` is below 1, or for a bad device.
     """
     from tqdm.auto import tqdm
 

@@ -83,6 +83,7 @@ def _plain(value):
 
 # ---------------------------------------------------------------- provenance
 def package_versions() -> dict:
+    """Installed version of each of :data:`PACKAGES` (``"not installed"`` if missing)."""
     out = {}
     for name in PACKAGES:
         try:
@@ -120,6 +121,11 @@ def run_record(cfg: RunConfig, model_id: str, fingerprint: str) -> dict:
 
 
 def read_run(root: str | Path) -> dict:
+    """The ``run.json`` of run directory ``root``.
+
+    Raises:
+        FileNotFoundError: If ``root`` has no ``run.json``.
+    """
     path = Path(root) / RUN_FILE
     if not path.exists():
         raise FileNotFoundError(f"{root} is not a run directory: it has no {RUN_FILE}")
@@ -127,8 +133,10 @@ def read_run(root: str | Path) -> dict:
 
 
 def _differences(a, b, where: str = "") -> list[str]:
-    """The leaves in which ``a`` and ``b`` differ, by path (``strategies[1].params.tau: stored 0.9, now 0.95``);
-    lists of one length are compared item by item, others by the items added and removed."""
+    """The leaves in which ``a`` and ``b`` differ, by path (``strategies[1].params.tau: stored 0.9, now 0.95``).
+
+    Lists of one length are compared item by item, others by the items added and removed.
+    """
     if isinstance(a, dict) and isinstance(b, dict):
         out = []
         for k in sorted(set(a) | set(b), key=str):
@@ -143,7 +151,17 @@ def _differences(a, b, where: str = "") -> list[str]:
 
 
 def check_same_run(stored: dict, cfg: RunConfig, fingerprint: str, where: str) -> None:
-    """ValueError listing every difference if ``stored`` (a run.json) is not the run of ``cfg`` and this model."""
+    """Check that ``stored`` (a run.json) is the run of ``cfg`` and of the model with ``fingerprint``.
+
+    Args:
+        stored: The stored run record.
+        cfg: The run config.
+        fingerprint: The model's weight fingerprint.
+        where: Names the stored run in the message.
+
+    Raises:
+        ValueError: Listing every difference of config or model fingerprint.
+    """
     diffs = _differences(RunConfig.from_dict(stored["config"]).identity(), cfg.identity())
     if stored["model"]["fingerprint"] != fingerprint:
         diffs.append(f"model fingerprint: stored {stored['model']['fingerprint']}, now {fingerprint} "
@@ -154,7 +172,20 @@ def check_same_run(stored: dict, cfg: RunConfig, fingerprint: str, where: str) -
 
 
 def open_run(root: str | Path, cfg: RunConfig, model_id: str, fingerprint: str) -> Path:
-    """Create run directory ``root`` with its run.json, or check that the one there is this run's."""
+    """Create run directory ``root`` with its run.json, or check that the one there is this run's.
+
+    Args:
+        root: The run directory.
+        cfg: The run config.
+        model_id: The model's id.
+        fingerprint: The model's weight fingerprint.
+
+    Returns:
+        ``root`` as a Path.
+
+    Raises:
+        ValueError: If ``root`` holds a different run (checked before anything is created).
+    """
     root = Path(root)
     path = root / RUN_FILE
     if path.exists():  # checked before anything is created, so that a refused run leaves the folder as it was
@@ -167,6 +198,7 @@ def open_run(root: str | Path, cfg: RunConfig, model_id: str, fingerprint: str) 
 
 # ---------------------------------------------------------------- chunk files
 def chunk_path(root: str | Path, chunk_id: str) -> Path:
+    """The result file of chunk ``chunk_id`` in run directory ``root``."""
     return Path(root) / CHUNK_DIR / f"{chunk_id}{CHUNK_SUFFIX}"
 
 
@@ -180,7 +212,19 @@ def finished_chunks(root: str | Path) -> set[str]:
 
 
 def write_chunk(root: str | Path, chunk_id: str, rows: list[dict]) -> Path:
-    """Store the rows of a finished chunk atomically (see module docstring)."""
+    """Store the rows of a finished chunk atomically (see module docstring).
+
+    Args:
+        root: The run directory.
+        chunk_id: The chunk's id.
+        rows: Its rows (:data:`~ptdlib.canvas.evaluate.ROW_COLUMNS`); numpy scalars are stored as numbers.
+
+    Returns:
+        The chunk file's path.
+
+    Raises:
+        TypeError: For a value that cannot be stored as JSON.
+    """
     lines = [json.dumps({**{c: row[c] for c in ROW_COLUMNS}, "chunk": chunk_id}, default=_plain) for row in rows]
     path = chunk_path(root, chunk_id)
     atomic_write(path, "".join(line + "\n" for line in lines))
@@ -188,6 +232,18 @@ def write_chunk(root: str | Path, chunk_id: str, rows: list[dict]) -> Path:
 
 
 def read_chunk(path: Path, expected_rows: int | None = None) -> list[dict]:
+    """The rows of a chunk file.
+
+    Args:
+        path: The chunk file.
+        expected_rows: The chunk's planned number of rows, if known.
+
+    Returns:
+        One dict per row.
+
+    Raises:
+        ValueError: If the file is damaged, holds another number of rows, or rows of another chunk.
+    """
     try:
         rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
     except (json.JSONDecodeError, UnicodeDecodeError) as e:  # a file cut or changed by hand (ours are atomic)
@@ -203,7 +259,18 @@ def read_chunk(path: Path, expected_rows: int | None = None) -> list[dict]:
 
 # ---------------------------------------------------------------- loading and merging
 def merged_run(dirs) -> tuple[RunConfig, dict]:
-    """(config, run.json) shared by run directories ``dirs``; ValueError if they are different runs."""
+    """The config and run.json shared by run directories ``dirs``.
+
+    Args:
+        dirs: Run directories (shards of one run).
+
+    Returns:
+        ``(config, run.json of the first directory)``.
+
+    Raises:
+        ValueError: If no directory is given or they hold different runs.
+        FileNotFoundError: If one is not a run directory.
+    """
     dirs = [Path(d) for d in dirs]
     if not dirs:
         raise ValueError("no run directories given")
@@ -224,9 +291,18 @@ def missing_chunks(*dirs) -> list:
 def load_results(*dirs) -> pd.DataFrame:
     """The result rows of one run, merged over its shard directories ``dirs`` (a tidy table).
 
-    Rows appearing in several files (the same chunk copied twice) are kept once; two copies that disagree
-    on anything but wall time are an error. Chunk files the run's config does not plan are an error too.
-    ``df.attrs`` holds ``run`` (the first directory's run.json) and ``missing_chunks`` (ids not yet present).
+    Rows appearing in several files (the same chunk copied twice) are kept once.
+
+    Args:
+        *dirs: The run's shard directories.
+
+    Returns:
+        A DataFrame with the columns :data:`COLUMNS`, rows in the config's order; ``df.attrs`` holds ``run``
+        (the first directory's run.json) and ``missing_chunks`` (ids not yet present).
+
+    Raises:
+        ValueError: If the directories hold different runs, a chunk file the config does not plan, a damaged
+            chunk, or two copies of a row that disagree on anything but wall time.
     """
     cfg, run = merged_run(dirs)
     planned = {c.id: (i, c) for i, c in enumerate(plan_chunks(cfg))}

@@ -45,6 +45,11 @@ class Workbench:
         self._sources: dict = {}  # file source name -> its loaded queries by split
 
     def queries(self, split: str) -> list:
+        """The queries of ``split`` (generated, or read from the run's file sources), loaded once.
+
+        Raises:
+            ValueError: If ``split`` is not part of the run.
+        """
         from ptdlib.tasks import make_split
 
         if split not in self._queries:
@@ -61,15 +66,25 @@ class Workbench:
         return self._queries[split]
 
     def check_sources(self) -> None:
-        """Load every query of the run and check its prompt against the model (non-empty, encodable, room for the
-        maximum canvas), so that a bad query stops the run before anything is sampled or written."""
+        """Load every query of the run and check its prompt against the model.
+
+        A prompt must be non-empty, encodable and leave room for the maximum canvas, so that a bad query stops the
+        run before anything is sampled or written.
+
+        Raises:
+            ValueError: For the first bad query.
+        """
         from ptdlib.tasks.sources import check_prompts
 
         for split in (*self.cfg.splits, "train", "calib"):
             check_prompts(self.lm, self.queries(split), self.cfg.limits.max_canvas)
 
     def own_lengths(self, queries) -> dict:
-        """qid -> the model's own length at the maximum canvas (the cached labelling run)."""
+        """The model's own length of each query at the maximum canvas (the cached labelling run).
+
+        Returns:
+            ``{qid: length in tokens}``.
+        """
         from ptdlib.experiment.labels import label_queries
 
         labels = label_queries(self.lm, queries, canvas=self.cfg.limits.max_canvas, sampler=self.cfg.sampler,
@@ -125,16 +140,26 @@ class RunStats:
 
 @dataclass
 class SharedWork:
-    """What every chunk of a run reads and nothing recomputes: the queries, own-length labels and fitted
-    policies, computed once by the process that plans the run (and, under ``--ray``, shipped once to every
-    worker with ``ray.put``)."""
+    """What every chunk of a run reads and nothing recomputes: the queries, own-length labels and fitted policies.
+
+    They are computed once by the process that plans the run (and, under ``--ray``, shipped once to every worker
+    with ``ray.put``).
+    """
 
     queries: dict  # split -> the split's queries (a chunk takes queries[split][start:stop])
     own: dict  # qid -> own length at the maximum canvas, for every query a chunk of this run evaluates
     policies: dict  # Cell.key -> the cell's (fitted) policy
 
     def inputs(self, chunk):
-        """(queries, policy, own lengths) of ``chunk``; an online policy is a fresh copy of its calibrated state."""
+        """The inputs of one chunk.
+
+        Args:
+            chunk: A :class:`~ptdlib.experiment.config.Chunk`.
+
+        Returns:
+            ``(queries, policy, own lengths)``; an online policy is a fresh copy of its calibrated state, and an
+            oracle is given the chunk's own lengths.
+        """
         queries = self.queries[chunk.split][chunk.start : chunk.stop]
         policy = self.policies[chunk.cell.key]
         if chunk.cell.online:  # each (split, seed) stream starts from the calibrated state, whatever ran before
@@ -147,10 +172,22 @@ class SharedWork:
 
 def run_chunk(lm, counter, cfg: RunConfig, out: Path, chunk, work: SharedWork, *,
               allow_code_execution: bool = False) -> int:
-    """Evaluate one chunk and store its rows atomically (:func:`ptdlib.experiment.results.write_chunk`); the number of rows.
+    """Evaluate one chunk and store its rows atomically (:func:`ptdlib.experiment.results.write_chunk`).
 
-    The one unit of work of every executor (the serial loop below, :mod:`ptdlib.experiment.ray_runner`'s workers): running
-    a chunk twice rewrites the same file, so a retried chunk never duplicates rows.
+    The one unit of work of every executor (the serial loop below, :mod:`ptdlib.experiment.ray_runner`'s workers):
+    running a chunk twice rewrites the same file, so a retried chunk never duplicates rows.
+
+    Args:
+        lm: The model.
+        counter: The FLOP counter of ``lm``.
+        cfg: The run config.
+        out: The run directory.
+        chunk: The chunk to evaluate.
+        work: The run's shared inputs.
+        allow_code_execution: The caller's opt-in to benchmarks that run code.
+
+    Returns:
+        The number of rows written.
     """
     from ptdlib.experiment.results import write_chunk
 
@@ -164,7 +201,20 @@ def run_chunk(lm, counter, cfg: RunConfig, out: Path, chunk, work: SharedWork, *
 
 def run_chunks(lm, cfg: RunConfig, out: Path, chunks: list, work: SharedWork, *, progress: bool = True,
                allow_code_execution: bool = False) -> int:
-    """Run ``chunks`` one after another in this process (one progress bar); the number of rows written."""
+    """Run ``chunks`` one after another in this process (one progress bar).
+
+    Args:
+        lm: The model.
+        cfg: The run config.
+        out: The run directory.
+        chunks: The chunks to run.
+        work: The run's shared inputs.
+        progress: Show a progress bar.
+        allow_code_execution: The caller's opt-in to benchmarks that run code.
+
+    Returns:
+        The number of rows written.
+    """
     from tqdm.auto import tqdm
 
     from ptdlib.cost.flops import FlopCounter
@@ -181,13 +231,29 @@ def run_chunks(lm, cfg: RunConfig, out: Path, chunks: list, work: SharedWork, *,
 
 def run(cfg: RunConfig, *, output: str | Path | None = None, shard: tuple[int, int] = (0, 1), device: str = "auto",
         lm=None, progress: bool = True, allow_code_execution: bool = False, ray: str | None = None) -> RunStats:
-    """Execute ``cfg`` (shard ``i`` of ``n``) into ``output`` (default ``cfg.output``); see module docstring.
+    """Execute a run config, or one shard of it (see module docstring).
 
-    ``ray``: run the chunks on a Ray cluster (:mod:`ptdlib.experiment.ray_runner`; ``"local"`` starts a local instance,
-    ``"auto"`` or ``"host:port"`` joins a running one); labels and fitted policies are still computed here, once.
+    Chunks already written in ``output`` are skipped, so an interrupted run resumes. Own-length labels and fitted
+    policies are computed here, once, whichever executor runs the chunks.
 
-    ``lm`` overrides loading ``cfg.model`` (for callers that hold the model already). ``allow_code_execution``
-    is the caller's half of the opt-in that HumanEval sources need (the source's own flag is the other half).
+    Args:
+        cfg: The run config.
+        output: The run directory (default ``cfg.output``).
+        shard: ``(i, n)``: run the chunks of shard ``i`` of ``n``.
+        device: Torch device of the model (``auto``: cuda if present).
+        lm: A loaded model, overriding ``cfg.model`` (for callers that hold it already).
+        progress: Print progress to stderr and show progress bars.
+        allow_code_execution: The caller's half of the opt-in that HumanEval sources need (the source's own
+            flag is the other half).
+        ray: Run the chunks on a Ray cluster (:mod:`ptdlib.experiment.ray_runner`): ``"local"`` starts a local
+            instance, ``"auto"`` or ``"host:port"`` joins a running one; None: run them in this process.
+
+    Returns:
+        The :class:`RunStats` of this invocation (chunks that kept failing under Ray are listed in ``failed``).
+
+    Raises:
+        ValueError: For a bad shard, a bad query, code-running sources without both opt-ins, or an output
+            directory that holds another run.
     """
     from ptdlib.experiment.labels import cache_dir as label_cache_dir
     from ptdlib.experiment.labels import model_fingerprint
@@ -251,7 +317,16 @@ def run(cfg: RunConfig, *, output: str | Path | None = None, shard: tuple[int, i
 
 
 def describe(cfg: RunConfig, out: Path, shard: tuple[int, int]) -> str:
-    """The grid's cells and the chunks and rows of ``shard`` (done and to do), without loading the model."""
+    """The grid's cells and the chunks and rows of ``shard`` (done and to do), without loading the model.
+
+    Args:
+        cfg: The run config.
+        out: The run directory.
+        shard: ``(i, n)``.
+
+    Returns:
+        A multi-line text.
+    """
     from ptdlib.experiment.results import finished_chunks
 
     chunks = plan_chunks(cfg)
