@@ -20,13 +20,45 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from ptdlib.registry import Registry
 from ptdlib.stats import paired as stats
 
 PAIR_KEYS = ("split", "qid", "seed")  # what makes two rows of different arms the same measurement
 ARM_KEYS = ("strategy", "params")
-QUALITY_DELTAS = ("points", "relative")
-CONTINUOUS_TESTS = {"sign_flip": stats.sign_flip_test, "wilcoxon": stats.wilcoxon_test}
 _EXAMPLES = 3  # missing (qid, seed) pairs quoted in a mismatch error
+
+#: Paired tests of per-query scores that are not all binary, by the name ``summary_table(continuous_test=)``
+#: takes: name -> ``test(x, y, *, n_resamples, seed) -> TestResult`` (binary scores always get exact McNemar).
+CONTINUOUS_TESTS = Registry("continuous test")
+#: How the quality difference is expressed, by the name ``summary_table(quality_delta=)`` takes:
+#: name -> ``interval(x, y, *, binary, confidence, n_resamples, seed) -> Interval``.
+QUALITY_DELTAS = Registry("quality delta")
+
+
+@CONTINUOUS_TESTS.register("sign_flip")
+def _sign_flip(x, y, *, n_resamples: int, seed: int) -> stats.TestResult:
+    """Paired sign-flip permutation test (Fisher 1935), ``n_resamples`` random flips seeded by ``seed``."""
+    return stats.sign_flip_test(x, y, n_resamples=n_resamples, seed=seed)
+
+
+@CONTINUOUS_TESTS.register("wilcoxon")
+def _wilcoxon(x, y, *, n_resamples: int, seed: int) -> stats.TestResult:
+    """Wilcoxon signed-rank test (Wilcoxon 1945); exact or normal, so no resampling."""
+    return stats.wilcoxon_test(x, y)
+
+
+@QUALITY_DELTAS.register("points")
+def _points(x, y, *, binary: bool, confidence: float, n_resamples: int, seed: int) -> stats.Interval:
+    """100 (mean x - mean y), percentage points: Newcombe's paired interval on binary scores, else BCa."""
+    d = (stats.paired_proportion_diff(x, y, confidence=confidence) if binary
+         else stats.bootstrap_mean_diff(x, y, confidence=confidence, n_resamples=n_resamples, seed=seed))
+    return stats.Interval(100 * d.estimate, 100 * d.low, 100 * d.high, d.confidence, d.method)
+
+
+@QUALITY_DELTAS.register("relative")
+def _relative(x, y, *, binary: bool, confidence: float, n_resamples: int, seed: int) -> stats.Interval:
+    """100 (mean x / mean y - 1), percent of the baseline, paired BCa bootstrap."""
+    return stats.bootstrap_relative_diff(x, y, confidence=confidence, n_resamples=n_resamples, seed=seed)
 
 
 def canonical_params(params) -> str:
@@ -161,8 +193,9 @@ def summary_table(rows: pd.DataFrame, baseline: Baseline = DEFAULT_BASELINE, *, 
       binary scores get Newcombe's paired score interval (:func:`ptdlib.stats.paired.paired_proportion_diff`);
       everything else the paired BCa bootstrap.
     * ``p_value``: exact McNemar when both sides' per-query scores are binary, else ``continuous_test``
-      (``"sign_flip"`` or ``"wilcoxon"``); ``p_adjusted`` corrects the whole table's family of comparisons
-      with ``correction`` (``"holm"`` or ``"fdr_bh"``, required), and ``stars`` reads it.
+      (``"sign_flip"`` or ``"wilcoxon"``, the names in :data:`CONTINUOUS_TESTS`); ``p_adjusted`` corrects the
+      whole table's family of comparisons with ``correction`` (``"holm"`` or ``"fdr_bh"``, required), and
+      ``stars`` reads it.
     * with ``margin`` (score units, e.g. 0.02): ``ni_p_value``/``ni_p_adjusted``/``non_inferior`` from
       :func:`ptdlib.stats.paired.noninferiority`. Without it, a non-significant Δ is **not** evidence of equivalence.
 
@@ -171,10 +204,8 @@ def summary_table(rows: pd.DataFrame, baseline: Baseline = DEFAULT_BASELINE, *, 
     """
     if correction not in stats.CORRECTIONS:
         raise ValueError(f"unknown correction method {correction!r}; choose from {', '.join(stats.CORRECTIONS)}")
-    if quality_delta not in QUALITY_DELTAS:
-        raise ValueError(f"quality_delta must be one of {', '.join(QUALITY_DELTAS)}, got {quality_delta!r}")
-    if continuous_test not in CONTINUOUS_TESTS:
-        raise ValueError(f"unknown continuous test {continuous_test!r}; choose from {', '.join(CONTINUOUS_TESTS)}")
+    delta_interval = QUALITY_DELTAS.lookup(quality_delta)
+    continuous = CONTINUOUS_TESTS.lookup(continuous_test)
     rows = _require(rows, (*PAIR_KEYS, *ARM_KEYS, "score", "metric", "flops_total", "prompt_len", "final_canvas"),
                     "summary_table")
     pairs = pair_with_baseline(rows, baseline, values=("score", "flops_total"))
@@ -194,18 +225,8 @@ def summary_table(rows: pd.DataFrame, baseline: Baseline = DEFAULT_BASELINE, *, 
             x, y = q["score"].to_numpy(), q["score_base"].to_numpy()
             flops = stats.bootstrap_saved_pct(q["flops_total"], q["flops_total_base"], **opts)
             binary = stats.is_binary(x) and stats.is_binary(y)
-            if quality_delta == "points":
-                d = (stats.paired_proportion_diff(x, y, confidence=confidence) if binary
-                     else stats.bootstrap_mean_diff(x, y, **opts))
-                d = stats.Interval(100 * d.estimate, 100 * d.low, 100 * d.high, d.confidence, d.method)
-            else:
-                d = stats.bootstrap_relative_diff(x, y, **opts)
-            if binary:
-                test = stats.mcnemar_exact(x, y)
-            elif continuous_test == "sign_flip":
-                test = stats.sign_flip_test(x, y, n_resamples=n_resamples, seed=seed)
-            else:
-                test = stats.wilcoxon_test(x, y)
+            d = delta_interval(x, y, binary=binary, **opts)
+            test = stats.mcnemar_exact(x, y) if binary else continuous(x, y, n_resamples=n_resamples, seed=seed)
             rec.update(flops_saved_pct=flops.estimate, flops_saved_low=flops.low, flops_saved_high=flops.high,
                        quality_delta=d.estimate, quality_delta_low=d.low, quality_delta_high=d.high,
                        quality_ci=d.method, test=test.test, p_value=test.p_value)
