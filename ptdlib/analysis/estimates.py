@@ -4,7 +4,7 @@ An *estimate* of a query's response length is good for choosing a canvas when it
 queries right (Spearman ρ) and rarely falls short: a canvas cut at an estimate ``e`` holds the answer and
 its EOS only if ``own length <= e``, so the *under-prediction rate* P(own length > e) is the fraction of
 queries that would be truncated with no safety margin (Predict-then-Diffuse's motivation for one).
-Labels are the model's own lengths at the maximum canvas (DESIGN.md §4). The metrics themselves are
+Labels are the model's own lengths at the maximum canvas (docs/design.md §7). The metrics themselves are
 :func:`ptdlib.predictor.training.length_metrics`; this module tabulates them per estimator and task group.
 """
 

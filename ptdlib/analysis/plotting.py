@@ -1,4 +1,4 @@
-"""One figure style and one save function for every report figure (DESIGN.md §5 item 10).
+"""One figure style and one save function for every report figure (docs/design.md §12).
 
 ``use_style()`` sets the seaborn theme once; ``save(fig, "margin_tradeoff")`` writes
 ``figures/margin_tradeoff.png`` and ``.pdf``. The folder is the repository's ``figures/`` unless the

@@ -1,6 +1,6 @@
 """One query through several canvas strategies: where each canvas position was committed, and what it cost.
 
-The tour of the problem (DESIGN.md §1): the same prompt denoised on a fixed canvas, on a canvas chosen by
+The tour of the problem (docs/design.md §1): the same prompt denoised on a fixed canvas, on a canvas chosen by
 a length predictor, and on a canvas cropped by a SmartCrop probe. :func:`trace_strategies` runs each
 strategy through :func:`ptdlib.canvas.evaluate_strategy` (so probe, predictor and re-run passes are
 counted by the same :class:`~ptdlib.cost.flops.FlopLedger` as in every experiment) with a

@@ -1,12 +1,16 @@
 """The canvas-policy interface: choose each query's canvas before sampling.
 
-A policy is a small object with one job (DESIGN.md §5.1): ``choose(lm, prompts, query_ids, callbacks)``
-returns one canvas length per query. It may run its own forward passes (a SmartCrop probe, a predictor's
-prompt pass) and reports them to ``callbacks`` so that the FLOP ledger counts them. It never owns the
-sampling loop; what a truncated result gets is decided by a :mod:`~ptdlib.canvas.recovery` rule.
+A policy is a small object with one job (docs/design.md §6): ``choose(lm, queries, limits, callbacks)``
+returns an int array with one canvas length per query (``queries`` are :class:`~ptdlib.tasks.Query` objects,
+``limits`` a :class:`CanvasLimits`). It may run its own forward passes (a SmartCrop probe, a predictor's
+prompt pass) and reports them to ``callbacks`` so that the FLOP ledger counts them. Policies that learn
+override :meth:`CanvasPolicy.fit`; policies that change how the sampler runs override
+:meth:`CanvasPolicy.sampler_config` or :meth:`CanvasPolicy.editor`. A policy never owns the sampling loop;
+what a truncated result gets is decided by a :mod:`~ptdlib.canvas.recovery` rule.
 
-Every chosen canvas is rounded up to the sampler's block length and capped at the maximum canvas by
-:func:`round_canvas`, so the sampler always receives a valid length.
+Every chosen canvas is rounded up to a multiple of ``limits.round_to`` (a run requires the sampler's block
+length to divide it) and capped at ``limits.max_canvas`` by :func:`round_canvas`, so the sampler always
+receives a valid length.
 """
 
 from __future__ import annotations

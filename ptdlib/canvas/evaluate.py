@@ -1,6 +1,6 @@
 """Run one canvas strategy over a set of queries and return one result row per query.
 
-The flow of DESIGN.md §3: the policy chooses the canvases (its probe or predictor passes reported), the
+The flow of docs/design.md §2: the policy chooses the canvases (its probe or predictor passes reported), the
 sampler denoises them, truncated results are recovered (re-runs reported as ``rerun``), the scorer scores
 the responses, and a :class:`~ptdlib.cost.flops.FlopLedger` prices every forward pass the query took part in.
 """

@@ -37,7 +37,7 @@ from ptdlib.tasks import SPLITS
 from ptdlib.validation import check_types
 from ptdlib.tasks.sources import SOURCE_SPLITS, SourceSpec, source_from_dict
 
-#: splits used to fit and calibrate policies; never evaluated (DESIGN.md §4: calibrate off the test split)
+#: splits used to fit and calibrate policies; never evaluated (docs/design.md §8: calibrate off the test split)
 FIT_SPLITS = ("train", "calib")
 #: splits a run may evaluate
 EVAL_SPLITS = tuple(s for s in SPLITS if s not in FIT_SPLITS)
@@ -60,7 +60,7 @@ def _positive_int(where: str, value) -> None:
 class StrategySpec:
     """One entry of the grid: a policy name, its parameters (lists are grid axes), an optional recovery."""
 
-    name: str  # a canvas policy: fixed, oracle, heuristic, predicted, smartcrop, growth
+    name: str  # a canvas policy registered in ptdlib.canvas.POLICIES (fixed, oracle, smartcrop, ...)
     params: dict = field(default_factory=dict)  # parameter -> value, or a list of values to sweep
     recovery: str | None = None  # what a truncated result gets (ptdlib.canvas.RECOVERIES); None: the run's default
 

@@ -1,4 +1,4 @@
-"""Own-length labels: the length a model produces at the maximum canvas (DESIGN.md §4).
+"""Own-length labels: the length a model produces at the maximum canvas (docs/design.md §7).
 
 Length labels are the model's own, not the reference answer's: the labelling run samples every query at
 the maximum canvas and records the length before the first end token. It is cached on disk per (model

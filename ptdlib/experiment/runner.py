@@ -2,7 +2,7 @@
 
 A run (configured by :mod:`ptdlib.experiment.config`) evaluates every cell — strategy x parameters x recovery — on
 every evaluated split and sampling seed, and writes one result row per (query, strategy, parameters, seed)
-with the columns of :data:`ptdlib.canvas.ROW_COLUMNS` (DESIGN.md §3). The work is cut into chunks; each
+with the columns of :data:`ptdlib.canvas.ROW_COLUMNS` (docs/design.md §9). The work is cut into chunks; each
 finished chunk is stored atomically (:mod:`ptdlib.experiment.results`), so
 
 * re-running the same config skips the chunks already there, and a process killed at any moment loses at
@@ -13,7 +13,7 @@ finished chunk is stored atomically (:mod:`ptdlib.experiment.results`), so
   running :func:`run_chunk` like the serial loop: the same files, so Ray, serial and sharded runs resume each other;
 * re-running a *different* config (or another model's weights) into the same directory is an error.
 
-Own-length labels (the model's length at the maximum canvas, DESIGN.md §4) come from one cached labelling
+Own-length labels (the model's length at the maximum canvas, docs/design.md §7) come from one cached labelling
 run per split (:mod:`ptdlib.experiment.labels`); every row carries its query's label. Policies that learn (heuristic,
 predicted) are fitted once per (strategy, parameters) on ``train`` and calibrated on ``calib`` only, then
 reused across splits, seeds and recoveries.

@@ -5,7 +5,7 @@ the response is padded with EOS to the canvas; each sample draws a mask ratio t 
 ``(1 - eps) t + eps``), masks each response token with probability t, and the loss is the cross-entropy on
 masked positions weighted by 1/t, divided by the canvas length.
 
-Two choices of this project, both measured on a prototype (see DESIGN.md §6):
+Choices of this project (the first measured on a prototype, see docs/design.md §13):
 
 * **Length-bucketed canvases**: batches are grouped by answer length and most are cropped to the longest
   answer plus a slack drawn uniformly up to the full canvas (so the canvas end carries no information on

@@ -5,7 +5,7 @@ Fixed: Variable-Length Denoising for Diffusion Large Language Models", ICLR 2026
 mask by several masks; ρ-EOS (Yang, Jiang & Shao, arXiv:2601.22527) appends or inserts masks when the
 implicit EOS density among masked positions is low and cuts the canvas's tail when it is high.
 
-The sampler owns the loop (DESIGN.md §5.2); a policy that edits gives it a :class:`CanvasEditor`. After every
+The sampler owns the loop (docs/design.md §4); a policy that edits gives it a :class:`CanvasEditor`. After every
 denoising step the loop shows the editor a :class:`StepView` of the rows that took part (their logits, the
 canvas before and after the step's commits) and applies the edits it returns with :func:`apply_edit`.
 Committed tokens are never changed by an edit, only moved (insertion) or dropped (a shrink cuts the tail).

@@ -1,6 +1,6 @@
 """Result rows -> paired comparisons with a baseline -> the summary table (DataFrame, Markdown, LaTeX).
 
-A result row is one (query, strategy, params, seed), as the runner writes it (DESIGN.md §3). An *arm* is a
+A result row is one (query, strategy, params, seed), as the runner writes it (docs/design.md §9). An *arm* is a
 (strategy, params) pair; every arm is compared with one baseline arm (by default the fixed canvas
 ``fixed {"L": 128}``) on the same queries, joined on (split, qid, seed). Repeated seeds of one query are
 averaged before testing: queries, not seeds, are the independent units.
@@ -87,7 +87,7 @@ class Baseline:
     """
 
     strategy: str = "fixed"  # the LLaDA reference sampler: one canvas length for every query
-    params: str | Mapping = '{"L": 128}'  # the canvas the embedded model was trained on (DESIGN.md §6)
+    params: str | Mapping = '{"L": 128}'  # the canvas the embedded model was trained on (docs/design.md §13)
 
     def __post_init__(self):
         object.__setattr__(self, "params", canonical_params(self.params))

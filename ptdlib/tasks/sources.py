@@ -39,7 +39,7 @@ from ptdlib.tasks.benchmarks import Record, get_benchmark
 from ptdlib.tasks.splits import Query
 from ptdlib.validation import check_types
 
-#: the parts a source is cut into (DESIGN.md §4: fit on train, calibrate on calib, evaluate on test)
+#: the parts a source is cut into (docs/design.md §8: fit on train, calibrate on calib, evaluate on test)
 SOURCE_SPLITS = ("train", "calib", "test")
 #: file suffixes a source can read
 FORMATS = (".jsonl", ".jsonl.gz", ".json", ".csv", ".parquet")
