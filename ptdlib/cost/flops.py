@@ -1,43 +1,23 @@
 """FLOPs of D-LLM forward passes: fvcore counts cached per shape, cross-checks, and a per-query ledger.
 
-**Convention: 2 FLOPs per multiply-add.** fvcore counts 1 per multiply-add; :class:`FlopCounter` doubles
-its counts. ``torch.utils.flop_counter.FlopCounterMode`` already counts 2 per multiply-add. The analytic
-model (:func:`ptdlib.cost.shapes.analytic_flops`) uses 2 as well, so all three are comparable.
+:class:`FlopCounter` prices one forward pass (``forward_flops(seq_len, batch, query_len)``; :func:`counter_for`
+builds one for a model, a preset name or a ``config.json``); :class:`FlopLedger` is the sampler callback that
+sums each query's passes by kind; :func:`cross_check` compares the counters. Conventions (docs/design.md §5):
 
-**Attention.** fvcore has no handle for ``aten::scaled_dot_product_attention`` and would skip the
-quadratic part of the cost (36 % of a 4-layer d=256 model's FLOPs at 1,024 tokens). :func:`sdpa_macs`
-counts it as Q K^T plus the weighted sum of V: ``B * H_q * T_q * T_k * (hd_qk + hd_v)`` multiply-adds,
-over the full T x T (bidirectional, as a D-LLM computes it). FlopCounterMode knows the CUDA kernels but
-not ``aten._scaled_dot_product_flash_attention_for_cpu``; :func:`count_with_torch` registers the same
-formula for it.
-
-**Not counted** (by fvcore, FlopCounterMode or the analytic model): RMSNorm/LayerNorm, softmax, RoPE,
-SiLU and the SwiGLU product, residual additions, bias additions, and embedding lookups (a gather, not
-arithmetic). These are O(T d) or O(H T^2) elementwise work against O(T d^2) and O(T^2 d) matrix
-products. :func:`ptdlib.cost.shapes.uncounted_flops_estimate` bounds them generously: 1.1 % (16 tokens) to
-1.7 % (192 tokens) of the counted FLOPs for the embedded model (d=128), and 0.04 % (256 tokens) to 0.11 %
-(2,048 tokens) for LLaDA-8B, so every ratio of two counts (a saving) is off by well under 1 %. On
-accelerators they are memory-bound work that fuses away, and matrix-product FLOPs are what hardware
-peaks and MFU refer to.
-
-**KV-cached passes** (:mod:`ptdlib.sampling.kvcache`: Fast-dLLM's prefix and dual caches) compute ``query_len`` tokens
-whose queries attend to ``seq_len`` keys: every per-token product scales with ``query_len`` and attention with
-``query_len x seq_len``. fvcore and FlopCounterMode count them by running the network's own cached forward
-(``past_key_values``, ``cache_start``) on a cache of ``seq_len`` columns; the analytic model has the same terms
-(:func:`ptdlib.cost.shapes.analytic_flops`). The refresh pass that fills a cache is an ordinary full pass.
-
-**Caching.** A forward pass costs the same for every batch of the same shape, and exactly ``batch`` times
-the cost of one row, so each ``seq_len`` is counted once at batch 1 and scaled (a run with thousands of
-forward passes traces a handful of shapes).
-
-**Fallbacks: counting never stops a run.** fvcore prices a forward pass from a ``torch.jit.trace`` of it,
-which some models refuse (a model that calls a ``torch.compile``d function, as Fast-dLLM's copy of LLaDA
-does: "Detected that you are using FX to torch.jit.trace a dynamo-optimized function"). :class:`FlopCounter`
-then counts with ``FlopCounterMode`` (which runs the forward eagerly and sees every aten call), and if that
-fails too, with the analytic model of the network's config (:func:`ptdlib.cost.shapes.shape_from_config`), in the
-order of :data:`COUNTER_METHODS`. It warns once, naming each failed counter and its error, and prices every
-length with the counter it fell back to; its ``method`` names that counter (the ``flop_counter`` column of a
-result row). A count of zero FLOPs is treated as a failure (the counter saw none of the matrix products).
+* **2 FLOPs per multiply-add.** fvcore counts 1 per multiply-add, so :class:`FlopCounter` doubles its counts;
+  ``torch.utils.flop_counter.FlopCounterMode`` and :func:`ptdlib.cost.shapes.analytic_flops` count 2 already.
+* **Attention.** fvcore has no handle for ``aten::scaled_dot_product_attention``; :func:`sdpa_macs` is
+  registered for it (Q K^T plus the weighted sum of V over the full, bidirectional T x T), and
+  :func:`count_with_torch` gives FlopCounterMode the same formula for the CPU kernel it does not know.
+* **Not counted**: norms, softmax, RoPE, activations, residual and bias additions, embedding lookups
+  (:func:`ptdlib.cost.shapes.uncounted_flops_estimate` bounds them: well under 1 % of any saving).
+* **KV-cached passes** (:mod:`ptdlib.sampling.kvcache`) compute ``query_len`` tokens against ``seq_len`` keys;
+  they are counted by running the network's own cached forward on a cache of ``seq_len`` columns.
+* **Caching.** A pass costs ``batch`` times one row, so each length is counted once at batch 1 and scaled.
+* **Fallbacks: counting never stops a run.** If fvcore's ``torch.jit.trace`` fails, the counter tries
+  FlopCounterMode, then the analytic model of the config (:data:`COUNTER_METHODS`), warns once, and prices
+  every length with the counter it fell back to; ``method`` names it (a row's ``flop_counter``). A count of
+  zero FLOPs is a failure.
 """
 
 from __future__ import annotations

@@ -2,42 +2,13 @@
 
 The rule takes the logits of one block and returns the candidates and the positions to commit; it never calls
 the model (the loop in :mod:`ptdlib.sampling.sampler` does). It follows ``generate()`` of the LLaDA reference code
-(Nie et al., 2025, "Large Language Diffusion Models", Algorithm 5 with semi-autoregressive blocks):
+(Nie et al., 2025, "Large Language Diffusion Models", Algorithm 5 with semi-autoregressive blocks).
 
-* **Schedule** (:func:`transfer_schedule`): the ``n`` masked positions a block holds when it starts are spread
-  evenly over the block's steps, the remainder on the first steps (10 over 3 steps -> 4, 3, 3). LLaDA's linear
-  noise schedule makes the expected number of tokens unmasked per step constant (paper, Eq. 8).
-* **Candidates** (:func:`candidates`): at temperature 0 the argmax of the logits; above 0 the Gumbel-max
-  sample ``argmax exp(logits) / (-log u) ** T`` computed in float64, because low-precision Gumbel noise lowers
-  generation quality (Zheng et al., 2024, arXiv:2409.02908, cited by the reference's ``add_gumbel_noise``).
-* **Confidence** (:data:`REMASKING`): ``low_confidence`` scores a candidate by its softmax probability
-  (float64), ``random`` by a uniform draw; positions that are already committed score ``-inf``.
-* **End tokens last** (``last_ids``, the reference's ``confidence_eos_eot_inf``, Nie et al., 2025, Appendix
-  B.4): a candidate whose token is EOS or end-of-turn is committed after every other masked position of its
-  block. The reference's docstring says it sets "the confidence of EOS and EoT token to -inf"; its code writes
-  ``logits_with_noise[..., EOS] = logits[..., EOT] = -inf`` after the candidates are drawn, so only an EOT
-  candidate's softmax confidence falls (to 0), and every other candidate's probability is renormalised without
-  EOT. ptdlib follows the docstring: both end tokens go last and no other confidence changes. Not ``-inf``
-  itself, which here marks committed positions (a top-``k`` or threshold step could then pick a committed
-  position and commit nothing): the confidence moves :data:`DEMOTION` lower, below every confidence in [0, 1],
-  above ``-inf``, in the same order among end candidates. (``logits_eos_inf``, forbidding EOS outright, acts on
-  the logits before this rule: ``SamplerConfig.suppress_eos``.)
-* **Selection**: the top-``k`` positions by confidence (:func:`select_top_k`), or, with Fast-dLLM's threshold
-  rule (Wu et al., 2025, "Fast-dLLM"), every masked position whose confidence is at least the threshold and
-  always the most confident one (:func:`select_above_threshold`). Ties go to the leftmost position
-  (``torch.topk`` in the reference leaves tie order unspecified).
-
-Why not diffusers' ``BlockRefinementScheduler`` (diffusers >= 0.42, the LLaDA2 pipeline's scheduler)? It
-commits by confidence block by block, but it does not reproduce the reference: (1) its schedule spreads the
-*block length* over the steps, one schedule for the whole batch, whereas the reference spreads the number of
-positions still masked in each row's block (they differ when a canvas starts partly committed, as with
-``init_canvas``); (2) its temperature sampling is ``multinomial(softmax(logits / T))`` in float32 from one
-generator shared by the batch, not float64 Gumbel-max, so it is not token-identical to the reference and a
-query's sample depends on its batch neighbours; (3) its threshold rule commits the above-threshold set only
-when that set reaches the step's quota (LLaDA2), not Fast-dLLM's "above threshold, at least one", and it
-is on by default (0.95; only a threshold >= 1 turns it off); (4) it has no ``random`` remasking, and it selects per row in a Python
-loop. The project also keeps diffusers out of its dependencies. So the rule is implemented here, in a few
-vectorised tensor functions.
+:func:`commit_step` is one step, built from :func:`transfer_schedule` (how many tokens each step commits),
+:func:`candidates` (argmax, or Gumbel-max in float64), :func:`confidence` (the :data:`REMASKING` rules; end
+tokens committed last by :data:`DEMOTION`), :func:`select_top_k` and :func:`select_above_threshold`
+(Fast-dLLM's rule). Each choice, where it departs from the reference's code, and why diffusers'
+``BlockRefinementScheduler`` is not used instead: docs/design.md §4.
 """
 
 from __future__ import annotations

@@ -1,52 +1,18 @@
 """The masked-diffusion sampling loop with LLaDA's semantics, batched, with a canvas length per query.
 
-``sample(lm, prompts, canvas, cfg)`` reproduces ``generate()`` of the LLaDA reference code (Nie et al., 2025,
-"Large Language Diffusion Models"): the canvas is the prompt followed by ``L`` mask tokens, cut into blocks of
-``block_length`` decoded left to right (semi-autoregressive when a block is shorter than ``L``); ``steps`` are
-split evenly over the blocks; each step is one forward pass over prompt + whole canvas, after which the commit
-rule of :mod:`ptdlib.sampling.commit` fills some masked positions of the current block. Committed tokens are never
-remasked. Options of the reference: unsupervised classifier-free guidance (``cfg_scale``: the unconditional
-branch sees the prompt masked; logits ``u + (s + 1)(c - u)``, Nie et al., 2025, Appendix B), and the two end-token
-options of the reference (Appendix B.4), named after its arguments: ``suppress_eos`` is ``logits_eos_inf`` (the EOS
-logit is set to -inf before candidates and confidences are computed, so EOS is never committed; end-of-turn stays
-allowed, so an answer can still end), and ``confidence_eos_eot_inf`` commits EOS and end-of-turn candidates after
-every other masked position of the block (see :mod:`ptdlib.sampling.commit`, "End tokens last"); plus Fast-dLLM's
-threshold rule (``threshold``: a block is then decoded until it is full, however many passes that takes, so
-``steps`` only fixes the block structure) and EOS-led early stopping (``stop_after_eos_block``: a query stops
-once a fully committed block holds an end token; committed tokens are final, so the tokens up to the stop are
-those of the full run; canvas positions after the stopping block stay mask tokens).
+:func:`sample` reproduces ``generate()`` of the LLaDA reference code (Nie et al., 2025, "Large Language Diffusion
+Models"): prompt + ``L`` mask tokens, blocks of ``block_length`` decoded left to right, ``steps`` split evenly
+over the blocks, one forward pass per step followed by the commit rule of :mod:`ptdlib.sampling.commit`;
+committed tokens are never remasked. :class:`SamplerConfig` holds the settings: the reference's guidance and
+end-token options, Fast-dLLM's threshold rule and KV caches (:mod:`ptdlib.sampling.kvcache`), dLLM-Var's
+growing window and the EOS-led early stop. A canvas editor (:mod:`ptdlib.sampling.edits`) may grow or shrink
+live canvases between steps.
 
-Window and cache (``window``, ``cache``). ``window="growing"`` is dLLM-Var's decoding (Yang et al., 2025,
-"Diffusion LLMs Can Have Native Variable Generation Lengths: Let [EOS] Lead the Way"): a pass over block ``b``
-sees prompt + blocks ``0 … b`` only (nothing after the current block exists), the run stops after the block
-that holds an end token, and the canvas length is the maximum length. ``window="full"`` is the fixed canvas
-(with ``stop_after_eos_block``: the growth a fixed-canvas model can do). ``cache`` is Fast-dLLM's prefix or dual
-KV cache, refreshed per block (:mod:`ptdlib.sampling.kvcache`): the loop asks that module's forward strategy for each
-step's logits, and each pass is reported with the shape it really computed.
-
-Batching. Queries are grouped by canvas length and each group is run in batches of left-padded prompts, so a
-short canvas costs short-canvas time; a query whose step commits nothing (see ``init_canvas``) or that has
-stopped is left out of the forward pass, and the padding columns that no remaining row needs are dropped.
-
-Randomness. Each query owns a ``torch.Generator`` (CPU) seeded from ``(seed, query id)``, the query id being
-its position in the call unless ``query_ids`` are given. At every forward pass a query takes part in it draws,
-in this order, a (block_length, V) float64 uniform tensor for the Gumbel noise of its current block (only when
-``temperature > 0``; noise outside the current block never affects a commit, so none is drawn there) and a
-(block_length,) float64 uniform tensor for ``random`` remasking. Nothing else is random, so batching, padding
-and neighbours never change a query's tokens, at T = 0 or above (as long as the model's logits do not depend
-on them beyond float rounding, which could only flip an exact near-tie).
-
-``init_canvas`` (continuing a canvas, e.g. to extend a truncated one in place). Committed tokens stay, mask
-tokens are denoised. Blocks are laid over the whole canvas as usual and ``steps`` are split evenly over the
-blocks; within a block, the masks the block holds when its turn comes are spread over the block's steps
-(remainder first). A step that commits nothing is skipped without a forward pass, so a fully committed block
-costs nothing, and with ``steps = L`` a query pays one pass per masked position, as a fresh canvas does.
-
-Every forward pass is reported to ``callbacks`` as a :class:`~ptdlib.sampling.events.ForwardEvent` (kind, query ids of
-its rows (twice with guidance: the conditional rows, then the unconditional ones), padded ``seq_len``, step);
-every step's commits as a :class:`~ptdlib.sampling.events.StepEvent`. The step index is the query's step in its
-schedule (``block * steps_per_block + i``); with the threshold rule, the batch's pass count.
-:class:`TraceRecorder` records them for plots.
+Every forward pass is reported to ``callbacks`` as a :class:`~ptdlib.sampling.events.ForwardEvent` and every
+step's commits as a :class:`~ptdlib.sampling.events.StepEvent`, whose step index is the query's step in its
+schedule (``block * steps_per_block + i``; with the threshold rule, the batch's pass count);
+:class:`TraceRecorder` records them for plots. Blocks, the commit rule, windows, caches and batching:
+docs/design.md §4; per-query seeding (a query's tokens never depend on its batch): docs/design.md §9.
 """
 
 from __future__ import annotations
@@ -411,7 +377,7 @@ def sample(lm: DiffusionLM, prompts: Sequence[str | list[int]], canvas: int | Se
            query_ids: Sequence | None = None, batch_size: int = 32,
            init_canvas: Sequence[list[int] | None] | None = None, progress: bool = False,
            editor=None) -> list[SampleOutput]:
-    """Denoise a canvas after each prompt, with LLaDA's semantics (see module docstring).
+    """Denoise a canvas after each prompt, with LLaDA's semantics (docs/design.md §4).
 
     Reproduces ``generate()`` of the LLaDA reference code (Nie et al., 2025), batched, with a canvas length per
     query. A query's tokens depend on ``seed`` and its query id only, never on its batch neighbours.
