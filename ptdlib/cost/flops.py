@@ -55,9 +55,17 @@ def _fvcore_nn():
 
 
 def sdpa_macs(q_shape, k_shape, v_shape) -> int:
-    """Multiply-adds of attention over (B, H_q, T_q, hd) queries and (B, H_kv, T_k, hd) keys/values.
+    """Multiply-adds of scaled dot-product attention.
 
     Q K^T: B H_q T_q T_k hd_qk; weights times V: B H_q T_q T_k hd_v (grouped KV heads are broadcast).
+
+    Args:
+        q_shape: Query shape ``(B, H_q, T_q, hd_qk)`` (any leading batch dimensions).
+        k_shape: Key shape ``(B, H_kv, T_k, hd_qk)``.
+        v_shape: Value shape ``(B, H_kv, T_k, hd_v)``.
+
+    Returns:
+        Multiply-adds (1 per multiply-add; double for FLOPs).
     """
     rows = math.prod(q_shape[:-1])  # B * H_q * T_q (any leading batch dimensions)
     t_k, d_qk, d_v = k_shape[-2], q_shape[-1], v_shape[-1]
@@ -65,14 +73,14 @@ def sdpa_macs(q_shape, k_shape, v_shape) -> int:
 
 
 def _sdpa_fvcore_handle(inputs, outputs) -> int:
-    """fvcore handle (1 per multiply-add, fvcore's own convention) for aten::scaled_dot_product_attention."""
+    """The fvcore handle (1 per multiply-add, fvcore's own convention) of aten::scaled_dot_product_attention."""
     from fvcore.nn.jit_handles import get_shape
 
     return sdpa_macs(get_shape(inputs[0]), get_shape(inputs[1]), get_shape(inputs[2]))
 
 
 def _matrix_product_handles() -> dict:
-    """fvcore handles (1 per multiply-add) for matrix products and attention, nothing elementwise."""
+    """The fvcore handles (1 per multiply-add) of matrix products and attention, nothing elementwise."""
     from fvcore.nn import jit_handles as h
 
     return {"aten::linear": h.linear_flop_jit, "aten::matmul": h.matmul_flop_jit, "aten::mm": h.matmul_flop_jit,
@@ -105,8 +113,11 @@ def _input_ids(network: nn.Module, seq_len: int, batch: int, token_id: int) -> t
 
 
 def _traced(network: nn.Module, seq_len: int, batch: int, token_id: int, query_len: int | None):
-    """(module, inputs) of the pass to count: a full pass, or a cached pass of ``query_len`` tokens whose
-    queries attend to a cache of ``seq_len`` keys (the cache is filled here by one uncounted pass)."""
+    """``(module, inputs)`` of the pass to count.
+
+    That is a full pass, or a cached pass of ``query_len`` tokens whose queries attend to a cache of ``seq_len``
+    keys (the cache is filled here by one uncounted pass).
+    """
     if query_len is None:
         return _LogitsOnly(network), (_input_ids(network, seq_len, batch, token_id),)
     check_positive("query_len", query_len)
@@ -124,7 +135,22 @@ def count_with_fvcore(network: nn.Module, seq_len: int, batch: int = 1, token_id
                       query_len: int | None = None) -> dict[str, int]:
     """FLOPs (2 per multiply-add) of one forward pass by operator, counted by fvcore with the SDPA handle.
 
-    ``query_len``: count a KV-cached pass of that many tokens against ``seq_len`` keys (module docstring).
+    Only matrix products and attention are counted (module docstring, "Not counted").
+
+    Args:
+        network: Called as ``network(input_ids=ids)``; returns logits or an object with ``.logits``.
+        seq_len: Tokens per row.
+        batch: Rows.
+        token_id: The token the rows are filled with.
+        query_len: Count a KV-cached pass of that many tokens against ``seq_len`` keys (module docstring).
+
+    Returns:
+        ``{operator: FLOPs}`` (operators that counted none are left out).
+
+    Raises:
+        ValueError: For a non-positive ``seq_len``, ``batch`` or ``query_len``, a ``query_len`` above
+            ``seq_len``, or a cached pass on a network without KV-cache support. fvcore's own errors (e.g. a
+            model that cannot be traced) pass through.
     """
     check_positive("seq_len", seq_len)
     check_positive("batch", batch)
@@ -146,7 +172,18 @@ def count_with_torch(network: nn.Module, seq_len: int, batch: int = 1, token_id:
                      query_len: int | None = None) -> dict[str, int]:
     """FLOPs (2 per multiply-add) of one forward pass by operator, counted by ``FlopCounterMode``.
 
-    ``query_len``: count a KV-cached pass of that many tokens against ``seq_len`` keys (module docstring).
+    Args:
+        network: Called as ``network(input_ids=ids)``; returns logits or an object with ``.logits``.
+        seq_len: Tokens per row.
+        batch: Rows.
+        token_id: The token the rows are filled with.
+        query_len: Count a KV-cached pass of that many tokens against ``seq_len`` keys (module docstring).
+
+    Returns:
+        ``{operator: FLOPs}`` (operators that counted none are left out).
+
+    Raises:
+        ValueError: As :func:`count_with_fvcore`.
     """
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -163,12 +200,20 @@ def count_with_torch(network: nn.Module, seq_len: int, batch: int = 1, token_id:
 class FlopCounter:
     """FLOP counts of a network's forward pass, cached per sequence length and scaled by batch.
 
-    ``network_or_lm`` is a :class:`~ptdlib.models.base.DiffusionLM` or a module called as
-    ``network(input_ids=ids)`` that returns logits or an object with ``.logits``. Counts with fvcore; if
-    that fails, with ``FlopCounterMode``, then with the analytic model of ``fallback`` (a shape; default: the
-    shape read from the network's ``config``), warning once (module docstring, "Fallbacks").
-    ``method`` names the counter in use (one of :data:`COUNTER_METHODS`); ``fallback_reasons`` lists why the
-    earlier ones failed. Raises ``RuntimeError`` naming every counter's error only if all three fail.
+    Counts with fvcore; if that fails, with ``FlopCounterMode``, then with the analytic model of ``fallback``,
+    warning once (module docstring, "Fallbacks"). ``method`` names the counter in use (one of
+    :data:`COUNTER_METHODS`); ``fallback_reasons`` lists why the earlier ones failed. Counting raises
+    ``RuntimeError`` naming every counter's error only if all three fail.
+
+    Args:
+        network_or_lm: A :class:`~ptdlib.models.base.DiffusionLM`, or a module called as
+            ``network(input_ids=ids)`` that returns logits or an object with ``.logits``.
+        max_positions: Longest sequence priced (default: the model's positions or its config's
+            ``max_position_embeddings``).
+        fallback: Shape of the analytic model (default: the shape read from the network's ``config``).
+
+    Raises:
+        ValueError: If ``network_or_lm`` is neither a DiffusionLM nor a ``torch.nn.Module``.
     """
 
     def __init__(self, network_or_lm, max_positions: int | None = None, fallback: ModelShape | None = None):
@@ -194,8 +239,14 @@ class FlopCounter:
 
         Same matrix-product shapes as ``shape`` (LLaDA is LLaMA-shaped; a causal vs bidirectional mask
         does not change the count), no weights in memory. Falls back like any :class:`FlopCounter` (to the
-        analytic model of ``shape`` last), and uses the analytic model directly for shapes the stand-in
-        cannot take (non-SwiGLU).
+        analytic model of ``shape`` last).
+
+        Args:
+            shape: The model's shape.
+
+        Returns:
+            A :class:`FlopCounter`, or an :class:`~ptdlib.cost.shapes.AnalyticCounter` for shapes the stand-in
+            cannot take (non-SwiGLU).
         """
         from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -214,8 +265,19 @@ class FlopCounter:
         return counter
 
     def count(self, seq_len: int, query_len: int | None = None) -> dict[str, int]:
-        """FLOPs of one row of ``seq_len`` tokens by operator (analytic: by part), cached; with ``query_len``,
-        of a KV-cached pass of ``query_len`` tokens against ``seq_len`` keys."""
+        """FLOPs of one row by operator (analytic: by part), cached per shape.
+
+        Args:
+            seq_len: Tokens of a full pass, or keys of a cached one.
+            query_len: Tokens computed by a KV-cached pass; None: a full pass.
+
+        Returns:
+            ``{operator or part: FLOPs}`` (2 per multiply-add).
+
+        Raises:
+            ValueError: If ``seq_len`` is not positive or exceeds ``max_positions``.
+            RuntimeError: If every counter fails (the message names each error).
+        """
         check_seq_len(seq_len, self.max_positions)
         key = seq_len if query_len is None else (seq_len, query_len)
         if key not in self._cache:
@@ -265,8 +327,19 @@ class FlopCounter:
         return counts
 
     def forward_flops(self, seq_len: int, batch: int = 1, query_len: int | None = None) -> int:
-        """FLOPs of one forward pass over ``batch`` rows of ``seq_len`` tokens (2 per multiply-add); with
-        ``query_len``, of a KV-cached pass computing ``query_len`` tokens against ``seq_len`` keys."""
+        """FLOPs of one forward pass over ``batch`` rows (2 per multiply-add).
+
+        Args:
+            seq_len: Tokens per row of a full pass, or keys of a cached one.
+            batch: Rows.
+            query_len: Tokens computed per row by a KV-cached pass; None: a full pass.
+
+        Returns:
+            ``batch`` times the FLOPs of one row.
+
+        Raises:
+            ValueError: For a non-positive ``batch`` or a bad ``seq_len`` (see :meth:`count`).
+        """
         check_positive("batch", batch)
         return batch * sum(self.count(seq_len, query_len).values())
 
@@ -279,8 +352,17 @@ class FlopCounter:
 def cross_check(network: nn.Module, shape: ModelShape, seq_lens, token_id: int = 0, query_len: int | None = None) -> list[dict]:
     """fvcore, FlopCounterMode and the analytic model at each length, with their largest relative gap.
 
-    ``query_len``: check KV-cached passes of that many tokens against each ``seq_len`` keys instead (the
-    network must run cached passes; see :mod:`ptdlib.sampling.kvcache`).
+    Args:
+        network: The network to count.
+        shape: Its shape, for the analytic model.
+        seq_lens: Sequence lengths to check.
+        token_id: The token the rows are filled with.
+        query_len: Check KV-cached passes of that many tokens against each ``seq_len`` keys instead (the
+            network must run cached passes; see :mod:`ptdlib.sampling.kvcache`).
+
+    Returns:
+        One dict per length: ``seq_len`` (and ``query_len``), ``fvcore``, ``torch``, ``analytic`` (FLOPs of one
+        row) and ``max_rel_diff`` ((max - min) / max).
     """
     rows = []
     for t in seq_lens:
@@ -316,6 +398,10 @@ class FlopLedger:
         return str(getattr(self.counter, "method", type(self.counter).__name__))
 
     def on_forward(self, event) -> None:
+        """Record a :class:`~ptdlib.sampling.events.ForwardEvent` for each of its rows' queries.
+
+        The pass is priced now as well, so a length the counter refuses fails here.
+        """
         query_len = getattr(event, "query_len", None)  # a KV-cached pass computes query_len tokens only
         self._price(event.seq_len, query_len)  # count a new shape now (and fail now if it is refused)
         for qid in event.query_ids:
@@ -338,7 +424,11 @@ class FlopLedger:
         return out
 
     def per_query(self) -> dict[Hashable, dict[str, int]]:
-        """{query_id: {kind: FLOPs}}."""
+        """FLOPs per query and forward kind, priced by the counter's current method.
+
+        Returns:
+            ``{query_id: {kind: FLOPs}}``.
+        """
         return {q: flops for q, (flops, _) in self._priced().items()}
 
     def forward_lengths(self, query_id: Hashable) -> list[int]:
@@ -362,13 +452,22 @@ class FlopLedger:
         return pd.DataFrame(rows, columns=["query_id", "kind", "flops", "forward_passes"])
 
     def reset(self) -> None:
+        """Forget every recorded pass."""
         self._forwards.clear()
 
 
 def counter_for(model) -> FlopSource:
-    """A counter for a DiffusionLM / module (:class:`FlopCounter`), or, without weights, for a shape, a preset
-    name or a checkpoint's ``config.json`` (or its directory): the meta-device stand-in of
-    :meth:`FlopCounter.for_shape` (see :func:`ptdlib.cost.shapes.model_shape`)."""
+    """A FLOP counter for a model, with or without its weights.
+
+    Args:
+        model: A DiffusionLM or module (counted by :class:`FlopCounter`), or, without weights, a
+            :class:`~ptdlib.cost.shapes.ModelShape`, a preset name, or a checkpoint's ``config.json`` (or its
+            directory), counted by the meta-device stand-in of :meth:`FlopCounter.for_shape` (see
+            :func:`ptdlib.cost.shapes.model_shape`).
+
+    Returns:
+        A :class:`~ptdlib.cost.shapes.FlopSource`.
+    """
     if isinstance(model, (str, Path)):
         model = model_shape(model)
     if isinstance(model, ModelShape):

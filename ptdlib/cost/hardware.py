@@ -55,11 +55,13 @@ class Hardware:
 
 
 def check_mfu(mfu: float) -> None:
+    """ValueError unless the model FLOP utilisation ``mfu`` is in (0, 1]."""
     if not 0 < mfu <= 1:
         raise ValueError(f"mfu must be in (0, 1], got {mfu}")
 
 
 def check_price(price: float) -> None:
+    """ValueError if the price per GPU-hour is negative."""
     if price < 0:
         raise ValueError(f"price per GPU-hour must be >= 0, got {price}")
 
@@ -76,7 +78,11 @@ HARDWARE = {
 
 
 def hardware(name: str) -> Hardware:
-    """The :class:`Hardware` preset ``name`` (see :data:`HARDWARE`)."""
+    """The :class:`Hardware` preset ``name`` (see :data:`HARDWARE`).
+
+    Raises:
+        ValueError: For an unknown preset (the message lists them).
+    """
     if name not in HARDWARE:
         raise ValueError(f"unknown hardware preset {name!r}; choose from {', '.join(HARDWARE)}")
     return HARDWARE[name]
@@ -94,12 +100,27 @@ def measure_mfu(shape: ModelShape = LLADA_8B, batch_sizes=(1, 8), seq_lens=(256,
                 iters: int = 5) -> list[dict]:
     """Time a bf16 forward pass of a ``shape``-sized embedded-architecture model with random weights.
 
-    One row per (batch, seq_len): median seconds over ``iters`` timed passes, analytic FLOPs (2 per
-    multiply-add), achieved FLOP/s and ``mfu`` = achieved / ``hw.peak_flops``. Runs on CUDA (``hw`` is
-    guessed from the device name when not given); ``device="cpu"`` with a small shape only exercises the
-    code path. The model is the project's bidirectional LLaDA-style architecture (SDPA attention), so the
-    timed work is what a denoising step computes. Needs about 2 bytes per parameter of GPU memory plus
-    activations (~20 GB for LLaDA-8B at batch 8 x 2,048 tokens).
+    The model is the project's bidirectional LLaDA-style architecture (SDPA attention), so the timed work is
+    what a denoising step computes. Needs about 2 bytes per parameter of GPU memory plus activations (~20 GB
+    for LLaDA-8B at batch 8 x 2,048 tokens).
+
+    Args:
+        shape: The model's shape (no grouped-query attention, SwiGLU, ``head_dim = d_model / n_heads``).
+        batch_sizes: Batch sizes to time.
+        seq_lens: Sequence lengths to time.
+        hw: Hardware preset or name for the MFU (default: guessed from the CUDA device name).
+        device: Torch device (default: cuda); ``"cpu"`` with a small shape only exercises the code path.
+        dtype: Weights dtype (default: bfloat16 on CUDA, float32 elsewhere).
+        warmup: Untimed passes per point.
+        iters: Timed passes per point (the median is reported).
+
+    Returns:
+        One dict per (batch, seq_len): ``seconds``, ``flops`` (analytic, 2 per multiply-add), ``flops_per_s``,
+        ``mfu`` (achieved / ``hw.peak_flops``; None without hardware) and ``hardware``.
+
+    Raises:
+        RuntimeError: Without ``device`` when no CUDA GPU is available.
+        ValueError: For a shape the embedded architecture cannot build, or an unknown hardware preset.
     """
     import torch
 

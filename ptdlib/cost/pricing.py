@@ -1,5 +1,6 @@
-"""The deployment cost model: forward passes -> FLOPs -> GPU seconds -> GPU-hours and money (``ptd cost``:
-:mod:`ptdlib.cli.cost`).
+"""The deployment cost model: forward passes -> FLOPs -> GPU seconds -> GPU-hours and money.
+
+The command line is ``ptd cost`` (:mod:`ptdlib.cli.cost`).
 
 **Forward passes.** A query's *plan* (:mod:`ptdlib.cost.workload`) is a Counter {sequence length: number of
 forward passes}: a D-LLM run on a canvas of ``L`` tokens with ``S`` steps (LLaDA: ``S = L``) is ``S``
@@ -53,7 +54,24 @@ class ArmCost:
 
 def price_plans(plans, shape: ModelShape, hw: Hardware, batch: int = 1, mfu: float | None = None,
                 counter: FlopSource | None = None) -> dict[str, np.ndarray]:
-    """Per-query arrays ``flops``, ``passes``, ``latency_s`` and ``gpu_s`` (see module docstring)."""
+    """Price plans: FLOPs, forward passes, latency and GPU time per query (see module docstring).
+
+    Args:
+        plans: One plan per query: ``{T or (T, T_q): number of forward passes}`` (``(T, T_q)``: a KV-cached pass
+            of ``T_q`` tokens against ``T`` keys).
+        shape: The model's shape (positions, parameters for the weight-read time).
+        hw: The accelerator.
+        batch: Rows per forward pass.
+        mfu: Model FLOP utilisation (default ``hw.mfu``).
+        counter: Prices one row of a pass (default: the analytic model of ``shape``).
+
+    Returns:
+        Float arrays of shape ``(n_queries,)``: ``flops``, ``passes``, ``latency_s`` and ``gpu_s``
+        (= latency / batch), in seconds.
+
+    Raises:
+        ValueError: For ``batch`` < 1, an ``mfu`` outside (0, 1], or a pass longer than the model's positions.
+    """
     if batch < 1:
         raise ValueError(f"batch must be >= 1, got {batch}")
     mfu = hw.mfu if mfu is None else mfu
@@ -95,7 +113,21 @@ def _arm(plans: StrategyPlans, priced: dict, price: float) -> ArmCost:
 
 def bootstrap_saving(strategy: np.ndarray, baseline: np.ndarray, n_boot: int = 2000, confidence: float = 0.95,
                      seed: int = 0) -> tuple[float, float, float]:
-    """1 - mean(strategy)/mean(baseline) and its paired percentile-bootstrap interval over queries."""
+    """The saving 1 - mean(strategy)/mean(baseline) and its paired percentile-bootstrap interval over queries.
+
+    Args:
+        strategy: Per-query cost of the strategy, shape ``(n,)``.
+        baseline: Per-query cost of the baseline on the same queries, shape ``(n,)``.
+        n_boot: Bootstrap resamples.
+        confidence: Level of the interval, in (0, 1).
+        seed: Seed of the resampling.
+
+    Returns:
+        ``(saving, low, high)``.
+
+    Raises:
+        ValueError: If ``confidence`` is outside (0, 1) or ``n_boot`` is not a positive integer.
+    """
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
     if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 1:
@@ -130,9 +162,11 @@ class CostEstimate:
     confidence: float
 
     def to_dict(self) -> dict:
+        """The estimate as nested dicts (JSON-serialisable)."""
         return asdict(self)
 
     def table(self) -> str:
+        """A plain-text table of both arms and the savings with their intervals."""
         head = (f"{'strategy':<10} {'FLOP/q':>9} {'passes/q':>9} {'GPU-s/q':>9} {'p50 s':>9} {'p95 s':>9} "
                 f"{'GPU-h/1M':>9} {'$/1M':>9} {'re-run':>7} {'cut':>6}")
         lines = [f"model {self.model} on {self.hardware}: MFU {self.mfu:.2f}, ${self.price_per_hour:.2f}/GPU-h, "
@@ -168,9 +202,27 @@ def estimate(shape: ModelShape, hw: Hardware, ours: StrategyPlans, baseline: Str
              n_boot: int = 2000, confidence: float = 0.95, seed: int = 0) -> CostEstimate:
     """Cost of a strategy's plans and of the fixed-canvas baseline's plans on the same queries.
 
-    ``ours`` / ``baseline``: from :func:`plan_strategy` or :func:`plans_from_results`. ``mfu`` and
-    ``price`` default to ``hw``'s; ``counter`` to the analytic model of ``shape`` (equal to fvcore's count,
-    see tests/test_flops.py, and instant for thousands of distinct lengths).
+    Args:
+        shape: The model's shape.
+        hw: The accelerator.
+        ours: The strategy's plans (from :func:`~ptdlib.cost.workload.plan_strategy` or
+            :func:`~ptdlib.cost.workload.plans_from_results`).
+        baseline: The fixed-canvas baseline's plans on the same queries.
+        batch: Rows per forward pass.
+        mfu: Model FLOP utilisation (default ``hw``'s).
+        price: USD per GPU-hour (default ``hw``'s).
+        counter: Prices one row of a pass (default: the analytic model of ``shape``, equal to fvcore's count,
+            see tests/test_flops.py, and instant for thousands of distinct lengths).
+        n_boot: Bootstrap resamples of the savings' intervals.
+        confidence: Level of the intervals.
+        seed: Seed of the resampling.
+
+    Returns:
+        The :class:`CostEstimate`.
+
+    Raises:
+        ValueError: If the arms do not have the same non-empty queries, or for a bad ``mfu``, ``price``,
+            ``batch``, ``n_boot`` or ``confidence``.
     """
     if len(ours.plans) != len(baseline.plans) or not ours.plans:
         raise ValueError(f"need the same non-empty queries in both arms: {len(ours.plans)} plans vs "
