@@ -60,6 +60,7 @@ class Interval:
     method: str
 
     def contains(self, value: float) -> bool:
+        """Whether ``low <= value <= high``."""
         return self.low <= value <= self.high
 
 
@@ -141,7 +142,17 @@ def mcnemar_exact(x, y) -> TestResult:
 
     Only discordant pairs count: ``b`` = strategy right and baseline wrong, ``c`` = the reverse; the p-value is
     the two-sided binomial tail ``min(1, 2 P(X <= min(b, c)))`` with ``X ~ Bin(b + c, 1/2)``. ``statistic`` is
-    ``min(b, c)``. Raises ValueError when a score is not 0 or 1.
+    ``min(b, c)``.
+
+    Args:
+        x: The strategy's scores per query, 0 or 1, shape ``(n,)``.
+        y: The baseline's scores on the same queries, shape ``(n,)``.
+
+    Returns:
+        A two-sided :class:`TestResult`.
+
+    Raises:
+        ValueError: If the inputs are not paired finite 1-D arrays, or a score is not 0 or 1.
     """
     x, y = _binary_pair(x, y, "McNemar test")
     xb, yb = x.astype(bool), y.astype(bool)
@@ -159,7 +170,18 @@ def paired_proportion_diff(x, y, *, confidence: float = 0.95) -> Interval:
     intervals: 0.94-0.98 from 60 to 1,000 queries), where a bootstrap interval, or a Clopper-Pearson
     interval on the discordant split that treats their number as fixed, falls to 0.5-0.9. It is a separate
     construction from the exact McNemar test, so in borderline cases the two can disagree on 0.
-    Method ``"newcombe_score"``.
+
+    Args:
+        x: The strategy's scores per query, 0 or 1, shape ``(n,)``.
+        y: The baseline's scores on the same queries, shape ``(n,)``.
+        confidence: Level of the interval, in (0, 1).
+
+    Returns:
+        The :class:`Interval` of mean(x - y), method ``"newcombe_score"``.
+
+    Raises:
+        ValueError: If the inputs are not paired finite 1-D arrays, a score is not 0 or 1, or ``confidence`` is
+            outside (0, 1).
     """
     from statsmodels.stats.proportion import proportion_confint
 
@@ -193,6 +215,19 @@ def sign_flip_test(x, y, *, alternative: str = "two-sided", n_resamples: int = D
     leaves the distribution unchanged. Uses ``scipy.stats.permutation_test`` with
     ``permutation_type='samples'``, which enumerates all ``2**n`` flips when that is at most ``n_resamples``
     and otherwise draws ``n_resamples`` of them with ``seed``.
+
+    Args:
+        x: The strategy's scores per query, shape ``(n,)``.
+        y: The baseline's scores on the same queries, shape ``(n,)``.
+        alternative: ``"two-sided"``, ``"greater"`` (mean(x - y) > 0) or ``"less"``.
+        n_resamples: Most flips enumerated, else flips drawn.
+        seed: Seed of the drawn flips.
+
+    Returns:
+        A :class:`TestResult` whose statistic is mean(x - y); p = 1 when every difference is 0.
+
+    Raises:
+        ValueError: If the inputs are not paired finite 1-D arrays, or for an unknown ``alternative``.
     """
     x, y = _pair(x, y, "sign-flip test")
     _check_alternative(alternative)
@@ -218,6 +253,20 @@ def wilcoxon_test(x, y, *, alternative: str = "two-sided", zero_method: str = "w
     :data:`WILCOXON_PERMUTATION_MAX` pairs differ; beyond that from the normal approximation with its tie
     correction, which is accurate there. (The normal approximation is anti-conservative for a few tied
     differences: 5 wins of +0.5 among 40 ties give p = 0.025 where the exact p is 2 / 2**5 = 0.0625.)
+
+    Args:
+        x: The strategy's scores per query, shape ``(n,)``.
+        y: The baseline's scores on the same queries, shape ``(n,)``.
+        alternative: ``"two-sided"``, ``"greater"`` or ``"less"``.
+        zero_method: ``"wilcox"`` or ``"pratt"`` (see above).
+        n_resamples: Most sign patterns enumerated, else patterns drawn.
+        seed: Seed of the drawn patterns.
+
+    Returns:
+        A :class:`TestResult` (``n`` counts every pair, ties included); p = 1 when every difference is 0.
+
+    Raises:
+        ValueError: If the inputs are not paired finite 1-D arrays, or for an unknown ``alternative``.
     """
     x, y = _pair(x, y, "Wilcoxon test")
     _check_alternative(alternative)
@@ -267,6 +316,19 @@ def bootstrap_mean_diff(x, y, *, confidence: float = 0.95, n_resamples: int = DE
     interval is too narrow: simulated 95 % intervals covered the true difference 88 % of the time with
     about 12 discordant pairs (120 queries) and 96 % with about 40 (400 queries). For binary scores use
     :func:`paired_proportion_diff`, whose coverage holds there.
+
+    Args:
+        x: The strategy's values per query, shape ``(n,)``.
+        y: The baseline's values on the same queries, shape ``(n,)``.
+        confidence: Level of the interval, in (0, 1).
+        n_resamples: Bootstrap resamples.
+        seed: Seed of the resampling.
+
+    Returns:
+        The :class:`Interval`; method ``"bca"``, or ``"percentile"`` / ``"degenerate"`` where BCa is undefined.
+
+    Raises:
+        ValueError: If the inputs are not paired finite 1-D arrays, or ``confidence`` is outside (0, 1).
     """
     x, y = _pair(x, y, "bootstrap of a mean difference")
     return _bootstrap((x, y), _mean_diff, confidence=confidence, n_resamples=n_resamples, seed=seed)
@@ -281,8 +343,21 @@ def bootstrap_saved_pct(x, y, *, confidence: float = 0.95, n_resamples: int = DE
     """Paired BCa bootstrap interval of ``100 (1 - sum(x) / sum(y))``, e.g. FLOPs saved % against a baseline.
 
     A saving over a query set is a ratio of sums (total cost), not a mean of per-query ratios, so the ratio
-    itself is bootstrapped, resampling queries with both costs attached. Costs must be non-negative and the
-    baseline's total positive.
+    itself is bootstrapped, resampling queries with both costs attached.
+
+    Args:
+        x: The strategy's cost per query, shape ``(n,)``.
+        y: The baseline's cost on the same queries, shape ``(n,)``.
+        confidence: Level of the interval, in (0, 1).
+        n_resamples: Bootstrap resamples.
+        seed: Seed of the resampling.
+
+    Returns:
+        The :class:`Interval` of the saving, in percent.
+
+    Raises:
+        ValueError: If the inputs are not paired finite 1-D arrays, a cost is negative, the baseline's total is
+            0, or ``confidence`` is outside (0, 1).
     """
     x, y = _pair(x, y, "bootstrap of a saving")
     if (x < 0).any() or (y < 0).any():
@@ -298,7 +373,22 @@ def _ratio_pct(x, y, axis=-1):
 
 def bootstrap_relative_diff(x, y, *, confidence: float = 0.95, n_resamples: int = DEFAULT_RESAMPLES,
                             seed: int = 0) -> Interval:
-    """Paired BCa bootstrap interval of the relative change ``100 (mean(x) / mean(y) - 1)`` in percent."""
+    """Paired BCa bootstrap interval of the relative change ``100 (mean(x) / mean(y) - 1)`` in percent.
+
+    Args:
+        x: The strategy's values per query, shape ``(n,)``.
+        y: The baseline's values on the same queries, shape ``(n,)``.
+        confidence: Level of the interval, in (0, 1).
+        n_resamples: Bootstrap resamples.
+        seed: Seed of the resampling.
+
+    Returns:
+        The :class:`Interval`, in percent.
+
+    Raises:
+        ValueError: If the inputs are not paired finite 1-D arrays, the baseline's sum is 0, or ``confidence``
+            is outside (0, 1).
+    """
     x, y = _pair(x, y, "bootstrap of a relative difference")
     if y.sum() == 0:
         raise ValueError("the baseline's mean is 0; a relative difference is undefined")
@@ -323,6 +413,22 @@ def noninferiority(x, y, *, margin: float, alpha: float = 0.05, confidence: floa
     A difference test that is not significant does **not** show equivalence or non-inferiority: it may only
     lack queries. Only this test (or an interval lying entirely above ``-margin``) supports "no loss larger
     than the margin".
+
+    Args:
+        x: The strategy's scores per query, shape ``(n,)``.
+        y: The baseline's scores on the same queries, shape ``(n,)``.
+        margin: The tolerated loss, >= 0, in score units.
+        alpha: Level of the one-sided test, in (0, 1).
+        confidence: Level of the ``delta`` interval.
+        n_resamples: Bootstrap resamples of ``delta`` (non-binary scores).
+        seed: Seed of the resampling.
+
+    Returns:
+        The :class:`NonInferiority` result.
+
+    Raises:
+        ValueError: If the inputs are not paired finite 1-D arrays, ``margin`` < 0, or ``alpha`` or
+            ``confidence`` is outside (0, 1).
     """
     x, y = _pair(x, y, "non-inferiority test")
     if not margin >= 0:
@@ -350,6 +456,18 @@ def tango_noninferiority_p(b: int, c: int, n: int, margin: float) -> float:
     boundary Δ0 = -margin, ``p21`` takes its restricted maximum-likelihood value ``q``, the positive root of
     ``2n q² + B q + C = 0`` with ``B = -b - c + Δ0 (2n - b + c)`` and ``C = -c Δ0 (1 - Δ0)``, and
     ``Z = (b - c - n Δ0) / sqrt(n (2q + Δ0 (1 - Δ0)))`` is referred to the standard normal (Tango 1998).
+
+    Args:
+        b: Pairs with the strategy right and the baseline wrong.
+        c: Pairs with the strategy wrong and the baseline right.
+        n: All pairs.
+        margin: The tolerated loss, as a difference of proportions.
+
+    Returns:
+        The one-sided p-value.
+
+    Raises:
+        ValueError: Unless 0 <= b, c and b + c <= n, n > 0.
     """
     if not (0 <= b and 0 <= c and b + c <= n and n > 0):
         raise ValueError(f"need 0 <= b, c and b + c <= n > 0, got b={b}, c={c}, n={n}")
@@ -371,6 +489,16 @@ def adjust_pvalues(p_values, method: str) -> np.ndarray:
     The method has no default on purpose: statsmodels' own default (Holm-Sidak) is neither of the two
     corrections reports name, and the choice (family-wise error vs false discovery rate) is the
     analyst's. NaN entries (comparisons without a test) are kept as NaN and excluded from the family.
+
+    Args:
+        p_values: The family's p-values, 1-D.
+        method: ``"holm"`` or ``"fdr_bh"``.
+
+    Returns:
+        The adjusted p-values, same shape.
+
+    Raises:
+        ValueError: For an unknown method, input that is not 1-D, or a p-value outside [0, 1].
     """
     if method not in CORRECTIONS:
         raise ValueError(f"unknown correction method {method!r}; choose from {', '.join(CORRECTIONS)}")
