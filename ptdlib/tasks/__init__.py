@@ -8,9 +8,16 @@ SYNTHETIC = "synthetic"
 
 
 def score(query: Query, response: str) -> float:
-    """Score ``response`` to a synthetic ``query`` with its family's scorer (exact match or validity), in [0, 1].
+    """Score ``response`` to a synthetic ``query`` with its family's scorer (exact match or validity).
 
     File-source queries are scored in batches by :func:`score_responses` (HumanEval runs code in a worker).
+
+    Args:
+        query: The query.
+        response: The model's response text.
+
+    Returns:
+        The score in [0, 1] (a benchmark query: its primary metric).
     """
     if query.source != SYNTHETIC:
         return score_responses([query], [response])[0]["score"]
@@ -27,11 +34,21 @@ def metric_of(query: Query) -> str:
 
 
 def score_responses(queries, responses, *, allow_code_execution: bool = False) -> list[dict]:
-    """One ``{"score", "metric", "scores"}`` per response: the row's score (a benchmark's primary metric), its
-    name, and every metric of the query's benchmark (``{metric: score}`` for a synthetic family).
+    """Score responses: synthetic queries by their family, benchmark queries one batch per benchmark.
 
-    Benchmark queries are scored one batch per benchmark. Raises
-    :class:`~ptdlib.tasks.benchmarks.CodeExecutionRefused` for HumanEval queries without the opt-in.
+    Args:
+        queries: The queries.
+        responses: One response text per query.
+        allow_code_execution: The caller's opt-in to benchmarks that run code (HumanEval).
+
+    Returns:
+        One ``{"score", "metric", "scores"}`` per response: the row's score (a benchmark's primary metric), its
+        name, and every metric of the query's benchmark (``{metric: score}`` for a synthetic family).
+
+    Raises:
+        ValueError: If the numbers of queries and responses differ.
+        CodeExecutionRefused: For HumanEval queries without the opt-in
+            (:class:`~ptdlib.tasks.benchmarks.CodeExecutionRefused`, a ValueError).
     """
     if len(queries) != len(responses):
         raise ValueError(f"got {len(responses)} responses for {len(queries)} queries")

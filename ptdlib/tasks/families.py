@@ -84,6 +84,18 @@ class TaskFamily:
     has_long: bool = True
 
     def draw(self, rng: random.Random, scale: str = "base") -> tuple[str, str]:
+        """Draw one query.
+
+        Args:
+            rng: The generator to draw from.
+            scale: ``"base"``, or ``"long"`` for the length-shift split.
+
+        Returns:
+            ``(prompt, answer)``.
+
+        Raises:
+            ValueError: For another scale, or ``"long"`` on a family without it.
+        """
         if scale not in ("base", "long"):
             raise ValueError(f"scale must be 'base' or 'long', got {scale!r}")
         if scale == "long" and not self.has_long:
@@ -91,6 +103,7 @@ class TaskFamily:
         return self.draw_fn(rng, scale)
 
     def score(self, prompt: str, answer: str, response: str) -> float:
+        """Score a response in [0, 1]: the family's scorer, else exact match of the whitespace-split words."""
         if self.score_fn is None:
             return float(response.split() == answer.split())
         return float(self.score_fn(prompt, answer, response))
@@ -207,6 +220,11 @@ HELDOUT_FAMILY = "copy"
 
 
 def get_family(name: str) -> TaskFamily:
+    """The synthetic task family called ``name``.
+
+    Raises:
+        ValueError: For an unknown name (the message lists the choices).
+    """
     try:
         return FAMILIES[name]
     except KeyError:

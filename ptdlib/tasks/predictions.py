@@ -15,7 +15,18 @@ from ptdlib.tasks.sources import SourceSpec, load_records, read_records
 
 
 def read_predictions(path: str | Path) -> list[tuple[str, str, str]]:
-    """(where, id, response) of every line of a predictions file; bad lines are errors naming file and line."""
+    """The predictions of a file.
+
+    Args:
+        path: A JSONL or JSON file of ``{"id": ..., "response": ...}`` records.
+
+    Returns:
+        ``(where, id, response)`` per record, ``where`` being ``file:line``.
+
+    Raises:
+        FileNotFoundError: If the file is missing.
+        ValueError: For a bad record (naming file and line), a repeated id, or a file without predictions.
+    """
     out, seen = [], {}
     for where, rec in read_records(path):
         for key in ("id", "response"):
@@ -35,11 +46,22 @@ def read_predictions(path: str | Path) -> list[tuple[str, str, str]]:
 
 def score_predictions(task: str, predictions: str | Path, data: str | Path | None = None, *,
                       allow_code_execution: bool = False, **options) -> dict:
-    """Score a predictions file for benchmark ``task`` against the records of ``data`` (HumanEval: the package's
-    problems by default). Returns ``{"task", "n", "metric", "metrics": {name: value}}``.
+    """Score a predictions file for benchmark ``task`` against the records of ``data``.
 
-    Raises ``ValueError`` for an unknown benchmark, a prediction whose id no record has, or HumanEval without
-    ``allow_code_execution`` (checked before anything is read); ``FileNotFoundError`` for a missing file.
+    Args:
+        task: The benchmark's name.
+        predictions: The predictions file (see :func:`read_predictions`).
+        data: The benchmark's records (HumanEval: the package's problems by default; required otherwise).
+        allow_code_execution: The caller's opt-in, for benchmarks that run code.
+        **options: The benchmark adapter's options.
+
+    Returns:
+        ``{"task", "n", "metric" (the primary one), "metrics": {name: value}}``.
+
+    Raises:
+        ValueError: For an unknown benchmark, a missing ``data``, a prediction whose id no record has, or
+            HumanEval without ``allow_code_execution`` (checked before anything is read).
+        FileNotFoundError: For a missing file.
     """
     bench = get_benchmark(task, **options)
     if bench.executes_code and not allow_code_execution:

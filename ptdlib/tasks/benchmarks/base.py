@@ -45,10 +45,15 @@ class Benchmark:
 
     @property
     def primary(self) -> str:
+        """The primary metric: the first of :attr:`metrics`, the row's ``score``."""
         return self.metrics[0]
 
     def check_record(self, record: Record) -> None:
-        """Raise ``ValueError`` naming ``record.where`` if the record cannot be scored (e.g. an unparsable reference)."""
+        """Check that ``record`` can be scored (e.g. its reference parses), before anything is sampled.
+
+        Raises:
+            ValueError: Naming ``record.where``, if it cannot (the base class: an empty required reference).
+        """
         if self.needs_reference and not (record.reference or "").strip():
             raise ValueError(f"{record.where}: record {record.id!r} has an empty reference; {self.name} needs one")
 
@@ -58,11 +63,24 @@ class Benchmark:
 
     def score(self, records: Sequence[Record], responses: Sequence[str], *,
               allow_code_execution: bool = False) -> list[dict]:
-        """One {metric: value} per response, metrics in :attr:`metrics` order (primary first)."""
+        """Score responses.
+
+        Args:
+            records: The queries' records.
+            responses: One response text per record.
+            allow_code_execution: The caller's opt-in, for benchmarks that run code.
+
+        Returns:
+            One ``{metric: value}`` per response, metrics in :attr:`metrics` order (primary first).
+        """
         raise NotImplementedError
 
     def aggregate(self, scores: Sequence[dict]) -> dict:
-        """The benchmark's figures over ``scores`` (per-query dicts of :meth:`score`): means by default."""
+        """The benchmark's figures over ``scores`` (per-query dicts of :meth:`score`): means by default.
+
+        Raises:
+            ValueError: If ``scores`` is empty.
+        """
         if not scores:
             raise ValueError(f"no {self.name} scores to aggregate")
         return {m: float(sum(s[m] for s in scores) / len(scores)) for m in self.metrics}

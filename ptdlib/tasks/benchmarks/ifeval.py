@@ -1,5 +1,7 @@
-"""IFEval (Zhou et al., 2023, "Instruction-Following Evaluation for Large Language Models"): verifiable
-instructions ("answer in fewer than 200 words", "no commas", "wrap the answer in JSON"), checked by code.
+"""IFEval: verifiable instructions, checked by code.
+
+Zhou et al., 2023, "Instruction-Following Evaluation for Large Language Models": instructions such as "answer
+in fewer than 200 words", "no commas", "wrap the answer in JSON".
 
 **Checkers.** The published instruction checkers of google-research's ``instruction_following_eval``, as
 packaged on PyPI by ``if-verifiable`` (Apache-2.0; its ``ifeval`` modules are Google's files with their
@@ -40,8 +42,11 @@ _PUNKT_FILES = ("abbrev_types.txt", "collocations.tab", "ortho_context.tab", "se
 
 @functools.cache
 def ensure_punkt() -> Path:
-    """Make NLTK's English ``punkt_tab`` model available offline (see module docstring); returns the NLTK data
-    folder that holds it."""
+    """Make NLTK's English ``punkt_tab`` model available offline (see module docstring).
+
+    Returns:
+        The NLTK data folder that holds it (``$PTD_CACHE_DIR/nltk_data``); it is put first on NLTK's path.
+    """
     import nltk
     import punkt
     from nltk.tokenize.punkt import PunktParameters, save_punkt_params
@@ -96,6 +101,7 @@ class IFEval(Benchmark):
 
     def score(self, records: Sequence[Record], responses: Sequence[str], *,
               allow_code_execution: bool = False) -> list[dict]:
+        """Strict and loose accuracy per response, prompt- and instruction-level, plus ``n_instructions``."""
         from if_verifiable.common import evaluate_instructions
 
         registry = _registry()

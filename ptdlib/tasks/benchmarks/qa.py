@@ -26,7 +26,18 @@ def _scorer():
 
 
 def references_of(reference: str, where: str = "reference") -> list[str]:
-    """The reference answers of a record: a JSON list of strings, or the text itself."""
+    """The reference answers of a record: a JSON list of strings, or the text itself.
+
+    Args:
+        reference: The record's reference.
+        where: Names the record in the message.
+
+    Returns:
+        The reference answers.
+
+    Raises:
+        ValueError: If a reference starting with ``[`` is not a JSON list of non-empty strings.
+    """
     text = reference.strip()
     if text.startswith("["):
         try:
@@ -53,6 +64,7 @@ class ReferenceQA(Benchmark):
 
     def score(self, records: Sequence[Record], responses: Sequence[str], *,
               allow_code_execution: bool = False) -> list[dict]:
+        """ROUGE-1 and ROUGE-L F1 per response, each the best over the record's references."""
         scorer = _scorer()
         out = []
         for r, response in zip(records, responses, strict=True):
