@@ -33,8 +33,15 @@ _NONE = type(None)
 
 
 def field_types(target) -> dict[str, Any]:
-    """Name -> resolved annotation of a dataclass's fields, or of a function's (or class constructor's)
-    parameters; unannotated names map to ``Any``."""
+    """The resolved annotations of a dataclass's fields, or of a function's (or class constructor's) parameters.
+
+    Args:
+        target: A dataclass, a class (its ``__init__``) or a function.
+
+    Returns:
+        ``{name: annotation}``; unannotated names (and all of them, when an annotation does not resolve) map to
+        ``Any``.
+    """
     return dict(_field_types(target))
 
 
@@ -54,10 +61,18 @@ def _field_types(target) -> tuple:
 
 
 def check_types(target, values: Mapping, where: str = "") -> None:
-    """Check every ``values[name]`` against ``target``'s annotation of ``name`` (unknown names are skipped:
-    the caller reports those). ``where`` prefixes the key in the message (``"sampler"`` -> ``sampler.steps``).
+    """Check every ``values[name]`` against ``target``'s annotation of ``name``.
 
-    Raises ValueError: ``sampler.temperature must be a number, got 'hot' (a string)``.
+    Unknown names are skipped: the caller reports those.
+
+    Args:
+        target: A dataclass, a class or a function (see :func:`field_types`).
+        values: The values to check, by name.
+        where: Prefixes the key in the message (``"sampler"`` -> ``sampler.steps``).
+
+    Raises:
+        ValueError: For the first value that does not fit, e.g. ``sampler.temperature must be a number, got
+            'hot' (a string)``.
     """
     hints = field_types(target)
     for name, value in values.items():
@@ -66,7 +81,16 @@ def check_types(target, values: Mapping, where: str = "") -> None:
 
 
 def check_value(key: str, value, annotation) -> None:
-    """Raise ValueError unless ``value`` fits ``annotation`` (see the module docstring)."""
+    """Check that ``value`` fits ``annotation`` (see the module docstring).
+
+    Args:
+        key: The setting's name, for the message.
+        value: The value.
+        annotation: A resolved type annotation.
+
+    Raises:
+        ValueError: If it does not fit (the message names the key, the expected kind and the value).
+    """
     problem = _mismatch(value, annotation)
     if problem is not None:
         raise ValueError(f"{key} must be {problem}, got {value!r}{_kind(value)}")

@@ -41,15 +41,22 @@ class UsageError(ValueError):
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """``argparse.ArgumentParser`` whose errors raise :class:`UsageError` (one line, exit 2 via the contract)
-    instead of printing the usage block and calling ``sys.exit``. ``--help`` still prints and exits 0."""
+    """An ``argparse.ArgumentParser`` whose errors raise :class:`UsageError` instead of exiting.
+
+    The error is one line and exits 2 via the contract, instead of the usage block and ``sys.exit``. ``--help``
+    still prints and exits 0.
+    """
 
     def error(self, message: str):  # noqa: D401  (argparse's hook)
         raise UsageError(f"{message} (see {self.prog} --help)")
 
 
 def finite_float(text: str) -> float:
-    """argparse ``type``: a finite number (``nan`` and ``inf`` are refused, naming the text)."""
+    """An argparse ``type``: a finite number (``nan`` and ``inf`` are refused, naming the text).
+
+    Raises:
+        argparse.ArgumentTypeError: If ``text`` is not a finite number.
+    """
     try:
         value = float(text)
     except ValueError:
@@ -60,7 +67,11 @@ def finite_float(text: str) -> float:
 
 
 def positive_int(text: str) -> int:
-    """argparse ``type``: an integer >= 1."""
+    """An argparse ``type``: an integer >= 1.
+
+    Raises:
+        argparse.ArgumentTypeError: If ``text`` is not such an integer.
+    """
     value = _int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
@@ -68,7 +79,11 @@ def positive_int(text: str) -> int:
 
 
 def non_negative_int(text: str) -> int:
-    """argparse ``type``: an integer >= 0."""
+    """An argparse ``type``: an integer >= 0.
+
+    Raises:
+        argparse.ArgumentTypeError: If ``text`` is not such an integer.
+    """
     value = _int(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
@@ -76,7 +91,11 @@ def non_negative_int(text: str) -> int:
 
 
 def json_object(text: str) -> dict:
-    """argparse ``type``: a JSON object such as ``'{"n_layers": 6}'``."""
+    """An argparse ``type``: a JSON object such as ``'{"n_layers": 6}'``.
+
+    Raises:
+        argparse.ArgumentTypeError: If ``text`` is not valid JSON or not an object.
+    """
     try:
         value = json.loads(text)
     except json.JSONDecodeError as e:
@@ -108,7 +127,15 @@ def _message(err: BaseException) -> str:
 
 
 def split_debug(argv: Sequence[str]) -> tuple[list[str], bool]:
-    """``argv`` without ``--debug`` (anywhere before a ``--``) and whether it was there or ``PTD_DEBUG`` is set."""
+    """Take ``--debug`` out of the arguments.
+
+    Args:
+        argv: The command-line arguments.
+
+    Returns:
+        ``(argv without --debug before any "--", debug)``; ``debug`` is True if the flag was there or
+        ``PTD_DEBUG`` is set (and not ``0``).
+    """
     argv = list(argv)
     end = argv.index("--") if "--" in argv else len(argv)
     debug = DEBUG_FLAG in argv[:end]
@@ -117,7 +144,17 @@ def split_debug(argv: Sequence[str]) -> tuple[list[str], bool]:
 
 
 def handle(prog: str, err: BaseException, debug: bool) -> int:
-    """Report ``err`` by the contract on stderr and return the exit code."""
+    """Report ``err`` by the contract on stderr.
+
+    Args:
+        prog: The command's name, starting the message.
+        err: The exception.
+        debug: Print the traceback too.
+
+    Returns:
+        The exit code: 2 for bad input (one line ``prog: error: ...``), 130 for an interrupt, 1 for any other
+        failure.
+    """
     if isinstance(err, KeyboardInterrupt):
         print(f"{prog}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -132,7 +169,15 @@ def handle(prog: str, err: BaseException, debug: bool) -> int:
 
 
 def command(prog: str) -> Callable:
-    """Decorate a subcommand's ``main(argv) -> int`` so that it keeps the contract (see the module doc)."""
+    """Decorate a subcommand's ``main(argv) -> int`` so that it keeps the contract (see the module docstring).
+
+    Args:
+        prog: The command's name for messages, e.g. ``"ptd run"``.
+
+    Returns:
+        A decorator; the decorated ``main(argv=None)`` reads ``sys.argv`` when ``argv`` is None, handles
+        ``--debug``, and turns every exception but ``SystemExit`` into an exit code (:func:`handle`).
+    """
 
     def wrap(fn: Callable[[list[str]], int | None]) -> Callable[[Sequence[str] | None], int]:
         @functools.wraps(fn)

@@ -55,8 +55,20 @@ def parser() -> ArgumentParser:
 
 
 def baseline_canvas(canvas: int | None, table=None, source: str = "the table") -> int:
-    """The fixed baseline's canvas: ``canvas`` (``--canvas``), else the result table's largest
-    ``final_canvas`` (the run's maximum canvas, over every strategy's rows), else the synthetic default."""
+    """The fixed baseline's canvas.
+
+    Args:
+        canvas: ``--canvas``, if given.
+        table: The result table, if the costs come from a run.
+        source: Names the table in the message.
+
+    Returns:
+        ``canvas``, else the table's largest ``final_canvas`` (the run's maximum canvas, over every strategy's
+        rows), else the synthetic default.
+
+    Raises:
+        ValueError: If ``canvas`` < 1, or the table has no ``final_canvas`` column.
+    """
     if canvas is not None:
         if canvas < 1:
             raise ValueError(f"--canvas must be a positive number of tokens, got {canvas}")
@@ -69,6 +81,12 @@ def baseline_canvas(canvas: int | None, table=None, source: str = "the table") -
 
 
 def run(args) -> CostEstimate:
+    """The cost estimate that parsed ``ptd cost`` arguments ask for (from a result table or a synthetic workload).
+
+    Raises:
+        ValueError: For an unknown model, hardware or strategy, a bad table, or synthetic prompts that with the
+            canvas exceed the model's positions.
+    """
     shape, hw = model_shape(args.model), hardware(args.hardware)
     table = read_results(args.results) if args.results else None
     args.canvas = baseline_canvas(args.canvas, table, args.results)  # the notes under the table quote it

@@ -67,13 +67,24 @@ class Log:
 
     @property
     def elapsed(self) -> float:
+        """Seconds since the log was created."""
         return time.perf_counter() - self.t0
 
 
 # ---------------------------------------------------------------- configuration
 def report_config(path: Path, *, smoke: bool, model, results: Path):
-    """The run configuration of the report: the file's, with the model (a
-    :class:`~ptdlib.models.spec.ModelSpec`, or a model directory), sizes and output replaced."""
+    """The run configuration of the report: the file's, with the model, sizes and output replaced.
+
+    Args:
+        path: The run config file.
+        smoke: Shrink splits, train, calib and batch to the smoke sizes.
+        model: A :class:`~ptdlib.models.spec.ModelSpec` or a model directory replacing the file's model (its
+            path made absolute); None keeps the file's.
+        results: The run directory the config writes to.
+
+    Returns:
+        The :class:`~ptdlib.experiment.config.RunConfig`, validated again.
+    """
     from ptdlib.experiment.config import load_config
 
     cfg = load_config(path)
@@ -92,7 +103,18 @@ def report_config(path: Path, *, smoke: bool, model, results: Path):
 
 # ---------------------------------------------------------------- tables
 def build_tables(results: Path, *, resamples: int) -> dict:
-    """Summary and overview of the run in ``results``: DataFrames, Markdown, and the run record."""
+    """Summary and overview of the run in ``results``: DataFrames, Markdown, and the run record.
+
+    Args:
+        results: The run directory.
+        resamples: Bootstrap resamples of the summary's intervals.
+
+    Returns:
+        ``{"rows", "run", "config", "summary", "overview", "summary_md", "overview_md"}``.
+
+    Raises:
+        ValueError: If chunks of the grid are missing.
+    """
     from ptdlib.analysis.overview import overview_markdown, strategy_overview
     from ptdlib.experiment.results import load_results
     from ptdlib.experiment.config import RunConfig
@@ -113,6 +135,15 @@ def build_tables(results: Path, *, resamples: int) -> dict:
 
 
 def write_tables(tables: dict, folder: Path) -> list[Path]:
+    """Write ``summary`` and ``overview`` as CSV and Markdown into ``folder`` (created if missing).
+
+    Args:
+        tables: The result of :func:`build_tables`.
+        folder: The output folder.
+
+    Returns:
+        The four files written.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     paths = {"summary.csv": tables["summary"], "overview.csv": tables["overview"]}
     out = []

@@ -22,8 +22,18 @@ FIGURES_ENV = "PTD_FIGURES_DIR"  # ptdlib.analysis.plotting's figures-folder var
 
 
 def select_notebooks(spec: str | None, folder: Path = NOTEBOOK_DIR) -> list[Path]:
-    """Notebooks to run: all ``NN_*.ipynb`` in ``folder``, or those whose number prefix is in ``spec``
-    (``"01,04"``; ``"none"`` for none)."""
+    """The notebooks to run.
+
+    Args:
+        spec: Number prefixes, e.g. ``"01,04"``; ``"none"`` for none; None for all.
+        folder: The notebook folder.
+
+    Returns:
+        The ``NN_*.ipynb`` paths of ``folder`` that ``spec`` selects, in its order (None: all, sorted).
+
+    Raises:
+        ValueError: If ``spec`` names a number no notebook has, or none at all.
+    """
     found = sorted(p for p in folder.glob("[0-9][0-9]_*.ipynb"))
     if spec is None:
         return found
@@ -94,7 +104,23 @@ def _notebook_job(path: str, out_dir: str, staging: str, params: dict) -> dict:
 
 def run_notebooks(notebooks: list[Path], out: Path, figures: Path, params: dict, workers: int,
                   log: Callable[[str], None]) -> list[dict]:
-    """Execute ``notebooks`` on ``workers`` processes; move each one's figures into ``figures``."""
+    """Execute ``notebooks`` with papermill on ``workers`` processes; move each one's figures into ``figures``.
+
+    Each notebook gets only the parameters it declares, plus its own figures folder; a failing notebook is
+    reported, not raised.
+
+    Args:
+        notebooks: The notebooks.
+        out: The report folder (executed copies go to ``out/notebooks``).
+        figures: The folder the figures are moved into.
+        params: Parameters offered to every notebook.
+        workers: Processes (at most one per notebook).
+        log: Called with one progress line per finished notebook.
+
+    Returns:
+        One dict per notebook, in order: ``name``, ``title``, ``seconds``, ``error`` (None if it ran),
+        ``figures`` (the PNG files) and ``executed`` (the executed copy).
+    """
     from concurrent.futures import as_completed
 
     figures.mkdir(parents=True, exist_ok=True)

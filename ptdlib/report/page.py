@@ -10,7 +10,15 @@ from pathlib import Path
 
 
 def key_findings(tables: dict, level: float = 0.05) -> list[str]:
-    """A few sentences computed from the tables: the oracle's floor and the largest saving without a loss."""
+    """A few sentences computed from the tables: the oracle's floor and the largest saving without a loss.
+
+    Args:
+        tables: The result of :func:`ptdlib.report.build_tables`.
+        level: Significance level of the Holm-adjusted quality tests.
+
+    Returns:
+        Markdown bullet lines, per split.
+    """
     from ptdlib.analysis.overview import short_arm_labels
     from ptdlib.canvas import get_policy_class
 
@@ -45,7 +53,19 @@ def _rel(path: Path, start: Path) -> str:
 
 def render_page(tables: dict, notebooks: list[dict], *, page_dir: Path, results: Path, steps: dict,
                 smoke: bool) -> str:
-    """The report page in Markdown; every number comes from ``tables`` (the run's result rows)."""
+    """The report page in Markdown; every number comes from ``tables`` (the run's result rows).
+
+    Args:
+        tables: The result of :func:`ptdlib.report.build_tables`.
+        notebooks: The results of :func:`ptdlib.report.execute.run_notebooks`.
+        page_dir: The folder the page is written to (links are relative to it).
+        results: The run directory.
+        steps: Step name -> seconds, for the page's timing table.
+        smoke: Mark the page as a smoke run.
+
+    Returns:
+        The page's Markdown text.
+    """
     run, cfg, rows = tables["run"], tables["config"], tables["rows"]
     git = run.get("git", {})
     splits = ", ".join(f"{s} ({n} queries)" for s, n in cfg.splits.items())

@@ -59,7 +59,15 @@ def _shard_job(cfg_dict: dict, output: str, i: int, n: int) -> str:
 
 
 def label_jobs(cfg, workers: int) -> list[tuple[str, int, int, int]]:
-    """(split, n, start, stop) pieces of every query the grid labels, about ``workers`` per split."""
+    """Pieces of every query the grid labels, about ``workers`` per split.
+
+    Args:
+        cfg: The run config (train and calib are labelled when a heuristic or predicted cell fits on them).
+        workers: Processes the pieces are spread over.
+
+    Returns:
+        ``(split, n, start, stop)`` tuples.
+    """
     fitted = any(c.name in ("heuristic", "predicted") for c in cfg.cells)
     sizes = {**({"train": cfg.train, "calib": cfg.calib} if fitted else {}), **cfg.splits}
     jobs = []
@@ -70,7 +78,17 @@ def label_jobs(cfg, workers: int) -> list[tuple[str, int, int, int]]:
 
 
 def run_grid(cfg, results: Path, workers: int, log: Callable[[str], None]) -> None:
-    """The grid into ``results``: labels first, then ``2 * workers`` shards on ``workers`` processes."""
+    """Run the grid into ``results``: labels first, then ``2 * workers`` shards on ``workers`` processes.
+
+    Args:
+        cfg: The run config.
+        results: The run directory.
+        workers: Processes (1: the run in this process).
+        log: Called with progress lines.
+
+    Raises:
+        ValueError: If ``results`` holds another run; a worker's error is re-raised here.
+    """
     from concurrent.futures import FIRST_COMPLETED, as_completed, wait
 
     from ptdlib.experiment.results import finished_chunks, missing_chunks, open_run
