@@ -20,9 +20,8 @@ with the hardware presets of :mod:`ptdlib.cost.hardware`; the per-query forward-
 from __future__ import annotations
 
 import dataclasses
-import math
-from collections import Counter
 from dataclasses import dataclass
+from functools import partial
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -31,7 +30,8 @@ import pandas as pd
 from ptdlib.cost.pricing import estimate
 from ptdlib.cost.hardware import hardware
 from ptdlib.cost.shapes import ModelShape
-from ptdlib.cost.workload import StrategyParams, StrategyPlans, block_plan, canvas_plan, plan_strategy, synthetic_workload
+from ptdlib.cost.plans import query_plans, round_to_block
+from ptdlib.cost.workload import StrategyParams, StrategyPlans, plan_strategy, strategy_run, synthetic_workload
 
 #: Strategies compared, in table order (``fixed`` is the baseline every saving is relative to).
 DEPLOY_STRATEGIES = ("fixed", "oracle", "predicted", "smartcrop", "growth")
@@ -40,14 +40,9 @@ CARRIED = ("predicted", "smartcrop")
 HOURS_PER_DAY = 24
 
 
-def whole_blocks(lengths, block: int, max_canvas: int) -> np.ndarray:
-    """Token counts as canvases: rounded up to whole blocks, at least one block, at most ``max_canvas``.
-
-    The rule of :func:`ptdlib.canvas.round_canvas`, restated here so that the cost notebook does not import
-    torch (the canvas package does) just to round numbers; a test checks that the two agree.
-    """
-    x = np.ceil(np.maximum(np.asarray(lengths, dtype=float), 1) / block) * block
-    return np.minimum(x, max_canvas).astype(int)
+#: Token counts as canvases: whole blocks, at least one, at most the maximum (the rule of
+#: :func:`ptdlib.canvas.round_canvas`, from the torch-free plans module).
+whole_blocks = round_to_block
 
 
 @dataclass(frozen=True)
@@ -94,19 +89,14 @@ def growth_plans(prompts, responses, p: StrategyParams) -> StrategyPlans:
     (all of them when it does not fit). With ``p.growth_window="growing"`` (dLLM-Var, Yang et al., 2025) a
     pass over block ``b`` sees prompt + blocks ``0 … b``; with ``"full"`` every pass sees prompt + the whole
     canvas (the sampler's ``stop_after_eos_block`` on a fixed canvas). ``p.cache`` adds Fast-dLLM's per-block
-    cache (:func:`ptdlib.cost.workload.block_plan`). Truncated only where the fixed canvas is.
+    cache. The passes are those of :func:`ptdlib.cost.plans.query_plans` with early stop
+    (:func:`ptdlib.cost.plans.eos_stop`). Truncated only where the fixed canvas is.
     """
     prompts, responses = np.asarray(prompts, dtype=int), np.asarray(responses, dtype=int)
-    blocks = np.minimum(np.ceil((responses + 1) / p.block), math.ceil(p.canvas / p.block)).astype(int)
-    plans = []
-    for pr, n in zip(prompts.tolist(), blocks.tolist()):
-        plan = Counter()
-        for b in range(n):
-            size = min(p.block, p.canvas - b * p.block)
-            seq = pr + (b * p.block + size if p.growth_window == "growing" else p.canvas)
-            plan += block_plan(int(seq), int(pr + b * p.block), size, p.steps_per_token, p.cache)
-        plans.append(plan)
-    return StrategyPlans("growth", plans, np.zeros(len(plans), dtype=bool), responses >= p.canvas)
+    runs = query_plans(prompts, np.full(len(prompts), p.canvas), responses, max_canvas=p.canvas,
+                       run=partial(strategy_run(p), window=p.growth_window), recovery="none", early_stop=True,
+                       block=p.block)
+    return StrategyPlans("growth", runs.plans, np.zeros(len(runs.plans), dtype=bool), runs.truncated_final)
 
 
 @dataclass(frozen=True)
@@ -177,21 +167,14 @@ def carried_plans(arm: MeasuredArm, prompts, responses, p: StrategyParams, seed:
         raise ValueError(f"no measured queries for {arm.strategy!r}")
     prompts, responses = np.asarray(prompts, dtype=int), np.asarray(responses, dtype=int)
     draw = np.random.default_rng(seed).integers(0, arm.n, size=len(prompts))
-    oracle = whole_blocks(responses + 1, p.block, p.canvas)
-    canvases = whole_blocks(oracle * arm.canvas_ratio[draw], p.block, p.canvas)
-    reruns = arm.truncated[draw] & (canvases < p.canvas)
-    plans, truncated = [], []
-    for prompt, response, canvas, rerun in zip(prompts.tolist(), responses.tolist(), canvases.tolist(), reruns):
-        plan = canvas_plan(prompt, canvas, p.steps_per_token, cache=p.cache, block=p.block)
-        if rerun:
-            plan += canvas_plan(prompt, p.canvas, p.steps_per_token, cache=p.cache, block=p.block)
-        if arm.strategy == "predicted":
-            plan[prompt] += 1
-        else:
-            plan[prompt + p.canvas] += 1
-        plans.append(plan)
-        truncated.append(response >= p.canvas)  # only the maximum canvas can cut a re-run answer
-    return StrategyPlans(arm.strategy, plans, reruns, np.array(truncated))
+    oracle = round_to_block(responses + 1, p.block, p.canvas)
+    canvases = round_to_block(oracle * arm.canvas_ratio[draw], p.block, p.canvas)
+    runs = query_plans(prompts, canvases, responses, max_canvas=p.canvas, run=strategy_run(p), recovery="max",
+                       truncated=arm.truncated[draw])  # the measured first-attempt truncation, re-run at the maximum
+    for prompt, plan in zip(prompts.tolist(), runs.plans):
+        plan[prompt if arm.strategy == "predicted" else prompt + p.canvas] += 1
+    # only the maximum canvas can cut a re-run answer
+    return StrategyPlans(arm.strategy, runs.plans, runs.reruns > 0, responses >= p.canvas)
 
 
 def strategy_plans(prompts, responses, p: StrategyParams, measured: Mapping[str, MeasuredArm] | None = None,

@@ -22,18 +22,19 @@ truncation of the labels; result rows at a few margins show how far the real sam
 
 from __future__ import annotations
 
-from collections import defaultdict
+from functools import partial
 from typing import Callable
 
 import numpy as np
 import pandas as pd
 
 from ptdlib.canvas.base import CanvasLimits
+from ptdlib.cost.plans import FRESH_RECOVERIES, attempts, batched_plans, plan_flops, sampler_plan
 from ptdlib.predictor.calibration import ConformalMargin, bound, canvas_from_upper
 from ptdlib.sampling.sampler import SamplerConfig
 
 #: Recoveries whose cost follows from the labels (``extend`` continues a partly decoded canvas: not analytic).
-ANALYTIC_RECOVERIES = ("max", "double", "none")
+ANALYTIC_RECOVERIES = FRESH_RECOVERIES
 #: Margin scales: ``additive`` (U = pred + m tokens) or ``log`` (U = (1 + pred)·e^m - 1).
 SCALES = ("additive", "log")
 
@@ -55,9 +56,10 @@ def _same_length(**arrays) -> None:
 
 
 def _check_analytic(sampler: SamplerConfig) -> None:
-    if sampler.threshold is not None or sampler.stop_after_eos_block:
+    if sampler.threshold is not None or sampler.stops_after_eos_block:
         raise ValueError("the number of passes is analytic only with a fixed schedule: got threshold="
-                         f"{sampler.threshold}, stop_after_eos_block={sampler.stop_after_eos_block}")
+                         f"{sampler.threshold}, stop_after_eos_block={sampler.stop_after_eos_block}, "
+                         f"window={sampler.window!r}")
 
 
 def _check_batching(batch_size: int, chunk_size: int | None) -> None:
@@ -76,22 +78,15 @@ def _chunks(n: int, chunk_size: int | None) -> list[np.ndarray]:
 def passes_per_canvas(canvas: int, sampler: SamplerConfig = SamplerConfig()) -> int:
     """Forward passes per query to denoise a fresh canvas of ``canvas`` tokens (two per step with guidance)."""
     _check_analytic(sampler)
-    n_blocks, steps_per_block = sampler.plan(int(canvas))
-    return n_blocks * steps_per_block * (2 if sampler.cfg_scale > 0 else 1)
+    return sum(sampler_plan(0, int(canvas), sampler).values())
 
 
 def _sample_flops(idx: np.ndarray, canvases, prompt_lens, counter, sampler, batch_size, out) -> None:
-    """Add to ``out`` the FLOPs of one ``sample()`` call over queries ``idx`` (its batching replayed)."""
-    order = sorted(idx.tolist(), key=lambda i: -prompt_lens[i])  # stable: ties keep the call's order
-    groups = defaultdict(list)
-    for i in order:
-        groups[int(canvases[i])].append(i)
-    for L, members in groups.items():
-        passes = passes_per_canvas(L, sampler)
-        for s in range(0, len(members), batch_size):
-            batch = members[s : s + batch_size]
-            seq_len = max(prompt_lens[i] for i in batch) + L  # left padding up to the batch's longest prompt
-            out[batch] += passes * counter.forward_flops(int(seq_len))
+    """Add to ``out`` the FLOPs of one ``sample()`` call over queries ``idx`` (the sampler's batching)."""
+    _check_analytic(sampler)
+    plans = batched_plans(prompt_lens[idx].tolist(), canvases[idx].tolist(), partial(sampler_plan, sampler=sampler),
+                          batch_size)
+    out[idx] += np.array([plan_flops(plan, counter) for plan in plans], dtype=np.int64)
 
 
 def sampling_flops(canvases, prompt_lens, counter, *, sampler: SamplerConfig = SamplerConfig(),
@@ -155,17 +150,12 @@ def policy_outcome(canvases, own_lengths, prompt_lens, counter, *, limits: Canva
     denoise = sampling_flops(c, P, counter, sampler=sampler, batch_size=batch_size, chunk_size=chunk_size)
     rerun = np.zeros(len(c), dtype=np.int64)
     final, reruns, missed = c.copy(), np.zeros(len(c), dtype=np.int64), first.copy()
-    if recovery != "none":
-        for idx in _chunks(len(c), chunk_size):
-            todo = idx[missed[idx] & (final[idx] < limits.max_canvas)]
-            while len(todo):
-                new = np.full(len(todo), limits.max_canvas) if recovery == "max" else np.minimum(
-                    2 * final[todo], limits.max_canvas)
-                final[todo] = new
-                reruns[todo] += 1
-                _sample_flops(todo, final, P, counter, sampler, batch_size, rerun)
-                missed[todo] = y[todo] >= final[todo]
-                todo = todo[missed[todo] & (final[todo] < limits.max_canvas)]
+    for a in attempts(c, y, max_canvas=limits.max_canvas, recovery=recovery, truncated=first)[1:]:
+        for idx in _chunks(len(c), chunk_size):  # re-runs of one chunk share batches
+            todo = idx[a.rows[idx]]
+            if len(todo):
+                _sample_flops(todo, a.canvas, P, counter, sampler, batch_size, rerun)
+        final, missed, reruns = a.canvas, np.where(a.rows, a.truncated, missed), reruns + a.rows
     extra = np.broadcast_to(np.asarray(extra_flops, dtype=np.int64), c.shape)
     return pd.DataFrame({
         "own_length": y, "prompt_len": P, "chosen_canvas": c, "final_canvas": final, "truncated": first,

@@ -22,13 +22,14 @@ labelling run's answer standing in for the cropped run's; :func:`generation_flop
 from __future__ import annotations
 
 import time
+from functools import partial
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
-from ptdlib.analysis.margins import passes_per_canvas
 from ptdlib.canvas import CanvasLimits, HeuristicCanvas
+from ptdlib.cost.plans import plan_flops, query_plans, sampler_plan
 from ptdlib.cost.flops import FlopLedger
 from ptdlib.predictor import FeatureSet, LengthPredictor, PredictorConfig, predictor_cost_report
 from ptdlib.predictor.training import length_metrics
@@ -83,25 +84,33 @@ def generation_flops(counter, prompt_lens, canvases, own_lengths, max_canvas: in
                      sampler: SamplerConfig = SamplerConfig()) -> np.ndarray:
     """Per query: FLOPs of denoising its canvas, plus a re-run on ``max_canvas`` if its own length does not fit.
 
-    A run on canvas ``L`` is ``sampler.plan(L)`` steps (blocks × steps per block; LLaDA's S = L by
-    default), each one forward pass over prompt + canvas (two with guidance) priced by
-    ``counter.forward_flops``.
+    The passes are the plan of :func:`ptdlib.cost.plans.sampler_plan` for each attempt, one query at a time (no
+    batch padding): ``sampler.plan(L)`` steps on canvas ``L`` (blocks × steps per block; LLaDA's S = L by
+    default), each a forward pass over prompt + canvas (two with guidance), up to the EOS block when the
+    sampler stops there; priced by ``counter.forward_flops``.
+
+    Args:
+        counter: a FLOP source with ``forward_flops(seq_len)``.
+        prompt_lens: prompt tokens per query.
+        canvases: chosen canvas per query (tokens).
+        own_lengths: the model's own answer length per query (tokens; ``>= canvas`` is a truncation).
+        max_canvas: the re-run canvas (tokens).
+        sampler: the sampler settings.
+
+    Returns:
+        FLOPs per query (float array).
+
+    Raises:
+        ValueError: the inputs differ in length, or the sampler's passes are not known in advance (threshold).
     """
     p = np.asarray(prompt_lens, dtype=int)
     c = np.asarray(canvases, dtype=int)
     y = np.asarray(own_lengths, dtype=int)
     if not len(p) == len(c) == len(y):
         raise ValueError(f"need one prompt length, canvas and own length per query, got {len(p)}, {len(c)}, {len(y)}")
-
-    def run(prompt: int, canvas: int) -> int:
-        return passes_per_canvas(int(canvas), sampler) * counter.forward_flops(int(prompt + canvas))
-
-    out = np.zeros(len(p))
-    for i, (prompt, canvas, own) in enumerate(zip(p, c, y)):
-        out[i] = run(prompt, canvas)
-        if own >= canvas and canvas < max_canvas:  # no room for the answer and its EOS: re-run at the maximum
-            out[i] += run(prompt, max_canvas)
-    return out
+    runs = query_plans(p, c, y, max_canvas=max_canvas, run=partial(sampler_plan, sampler=sampler), recovery="max",
+                       early_stop=sampler.stops_after_eos_block, block=sampler.block_length)
+    return np.array([plan_flops(plan, counter) for plan in runs.plans], dtype=float)
 
 
 def predictor_cost(lm, policy, queries: Sequence, own_lengths, counter, *, limits: CanvasLimits = CanvasLimits(),

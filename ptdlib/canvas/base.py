@@ -21,6 +21,7 @@ from typing import ClassVar, Sequence
 
 import numpy as np
 
+from ptdlib.cost.plans import round_to_block
 from ptdlib.sampling.sampler import SamplerConfig
 
 
@@ -48,8 +49,7 @@ def round_canvas(lengths, limits: CanvasLimits) -> np.ndarray:
     Returns:
         Int array of canvas lengths, same shape as ``lengths``.
     """
-    x = np.ceil(np.maximum(np.asarray(lengths, dtype=float), 1) / limits.round_to) * limits.round_to
-    return np.minimum(x, limits.max_canvas).astype(int)
+    return round_to_block(lengths, limits.round_to, limits.max_canvas)
 
 
 class CanvasPolicy(ABC):

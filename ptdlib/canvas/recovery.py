@@ -16,13 +16,8 @@ from typing import Callable
 
 import numpy as np
 
-RECOVERIES = ("max", "double", "extend", "none")
-
-
-def check_recovery(name: str) -> str:
-    if name not in RECOVERIES:
-        raise ValueError(f"unknown truncation recovery {name!r}; choose from {', '.join(RECOVERIES)}")
-    return name
+# the recovery names and the re-run canvas rule are the cost model's (ptdlib.cost.plans), so the two agree
+from ptdlib.cost.plans import RECOVERIES, check_recovery, next_canvas  # noqa: F401  (RECOVERIES re-exported)
 
 
 def recover(name: str, outputs: list, canvases: np.ndarray, max_canvas: int, mask_id: int,
@@ -54,10 +49,7 @@ def recover(name: str, outputs: list, canvases: np.ndarray, max_canvas: int, mas
         todo = [i for i, o in enumerate(outputs) if o.truncated and canvases[i] < max_canvas]
         if not todo:
             return outputs, canvases, reruns
-        if name == "max":
-            new = [max_canvas] * len(todo)
-        else:
-            new = [min(2 * int(canvases[i]), max_canvas) for i in todo]
+        new = next_canvas(canvases[todo], name, max_canvas).tolist()
         init = None
         if name == "extend":
             init = [list(outputs[i].tokens) + [mask_id] * (n - len(outputs[i].tokens)) for i, n in zip(todo, new)]

@@ -14,7 +14,8 @@ everything after it (``prefix``). Cache reads are not priced (memory traffic, no
 
 Plans come from a result table (:func:`plans_from_results`: what a real run did) or are simulated from
 prompt- and answer-length distributions for a few strategies (:func:`plan_strategy`), for what-if
-questions at a scale no CPU run reaches.
+questions at a scale no CPU run reaches. Both are built by :mod:`ptdlib.cost.plans`, the one model of
+forward-pass plans (re-runs, early stop and the sampler's batching included).
 """
 
 from __future__ import annotations
@@ -23,8 +24,16 @@ import json
 import math
 from collections import Counter
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
+
+from ptdlib.cost.plans import CACHE_MODES, block_plan, canvas_plan, query_plans, round_to_block, run_plan
+
+__all__ = ["PLAN_CACHE_MODES", "STRATEGIES", "StrategyParams", "StrategyPlans", "block_plan", "canvas_plan",
+           "check_lengths", "plan_strategy", "plans_from_results", "read_results", "strategy_run", "strategy_rows",
+           "synthetic_workload"]
+
 
 @dataclass(frozen=True)
 class StrategyParams:
@@ -89,47 +98,14 @@ def synthetic_workload(prompt_mean: float, response_mean: float, n: int = 2000, 
     return prompts, responses
 
 
-#: Cache modes of a plan: ``ptdlib.sampling.kvcache.CACHE_MODES`` restated without importing torch (a test checks them).
-PLAN_CACHE_MODES = ("none", "prefix", "dual")
-
-
-def canvas_plan(prompt_len: int, canvas: int, steps_per_token: float = 1.0, *, cache: str = "none",
-                block: int = 32) -> Counter:
-    """The forward passes of one D-LLM run: ``S = ceil(steps_per_token * canvas)`` over prompt + canvas.
-
-    With ``cache`` "prefix" or "dual": per block, a refresh pass and cached passes (module docstring).
-    """
-    if cache not in PLAN_CACHE_MODES:
-        raise ValueError(f"unknown cache mode {cache!r}; choose from {', '.join(PLAN_CACHE_MODES)}")
-    if cache == "none":
-        return Counter({int(prompt_len + canvas): max(1, math.ceil(steps_per_token * canvas))})
-    plan = Counter()
-    for start in range(0, canvas, block):
-        plan += block_plan(prompt_len + canvas, prompt_len + start, min(block, canvas - start), steps_per_token,
-                           cache)
-    return plan
-
-
-def block_plan(seq_len: int, block_start: int, block: int, steps_per_token: float, cache: str) -> Counter:
-    """The passes that decode one block at columns ``block_start …`` of a ``seq_len``-token sequence."""
-    steps = max(1, math.ceil(steps_per_token * block))
-    if cache == "none":
-        return Counter({seq_len: steps})
-    queries = block if cache == "dual" else seq_len - block_start
-    plan = Counter({seq_len: 1})
-    if steps > 1:
-        plan[(seq_len, queries)] += steps - 1
-    return plan
-
-
-def _round_up(x: np.ndarray, block: int) -> np.ndarray:
-    return (np.ceil(x / block) * block).astype(np.int64)
+#: Cache modes of a plan (:data:`ptdlib.cost.plans.CACHE_MODES`, which the sampler's KV cache uses too).
+PLAN_CACHE_MODES = CACHE_MODES
 
 
 def _estimated_canvas(responses: np.ndarray, p: StrategyParams) -> np.ndarray:
     rng = np.random.default_rng(p.seed)
     estimate = responses * np.exp(p.length_error * rng.standard_normal(responses.size))
-    return np.clip(_round_up(np.ceil(estimate * (1 + p.margin)), p.block), p.block, p.canvas)
+    return round_to_block(np.ceil(estimate * (1 + p.margin)), p.block, p.canvas)
 
 
 #: Strategies ``ptd cost`` can simulate from length distributions (documented in :func:`plan_strategy`).
@@ -165,27 +141,24 @@ def plan_strategy(name: str, prompts: np.ndarray, responses: np.ndarray, p: Stra
     if name == "fixed":
         canvases = np.full(responses.size, p.canvas)
     elif name == "oracle":
-        canvases = np.minimum(_round_up(responses + 1, p.block), p.canvas)
+        canvases = round_to_block(responses + 1, p.block, p.canvas)
     else:
         canvases = _estimated_canvas(responses, p)
     if prompts.size != responses.size:
         raise ValueError(f"{prompts.size} prompt lengths but {responses.size} response lengths")
-    plans, truncated, reruns = [], [], []
-    for prompt, response, canvas in zip(prompts.tolist(), responses.tolist(), canvases.tolist()):
-        plan = canvas_plan(prompt, canvas, p.steps_per_token, cache=p.cache, block=p.block)
-        cut = canvas <= response  # the answer and its EOS need response + 1 positions
-        rerun = name in ("predicted", "smartcrop") and cut and canvas < p.canvas
-        if rerun:  # re-run on the maximum canvas
-            plan += canvas_plan(prompt, p.canvas, p.steps_per_token, cache=p.cache, block=p.block)
-            cut = p.canvas <= response
+    runs = query_plans(prompts, canvases, responses, max_canvas=p.canvas, run=strategy_run(p),
+                       recovery="max" if name in ("predicted", "smartcrop") else "none")
+    for prompt, plan in zip(prompts.tolist(), runs.plans):
         if name == "predicted" and prompt > 0:
             plan[prompt] += 1
         elif name == "smartcrop":
             plan[prompt + p.canvas] += 1
-        plans.append(plan)
-        truncated.append(cut)
-        reruns.append(rerun)
-    return StrategyPlans(name, plans, np.array(reruns), np.array(truncated))
+    return StrategyPlans(name, runs.plans, runs.reruns > 0, runs.truncated_final)
+
+
+def strategy_run(p: StrategyParams):
+    """One D-LLM attempt under ``p`` (steps per token, cache, block): :func:`ptdlib.cost.plans.run_plan`, bound."""
+    return partial(run_plan, block=p.block, steps_per_token=p.steps_per_token, cache=p.cache)
 
 
 def _cell_list(cell) -> list[int]:

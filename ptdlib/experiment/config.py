@@ -29,7 +29,8 @@ from pathlib import Path
 
 import yaml
 
-from ptdlib.canvas import RECOVERIES, CanvasLimits, CanvasPolicy, get_policy_class, make_policy
+from ptdlib.canvas import CanvasLimits, CanvasPolicy, get_policy_class, make_policy
+from ptdlib.cost.plans import RECOVERIES
 from ptdlib.models.spec import ModelSpec
 from ptdlib.models.spec import check_choice as _choice
 from ptdlib.sampling.sampler import SamplerConfig
@@ -62,7 +63,7 @@ class StrategySpec:
 
     name: str  # a canvas policy registered in ptdlib.canvas.POLICIES (fixed, oracle, smartcrop, ...)
     params: dict = field(default_factory=dict)  # parameter -> value, or a list of values to sweep
-    recovery: str | None = None  # what a truncated result gets (ptdlib.canvas.RECOVERIES); None: the run's default
+    recovery: str | None = None  # what a truncated result gets (ptdlib.cost.plans.RECOVERIES); None: the run's default
 
 
 @dataclass(frozen=True)

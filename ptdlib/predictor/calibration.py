@@ -34,6 +34,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from ptdlib.cost.plans import RERUN_RECOVERIES, attempts
 from ptdlib.predictor.conformal import (  # noqa: F401  (re-exported: the margin API's names live here too)
     SCALES, ConformalMargin, MarginRule, bound, calibration_pair, canvas_from_upper, check_alpha,
     check_canvas_args, check_predictions, conformal_quantile, conformal_scores, truncation_rate,
@@ -44,7 +45,7 @@ from ptdlib.registry import Registry
 
 #: Ways to recover a truncated answer that the cost-optimal margin can price (those of
 #: :mod:`ptdlib.cost.plans` that spend FLOPs on a truncation; ``none`` spends score instead).
-PRICED_RECOVERIES = ("max", "double", "extend")
+PRICED_RECOVERIES = RERUN_RECOVERIES
 
 
 # ---------------------------------------------------------------- rules
@@ -162,25 +163,12 @@ def expected_cost(canvases, lengths, prompt_lengths, cost_fn: Callable = quadrat
     :func:`ptdlib.canvas.recovery.recover`.
     """
     check_priced_recovery(recovery)
-    if early_stop and (block is None or block <= 0):
-        raise ValueError(f"early_stop needs the sampler's block length (a positive block), got {block!r}")
     c = np.asarray(canvases, dtype=float)
     y, P = np.asarray(lengths, dtype=float), np.asarray(prompt_lengths, dtype=float)
-
-    def attempt(canvas, start):
-        end = canvas
-        if early_stop:  # the answer fits (y < canvas): stop after the block holding its EOS (position y)
-            end = np.where(y < canvas, np.minimum(canvas, (np.floor(y / block) + 1) * block), canvas)
-        per_pass = np.asarray(cost_fn(canvas, P), dtype=float) / np.maximum(canvas, 1)
-        return np.maximum(end - start, 0) * per_pass
-
-    total = attempt(c, 0.0)
-    missed = (y >= c) & (c < max_canvas)
-    while np.any(missed):
-        new = np.full_like(c, max_canvas) if recovery == "max" else np.minimum(2 * c, max_canvas)
-        new = np.where(missed, new, c)
-        total += np.where(missed, attempt(new, c if recovery == "extend" else 0.0), 0.0)
-        missed, c = missed & (y >= new) & (new < max_canvas), new
+    total = 0.0
+    for a in attempts(c, y, max_canvas=max_canvas, recovery=recovery, early_stop=early_stop, block=block):
+        per_pass = np.asarray(cost_fn(a.canvas, P), dtype=float) / np.maximum(a.canvas, 1)
+        total = total + np.where(a.rows, np.maximum(a.end - a.start, 0) * per_pass, 0.0)
     return float(total.mean())
 
 

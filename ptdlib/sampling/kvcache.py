@@ -25,15 +25,9 @@ from __future__ import annotations
 
 import torch
 
+# the cache modes the cost model plans (numpy only); CACHE_MODES is re-exported
+from ptdlib.cost.plans import CACHE_MODES, check_cache_mode  # noqa: F401
 from ptdlib.sampling.events import ForwardEvent, counted_logits, emit_forward
-
-#: Cache modes of :class:`~ptdlib.sampling.sampler.SamplerConfig` (``cache``).
-CACHE_MODES = ("none", "prefix", "dual")
-
-
-def check_cache_mode(mode: str) -> None:
-    if mode not in CACHE_MODES:
-        raise ValueError(f"unknown cache mode {mode!r}; choose from {', '.join(CACHE_MODES)}")
 
 
 def check_cacheable(lm, mode: str) -> None:

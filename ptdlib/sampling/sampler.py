@@ -26,16 +26,13 @@ from typing import Hashable, Sequence
 
 import torch
 
+from ptdlib.cost.plans import WINDOWS, sampler_batches, sampler_steps
 from ptdlib.sampling.commit import RANDOM_REMASKING, check_remasking, commit_step, transfer_schedule
 from ptdlib.sampling.edits import StepView, apply_edit
 from ptdlib.sampling.events import FORWARD_KINDS, StepEvent, counted_logits, emit_step
 from ptdlib.sampling.kvcache import block_forward, check_cache_mode
 from ptdlib.models.base import DiffusionLM
 from ptdlib.models.batching import left_pad
-
-
-#: Sequence windows of :class:`SamplerConfig`: the whole canvas, or prompt + decoded blocks + the current one.
-WINDOWS = ("full", "growing")
 
 
 @dataclass(frozen=True)
@@ -91,20 +88,7 @@ class SamplerConfig:
             ValueError: If ``L`` is not a positive integer, ``block_length`` does not divide it, ``steps`` exceeds
                 it, or the number of blocks does not divide ``steps``.
         """
-        L = canvas_length
-        if not isinstance(L, numbers.Integral) or L <= 0:
-            raise ValueError(f"canvas length must be a positive integer, got {L!r}")
-        if L % self.block_length:
-            raise ValueError(f"block_length {self.block_length} must divide the canvas length {L}")
-        n_blocks = L // self.block_length
-        steps = L if self.steps is None else self.steps
-        if steps > L:
-            raise ValueError(f"steps {steps} must be at most the canvas length {L} (at least one token per step)")
-        if steps % n_blocks:
-            raise ValueError(
-                f"steps {steps} must be divisible by the number of blocks {n_blocks} (canvas {L} / block {self.block_length})"
-            )
-        return n_blocks, steps // n_blocks
+        return sampler_steps(canvas_length, self.block_length, self.steps)  # the rule the cost model plans with
 
 
 @dataclass
@@ -454,10 +438,8 @@ def sample(lm: DiffusionLM, prompts: Sequence[str | list[int]], canvas: int | Se
             raise ValueError(f"query {q!r}: init_canvas has {len(init)} tokens but its canvas length is {L}")
         canvases.append([lm.mask_id] * L if init is None else [int(t) for t in init])
 
-    groups = defaultdict(list)  # canvas length -> query positions, longest prompt first (less padding per batch)
-    for i in sorted(range(n), key=lambda i: -len(ids[i])):
-        groups[lengths[i]].append(i)
-    batches = [g[j:j + batch_size] for g in groups.values() for j in range(0, len(g), batch_size)]
+    # grouped by canvas length, longest prompt first (less padding per batch): the rule the cost model replays
+    batches = sampler_batches([len(p) for p in ids], lengths, batch_size)
     bar = None
     if progress:
         from tqdm.auto import tqdm
