@@ -10,9 +10,9 @@ with the hardware presets of :mod:`ptdlib.cost.hardware`; the per-query forward-
   (the answer's own length: the cost lower bound), ``predicted`` (AdaRLP: a prompt pass, an estimate with a
   margin, re-runs on the maximum canvas when short), ``smartcrop`` (a probe pass, then a crop) and
   ``growth`` (EOS-led block growth, dLLM-Var / LLaDA2-style: :func:`growth_plans`);
-* carrying measured behaviour over from a run of the embedded model (:func:`measured_arms`,
-  :func:`carried_plans`): how much canvas a strategy chose relative to the oracle's, and how often its
-  first canvas was truncated, instead of the synthetic log-normal estimate error;
+* carrying measured behaviour over from a run of the embedded model (:func:`choose_behaviour`,
+  :func:`measured_arms`, :func:`carried_plans`): how much canvas a strategy chose relative to the oracle's,
+  and how often its first canvas was truncated, instead of the synthetic log-normal estimate error;
 * tables and sweeps (:func:`cost_table`, :func:`cost_sweep`, :func:`mix_sweep`) calling
   :func:`ptdlib.cost.pricing.estimate` for every cell.
 """
@@ -203,6 +203,67 @@ def strategy_plans(prompts, responses, p: StrategyParams, measured: Mapping[str,
             plans[name] = plan_strategy(name, prompts, responses, p)
             sources[name] = "rule" if name in ("fixed", "oracle") else "synthetic"
     return plans, sources
+
+
+@dataclass(frozen=True)
+class Behaviour:
+    """Where the canvases of ``predicted`` and ``smartcrop`` come from: a measured run, or the synthetic profile."""
+
+    measured: dict[str, MeasuredArm]  # strategy -> its arm measured in a run (measured_arms); empty: synthetic
+    note: str  # the result table read, or why none was
+
+    def describe(self, p: StrategyParams) -> str:
+        """What a notebook prints about the choice: the source, and per measured arm its canvas ratio and truncation.
+
+        Args:
+            p: The strategy parameters of the synthetic profile (its estimate error and margin are named when
+                the behaviour is synthetic).
+
+        Returns:
+            One line, plus one line per measured arm.
+        """
+        names = "/".join(CARRIED)
+        if not self.measured:
+            return (f"{names} behaviour SYNTHETIC ({self.note}): estimate error sigma {p.length_error}, "
+                    f"margin {p.margin:.0%}")
+        lines = [f"{names} behaviour MEASURED on the embedded model: {self.note}"]
+        lines += [f"  {arm.strategy} {arm.params}: {arm.n} queries, canvas/oracle mean {arm.canvas_ratio.mean():.2f}, "
+                  f"first canvas truncated {arm.truncated.mean():.1%}" for arm in self.measured.values()]
+        return "\n".join(lines)
+
+
+def choose_behaviour(results_dir: str | None, *, carry_over: bool = True) -> Behaviour:
+    """Measured behaviour when a finished run is given and carrying it over is asked for; synthetic otherwise.
+
+    The measured arms are those of :func:`measured_arms` on the run's test rows (the run's own rounding), later
+    drawn query by query onto the deployment workload by :func:`carried_plans` (through :func:`strategy_plans`).
+
+    Args:
+        results_dir: A run directory (relative: see :func:`ptdlib.analysis.finished_run.find_run`), or None.
+        carry_over: False keeps the synthetic profile even when the run exists.
+
+    Returns:
+        The measured arms (empty: the synthetic profile is used) and a note saying which run was read, or why
+        none was: no run asked for, ``carry_over`` false, no run at ``results_dir``, or no predicted or
+        smartcrop rows on its test split.
+    """
+    if results_dir is None:
+        return Behaviour({}, "no result table was asked for (results_dir is None)")
+    if not carry_over:
+        return Behaviour({}, "carry_over is False")
+    from ptdlib.analysis.finished_run import find_run  # a run is read only when one is asked for
+    from ptdlib.experiment.results import load_results
+
+    folder = find_run(results_dir)
+    if folder is None:
+        return Behaviour({}, f"no result table at {results_dir}")
+    rows = load_results(folder)
+    measured = measured_arms(rows, round_to=rows.attrs["run"]["config"]["limits"]["round_to"])
+    missing = len(rows.attrs["missing_chunks"])
+    unfinished = f"; the run is unfinished, {missing} chunks missing" if missing else ""
+    if not measured:
+        return Behaviour({}, f"the result table {folder} has no predicted or smartcrop rows on the test split{unfinished}")
+    return Behaviour(measured, f"result table {folder} ({len(rows)} rows of model {rows['model_id'].iloc[0]}{unfinished})")
 
 
 def cost_table(plans: Mapping[str, StrategyPlans], shape: ModelShape, hardware_names: Sequence[str], *,

@@ -16,7 +16,6 @@ import json
 import numpy as np
 import pandas as pd
 
-from ptdlib import REPO_ROOT
 from ptdlib.stats.summary import params_label
 
 #: Columns the overview needs from result rows.
@@ -46,27 +45,6 @@ def short_arm_labels(frame: pd.DataFrame) -> list[str]:
     recoveries = frame["recovery"] if "recovery" in frame else [None] * len(frame)
     return [arm_label(s, {k: v for k, v in p.items() if k not in shared[s]}, r)
             for s, p, r in zip(frame["strategy"], params, recoveries)]
-
-
-def load_rows(results_dir) -> pd.DataFrame:
-    """The result rows of a run directory (:func:`ptdlib.experiment.results.load_results`), run record in ``attrs["run"]``.
-
-    A relative path is looked up from the working directory, then from the repository root, so that a
-    notebook opened in ``notebooks/`` finds ``runs/report`` as the report writes it.
-    """
-    from pathlib import Path
-
-    from ptdlib.experiment.results import load_results
-
-    path = Path(results_dir)
-    if not path.is_absolute() and not path.exists():
-        repo_path = REPO_ROOT / path
-        if repo_path.exists():
-            path = repo_path
-    if not (path / "run.json").exists():
-        raise FileNotFoundError(f"no run in {results_dir!r} (looked for {path / 'run.json'}): run `ptd report` "
-                                f"(or `ptd run CONFIG`) first, or set results_dir")
-    return load_results(path)
 
 
 def _reference(rows: pd.DataFrame, strategy: str, params: dict | None) -> pd.DataFrame | None:
