@@ -12,8 +12,8 @@ The work is cut into *chunks* (cell x split x seed x a run of ``chunk_size`` con
 is the unit that is written, skipped on resume and assigned to a shard. :func:`plan_chunks` derives them
 from the configuration alone, so every process (and ``ptd summarize``) agrees on them.
 
-Unknown keys at any level, unknown strategies or parameters, and unknown split names are ``ValueError``\\ s
-that name the bad value and what is allowed. ``RunConfig.from_dict(asdict(cfg)) == cfg``.
+Unknown keys at any level, unknown strategies or parameters, and unknown split names raise ``ValueError``
+naming the bad value and what is allowed. ``RunConfig.from_dict(asdict(cfg)) == cfg``.
 """
 
 from __future__ import annotations
