@@ -7,7 +7,7 @@ the margin sweeps and the predictor's pay-off (:mod:`ptdlib.analysis.margins`,
 :mod:`ptdlib.analysis.predictor_eval`), the what-if workloads (:mod:`ptdlib.cost.workload`,
 :mod:`ptdlib.analysis.deployment`); the sampler and the recovery code take their batching and re-run rules from
 here too, so the model and the real passes cannot drift apart (``tests/test_plans.py`` checks the plans against
-the passes the sampler reports). The conventions (see ``docs/design.md``):
+the passes the sampler reports). The conventions (``docs/design.md`` §6 and §11):
 
 * **Canvas and blocks.** A canvas of ``L`` tokens is decoded in blocks of ``block`` tokens, left to right
   (Nie et al., 2025, "Large Language Diffusion Models"). Chosen lengths are rounded up to whole blocks
