@@ -103,12 +103,14 @@ class CachedMaskedLMOutput(MaskedLMOutput):
 
 
 class RMSNorm(nn.Module):
+    """Root-mean-square layer norm with a learned scale (no bias, no mean subtraction), as in LLaMA and LLaDA."""
     def __init__(self, dim: int, eps: float):
         super().__init__()
         self.weight = nn.Parameter(torch.ones(dim))
         self.eps = eps
 
     def forward(self, x):
+        """``weight * x / sqrt(mean(x**2) + eps)`` over the last dimension."""
         return self.weight * x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
 
 
@@ -135,6 +137,7 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
 
 
 class Block(nn.Module):
+    """One pre-norm transformer block: bidirectional rotary attention, then a SwiGLU MLP, each residual."""
     def __init__(self, cfg: PtdLladaConfig):
         super().__init__()
         d, h = cfg.d_model, cfg.mlp_hidden
