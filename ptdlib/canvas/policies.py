@@ -63,7 +63,8 @@ class FixedCanvas(CanvasPolicy):
 class OracleCanvas(CanvasPolicy):
     """The model's own length (from the labelling run at the maximum canvas) plus its EOS, in whole blocks.
 
-    The lower bound on cost of any policy that does not change the sampler; not deployable.
+    What a perfect length estimate would pay: the reference of every "FLOPs / oracle" ratio, not a strict lower
+    bound (docs/design.md §7); not deployable.
     """
 
     name = "oracle"
