@@ -7,10 +7,10 @@ the chunks still to do to :func:`run_on_ray` instead of its serial loop:
 * **Workers.** One Ray actor per worker slot: a GPU where the cluster has GPUs (the actor asks for
   ``num_gpus=1`` and Ray sets its ``CUDA_VISIBLE_DEVICES``), a CPU otherwise (``num_cpus=1``, one torch thread).
   Each actor loads the model once and keeps it (and one FLOP counter) for every chunk it runs.
-* **Shared work.** The queries, labels and fitted policies (:class:`ptdlib.experiment.runner.SharedWork`) go into Ray's
+* **Shared work.** The queries, labels and fitted policies (:class:`ptdlib.experiment.work.SharedWork`) go into Ray's
   object store once (``ray.put``); each worker fetches them once and keeps them.
 * **Chunks as tasks.** An idle worker takes the next chunk; the worker runs it with
-  :func:`ptdlib.experiment.runner.run_chunk`, the serial path's own function, which writes the chunk file atomically
+  :func:`ptdlib.experiment.work.run_chunk`, the serial path's own function, which writes the chunk file atomically
   (temporary file, fsync, rename). A chunk file therefore exists complete or not at all; a retried chunk whose
   file is already there (its worker died after writing it) is not run again, and one run twice would rewrite the
   same file: a retry never duplicates rows, and a later ``ptd run`` (with or without ``--ray``) resumes from the
@@ -149,7 +149,7 @@ class ChunkWorker:
         import ray
 
         from ptdlib.experiment.results import chunk_path, read_chunk
-        from ptdlib.experiment.runner import run_chunk
+        from ptdlib.experiment.work import run_chunk
 
         if self.fingerprint != fingerprint:
             raise ValueError(f"this worker's model ({self.lm.model_id}, fingerprint {self.fingerprint}) is not the "
@@ -205,7 +205,7 @@ def run_on_ray(cfg, out: Path, chunks: list, work, *, address: str = LOCAL, devi
         cfg: The run config.
         out: The run directory.
         chunks: The chunks to run.
-        work: The run's :class:`~ptdlib.experiment.runner.SharedWork`, shipped once to every worker.
+        work: The run's :class:`~ptdlib.experiment.work.SharedWork`, shipped once to every worker.
         address: ``"local"`` starts a local Ray instance (shut down at the end); anything else is passed to
             ``ray.init`` (``"auto"``: the cluster this machine belongs to; ``"ray://host:10001"``: a remote one).
         device: Worker kind (see :func:`worker_slots`).
