@@ -30,7 +30,7 @@ import pandas as pd
 
 from ptdlib.canvas.base import CanvasLimits
 from ptdlib.cost.plans import FRESH_RECOVERIES, attempts, batched_plans, plan_flops, sampler_plan
-from ptdlib.predictor.calibration import ConformalMargin, bound, canvas_from_upper
+from ptdlib.predictor.conformal import ConformalMargin, bound, canvas_from_upper
 from ptdlib.sampling.sampler import SamplerConfig
 
 #: Recoveries whose cost follows from the labels (``extend`` continues a partly decoded canvas: not analytic).

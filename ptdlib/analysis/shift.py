@@ -25,7 +25,7 @@ import pandas as pd
 
 from ptdlib.analysis.margins import policy_outcome, reference_flops
 from ptdlib.canvas.base import CanvasLimits
-from ptdlib.predictor import AdaptiveConformalMargin, calibrate
+from ptdlib.predictor import AdaptiveConformalMargin, calibrate, margin_parameters
 from ptdlib.sampling.sampler import SamplerConfig
 
 #: Static margin methods compared here, with the parameter each takes.
@@ -53,7 +53,7 @@ def static_rules(calib: pd.DataFrame, *, alpha: float = 0.05, percentile: float 
                          f"got {list(methods)}")
     out = {}
     for m in methods:
-        params = {"percentile": percentile} if m == "percentile" else {"alpha": alpha}
+        params = {k: v for k, v in (("percentile", percentile), ("alpha", alpha)) if k in margin_parameters(m)}
         out[m] = calibrate(m, calib["prediction"].to_numpy(), calib["own_length"].to_numpy(), **params)
     return out
 

@@ -22,7 +22,8 @@ import numpy as np
 
 from ptdlib.canvas.base import CanvasLimits, CanvasPolicy
 from ptdlib.canvas.policies import ended_by, eos_probabilities
-from ptdlib.predictor.calibration import ConformalMargin, check_alpha, check_disjoint
+from ptdlib.predictor.calibration import check_disjoint
+from ptdlib.predictor.conformal import ConformalMargin, check_alpha
 from ptdlib.sampling.sampler import SamplerConfig
 
 
