@@ -6,9 +6,10 @@ batch's padded prompt plus ``L`` positions (Nie et al., 2025, "Large Language Di
 predictor's estimates and the model's own lengths (``ptdlib.experiment.labels``) are known, the FLOPs and the truncation
 rate of *any* margin follow without sampling:
 
-* :func:`sampling_flops` replays the sampler's batching (queries grouped by canvas, longest prompt first,
-  ``batch_size`` per forward pass, inside the runner's chunks of consecutive queries) and prices every pass
-  with the same FLOP counter the ledger uses, so it reproduces the ``flops_denoise`` of result rows exactly;
+* :func:`sampling_flops` prices the plans of :mod:`ptdlib.cost.plans` under the sampler's own batching rule
+  (queries grouped by canvas, longest prompt first, ``batch_size`` per forward pass, inside the runner's chunks
+  of consecutive queries) with the same FLOP counter the ledger uses, so it reproduces the ``flops_denoise`` of
+  result rows exactly;
 * :func:`prompt_pass_flops` does the same for the predictor's prompt-only pass (``flops_predictor``);
 * :func:`policy_outcome` adds Predict-then-Diffuse's recovery (re-run at the maximum canvas) or doubling;
 * :func:`sweep_margins` and :func:`conformal_sweep` tabulate many margins / nominal levels at once;
