@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ptdlib.cost.plans import round_to_block
 from ptdlib.predictor.regressors import check_lengths
 
 #: Scales of a conformal score: ``additive`` (tokens) or ``log`` (log-ratio of ``1 + length``).
@@ -123,8 +124,7 @@ def canvas_from_upper(upper, max_canvas: int, round_to: int = 1) -> np.ndarray:
     check_canvas_args(max_canvas, round_to)
     u = np.clip(np.asarray(upper, dtype=float), 0.0, float(max_canvas))
     c = np.floor(u + _INTEGER_TOL) + 1
-    c = np.ceil(c / round_to) * round_to
-    return np.minimum(c, max_canvas).astype(np.int64)
+    return round_to_block(c, round_to, max_canvas)
 
 
 def truncation_rate(canvases, lengths) -> float:
