@@ -14,15 +14,16 @@ from ptdlib.canvas.evaluate import ROW_COLUMNS, evaluate_strategy
 from ptdlib.canvas.policies import FixedCanvas, GrowthCanvas, HeuristicCanvas, OracleCanvas, SmartCrop
 from ptdlib.canvas.predicted import PredictedCanvas
 from ptdlib.canvas.recovery import RECOVERIES
-from ptdlib.validation import check_types
 from ptdlib.canvas.rho_eos import RhoEosCanvas
 from ptdlib.canvas.smartcrop_conformal import CalibratedSmartCrop
+from ptdlib.registry import Registry
+from ptdlib.validation import check_types
 
-#: name -> policy class
-POLICIES: dict[str, type[CanvasPolicy]] = {
-    cls.name: cls for cls in (FixedCanvas, OracleCanvas, HeuristicCanvas, PredictedCanvas, SmartCrop, GrowthCanvas,
-                              CalibratedSmartCrop, DaedalCanvas, RhoEosCanvas)
-}
+#: name -> policy class (each class's ``name``), in the order error messages list them
+POLICIES: Registry = Registry("canvas policy")
+for _cls in (FixedCanvas, OracleCanvas, HeuristicCanvas, PredictedCanvas, SmartCrop, GrowthCanvas,
+             CalibratedSmartCrop, DaedalCanvas, RhoEosCanvas):
+    POLICIES.register(_cls.name)(_cls)
 
 
 def policy_parameters(name: str) -> list[str]:
@@ -36,10 +37,7 @@ def get_policy_class(name: str) -> type[CanvasPolicy]:
     Raises:
         ValueError: For an unknown name (the message lists the choices).
     """
-    try:
-        return POLICIES[name]
-    except KeyError:
-        raise ValueError(f"unknown canvas policy {name!r}; choose from {', '.join(POLICIES)}") from None
+    return POLICIES.lookup(name)
 
 
 def make_policy(name: str, **params) -> CanvasPolicy:
