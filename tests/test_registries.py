@@ -9,7 +9,13 @@ import pytest
 from ptdlib.canvas import CanvasLimits
 from ptdlib.canvas.predicted import PredictedCanvas
 from ptdlib.predictor import (
-    MARGIN_METHODS, REGRESSORS, LengthPredictor, MarginRule, PredictorConfig, calibrate, margin_parameters,
+    MARGIN_METHODS,
+    REGRESSORS,
+    LengthPredictor,
+    MarginRule,
+    PredictorConfig,
+    calibrate,
+    margin_parameters,
     register_margin,
 )
 from ptdlib.predictor.regressors import register_regressor
