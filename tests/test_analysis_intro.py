@@ -18,7 +18,8 @@ from ptdlib.analysis.tour import (commit_step_matrix, committed_tokens, fill_mat
 from ptdlib.canvas import CanvasLimits, FixedCanvas, SmartCrop, make_policy, round_canvas
 from ptdlib.canvas.policies import eos_probabilities
 from ptdlib.sampling.events import StepEvent
-from ptdlib.sampling.sampler import SamplerConfig, TraceRecorder
+from ptdlib.sampling.events import TraceRecorder
+from ptdlib.sampling.sampler import SamplerConfig
 from ptdlib.cost.shapes import preset
 from ptdlib.tasks import make_split
 from ptdlib.cost.workload import StrategyParams, canvas_plan

@@ -5,7 +5,8 @@ import torch
 
 from ptdlib.sampling.edits import InsertMasks, Resize, apply_edit
 from ptdlib.cost.flops import FlopLedger
-from ptdlib.sampling.sampler import SamplerConfig, TraceRecorder, sample
+from ptdlib.sampling.events import TraceRecorder
+from ptdlib.sampling.sampler import SamplerConfig, sample
 
 PROMPTS = ["count from 3 to 9", "repeat kiwi 4 times", "spell tiger"]
 CFG = SamplerConfig(block_length=8)  # steps=None: one token per step (S = L)

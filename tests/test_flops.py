@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from ptdlib.sampling.events import counted_logits
+from ptdlib.sampling.events import TraceRecorder, counted_logits
 from ptdlib.cost.flops import (AnalyticCounter, FlopCounter, FlopLedger, count_with_fvcore, count_with_torch,
                           counter_for, cross_check)
 from ptdlib.models.embedded import build_model
@@ -214,7 +214,7 @@ def test_ledger_of_a_sampled_batch_equals_the_sum_of_its_forward_passes(tiny_lm)
 
     queries = make_split("test", 3, seed=0)
     counter = FlopCounter(tiny_lm)
-    ledger, recorder = FlopLedger(counter), sampler.TraceRecorder()
+    ledger, recorder = FlopLedger(counter), TraceRecorder()
     outs = sampler.sample(tiny_lm, [q.prompt for q in queries], [8, 16, 16], sampler.SamplerConfig(block_length=8),
                           query_ids=[q.qid for q in queries], callbacks=[ledger, recorder])
     expected = {q.qid: 0 for q in queries}

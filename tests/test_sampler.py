@@ -8,7 +8,8 @@ from torch import nn
 
 from ptdlib.sampling.commit import select_above_threshold, select_top_k, transfer_schedule
 from ptdlib.models.embedded import DEFAULT_MODEL_DIR
-from ptdlib.sampling.sampler import SamplerConfig, TraceRecorder, _query_seed, sample
+from ptdlib.sampling.events import TraceRecorder
+from ptdlib.sampling.sampler import SamplerConfig, _query_seed, sample
 
 PROMPTS = ["count from 3 to 9", "repeat kiwi 4 times", "reverse : cat dog sun moon tree ship rain", "spell tiger"]
 

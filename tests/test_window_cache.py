@@ -12,7 +12,8 @@ from ptdlib.cost.flops import FlopLedger, cross_check
 from ptdlib.models.base import DiffusionLM
 from ptdlib.models.embedded import build_model
 from ptdlib.models.embedded import embedded_lm
-from ptdlib.sampling.sampler import SamplerConfig, TraceRecorder, sample
+from ptdlib.sampling.events import TraceRecorder
+from ptdlib.sampling.sampler import SamplerConfig, sample
 from ptdlib.cost.shapes import AnalyticCounter, ModelShape, analytic_flops, shape_from_config
 
 from conftest import TINY

@@ -4,7 +4,7 @@ The tour of the problem (docs/design.md §1): the same prompt denoised on a fixe
 a length predictor, and on a canvas cropped by a SmartCrop probe. :func:`trace_strategies` runs each
 strategy through :func:`ptdlib.canvas.evaluate_strategy` (so probe, predictor and re-run passes are
 counted by the same :class:`~ptdlib.cost.flops.FlopLedger` as in every experiment) with a
-:class:`~ptdlib.sampling.sampler.TraceRecorder` attached, and keeps the commit step and token of every position.
+:class:`~ptdlib.sampling.events.TraceRecorder` attached, and keeps the commit step and token of every position.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ import pandas as pd
 
 from ptdlib.canvas import CanvasLimits, CanvasPolicy, evaluate_strategy
 from ptdlib.sampling.events import FORWARD_KINDS
-from ptdlib.sampling.sampler import SamplerConfig, TraceRecorder
+from ptdlib.sampling.events import TraceRecorder
+from ptdlib.sampling.sampler import SamplerConfig
 from ptdlib.tasks import get_family, iter_split
 
 #: Queries of a split searched for one of the asked family before giving up.

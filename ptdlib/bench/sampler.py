@@ -53,7 +53,8 @@ def timed_run(lm, prompts, canvas: int, cfg, repeats: int, desc: str) -> dict:
     """Fastest of ``repeats`` runs of ``sample``: wall and forward seconds, passes, steps, mean sequence length."""
     from dataclasses import replace
 
-    from ptdlib.sampling.sampler import TraceRecorder, sample
+    from ptdlib.sampling.events import TraceRecorder
+    from ptdlib.sampling.sampler import sample
 
     best = None
     for _ in range(repeats):

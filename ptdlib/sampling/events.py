@@ -9,6 +9,7 @@ A callback is any object with an ``on_forward(event)`` method and, optionally, `
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass
 from typing import Hashable, Iterable, Protocol, runtime_checkable
 
@@ -53,6 +54,7 @@ class StepEvent:
 @runtime_checkable
 class Callback(Protocol):
     """What a callback offers: ``on_forward(event)`` and, optionally, ``on_step(event)``."""
+
     def on_forward(self, event: ForwardEvent) -> None: ...
 
 
@@ -97,3 +99,36 @@ def counted_logits(lm, ids: torch.Tensor, attention_mask: torch.Tensor, kind: st
     logits = lm.logits(ids, attention_mask)
     emit_forward(callbacks, ForwardEvent(kind, tuple(query_ids), int(ids.shape[1]), step))
     return logits
+
+
+class TraceRecorder:
+    """Callback recording every forward pass and every step's commits (for plots of the canvas filling)."""
+
+    def __init__(self):
+        self.forwards = []  # ForwardEvent, in order
+        self.commits = defaultdict(list)  # query id -> [(step, block, positions, tokens)]
+
+    def on_forward(self, event) -> None:
+        """Record a :class:`~ptdlib.sampling.events.ForwardEvent`."""
+        self.forwards.append(event)
+
+    def on_step(self, event: StepEvent) -> None:
+        """Record a step's commits per query."""
+        for qid, pos, tok in zip(event.query_ids, event.positions, event.tokens):
+            self.commits[qid].append((event.step, event.block, pos, tok))
+
+    def commit_steps(self, query_id, canvas_length: int) -> list[int]:
+        """Per canvas position, the step at which it was committed.
+
+        Args:
+            query_id: The query.
+            canvas_length: Its canvas length.
+
+        Returns:
+            ``canvas_length`` step indices; -1 for a position never committed (e.g. given by ``init_canvas``).
+        """
+        out = [-1] * canvas_length
+        for step, _, positions, _ in self.commits[query_id]:
+            for p in positions:
+                out[p] = step
+        return out

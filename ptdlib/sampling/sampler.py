@@ -11,7 +11,7 @@ live canvases between steps.
 Every forward pass is reported to ``callbacks`` as a :class:`~ptdlib.sampling.events.ForwardEvent` and every
 step's commits as a :class:`~ptdlib.sampling.events.StepEvent`, whose step index is the query's step in its
 schedule (``block * steps_per_block + i``; with the threshold rule, the batch's pass count);
-:class:`TraceRecorder` records them for plots. Blocks, the commit rule, windows, caches and batching:
+:class:`~ptdlib.sampling.events.TraceRecorder` records them for plots. Blocks, the commit rule, windows, caches and batching:
 docs/design.md §4; per-query seeding (a query's tokens never depend on its batch): docs/design.md §9.
 """
 
@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import warnings
 import numbers
-from collections import defaultdict
 from dataclasses import dataclass
 from typing import Hashable, Sequence
 
@@ -103,39 +102,6 @@ class SampleOutput:
     truncated: bool  # the canvas holds no end token: the answer may have been cut
     forward_passes: int  # network evaluations over this query (two per step with guidance)
     steps_run: int  # denoising steps this query took part in
-
-
-class TraceRecorder:
-    """Callback recording every forward pass and every step's commits (for plots of the canvas filling)."""
-
-    def __init__(self):
-        self.forwards = []  # ForwardEvent, in order
-        self.commits = defaultdict(list)  # query id -> [(step, block, positions, tokens)]
-
-    def on_forward(self, event) -> None:
-        """Record a :class:`~ptdlib.sampling.events.ForwardEvent`."""
-        self.forwards.append(event)
-
-    def on_step(self, event: StepEvent) -> None:
-        """Record a step's commits per query."""
-        for qid, pos, tok in zip(event.query_ids, event.positions, event.tokens):
-            self.commits[qid].append((event.step, event.block, pos, tok))
-
-    def commit_steps(self, query_id, canvas_length: int) -> list[int]:
-        """Per canvas position, the step at which it was committed.
-
-        Args:
-            query_id: The query.
-            canvas_length: Its canvas length.
-
-        Returns:
-            ``canvas_length`` step indices; -1 for a position never committed (e.g. given by ``init_canvas``).
-        """
-        out = [-1] * canvas_length
-        for step, _, positions, _ in self.commits[query_id]:
-            for p in positions:
-                out[p] = step
-        return out
 
 
 def _query_seed(seed: int, query_id) -> int:
