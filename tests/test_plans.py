@@ -214,3 +214,47 @@ def test_policy_outcome_prices_the_sampler_batches_of_first_attempts_and_reruns(
     assert out["flops_denoise"].tolist() == [flops[i].get("denoise", 0) for i in range(len(PROMPTS))]
     assert out["flops_rerun"].tolist() == [flops[i].get("rerun", 0) for i in range(len(PROMPTS))]
     assert out["flops_rerun"].sum() > 0
+
+
+# ---------------------------------------------------------------- the cost-optimal margin prices the sampler's passes
+class SeqLenCounter:
+    """One unit per token of a pass: the plan cost that ``quadratic_cost`` (``L · (P + L)`` per attempt) prices."""
+
+    def forward_flops(self, seq_len, batch=1, query_len=None):
+        return batch * seq_len
+
+
+def _plan_costs(prompts, canvases, lengths, sampler, max_canvas):
+    """Mean over queries of the plans' cost (re-runs at the maximum, early stop as the sampler does)."""
+    runs = pl.query_plans(prompts, canvases, lengths, max_canvas=max_canvas, recovery="max",
+                          early_stop=sampler.stops_after_eos_block, block=sampler.block_length,
+                          run=partial(pl.sampler_plan, sampler=sampler))
+    return float(np.mean([pl.plan_flops(plan, SeqLenCounter()) for plan in runs.plans]))
+
+
+def test_cost_optimal_margin_prices_early_stop_at_the_samplers_block_not_the_rounding():
+    from ptdlib.predictor.calibration import CostOptimalMargin
+
+    # canvas 64 (rounded to 32), EOS at position 10, prompt 0: the sampler's blocks of 8 stop after 16 passes
+    stop = SamplerConfig(block_length=8, stop_after_eos_block=True)
+    assert _plan_costs([0], [64], [10], stop, 64) == 16 * 64 == 1024
+    rule = CostOptimalMargin.fit([40.0], [10], max_canvas=64, round_to=32, block=8, early_stop=True, margins=[0.0])
+    assert rule.expected_costs == (1024.0,)  # not 2048: one block of 32
+
+
+def test_predicted_cost_optimal_policy_prices_the_sampler_it_runs_with(eos_lm):
+    from ptdlib.canvas.predicted import PredictedCanvas
+    from ptdlib.predictor.conformal import canvas_from_upper
+    from ptdlib.tasks import make_split
+
+    train, calib = make_split("train", 30), make_split("calib", 20)
+    lengths = lambda qs: np.array([q.answer_length for q in qs])  # noqa: E731  (synthetic labels)
+    limits, base = CanvasLimits(64, 32), SamplerConfig(block_length=8)
+    policy = PredictedCanvas(margin="cost_optimal", early_stop=True, features="text").fit(
+        eos_lm, train, lengths(train), calib, lengths(calib), limits, "max", sampler=base)
+    runs_with = policy.sampler_config(base)
+    pred = policy.predictor.predict_prompts(calib, eos_lm)
+    P = [len(eos_lm.encode_prompt(q.prompt)) for q in calib]
+    want = [_plan_costs(P, canvas_from_upper(pred + m, 64, 32), lengths(calib), runs_with, 64) for m in policy.rule.margins]
+    assert policy.rule.expected_costs == pytest.approx(want, rel=1e-12)
+    assert policy.rule.early_stop and runs_with.block_length == 8

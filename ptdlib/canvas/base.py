@@ -80,7 +80,8 @@ class CanvasPolicy(ABC):
         """
 
     def fit(self, lm, train, train_lengths, calib=None, calib_lengths=None,
-            limits: "CanvasLimits | None" = None, recovery: str = "max") -> "CanvasPolicy":
+            limits: "CanvasLimits | None" = None, recovery: str = "max",
+            sampler: SamplerConfig | None = None) -> "CanvasPolicy":
         """Learn from ``train`` queries and their own lengths; calibrate on ``calib`` (default: nothing).
 
         Args:
@@ -91,6 +92,8 @@ class CanvasPolicy(ABC):
             calib_lengths: Their own lengths.
             limits: The canvas limits the run will use.
             recovery: How the run will recover truncated answers, for policies that price it.
+            sampler: The run's base sampler settings (before :meth:`sampler_config`), for policies that price
+                the sampler's passes.
 
         Returns:
             The policy itself.

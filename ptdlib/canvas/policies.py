@@ -101,7 +101,7 @@ class HeuristicCanvas(CanvasPolicy):
         self.coef: tuple[float, float] | None = None
 
     def fit(self, lm, train, train_lengths, calib=None, calib_lengths=None, limits=None,
-            recovery: str = "max") -> "HeuristicCanvas":
+            recovery: str = "max", sampler=None) -> "HeuristicCanvas":
         """Fit ``length ≈ a + b · (prompt tokens)`` by least squares on ``train``.
 
         Raises:

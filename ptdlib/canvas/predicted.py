@@ -54,11 +54,22 @@ class PredictedCanvas(CanvasPolicy):
         if "percentile" in self._takes and not 0 <= percentile <= 100:
             raise ValueError(f"percentile must be in [0, 100], got {percentile}")
 
-    def _margin_params(self, limits: CanvasLimits, prompt_lengths, recovery: str) -> dict:
-        """The policy's settings that the margin's fit function takes (:func:`margin_parameters`)."""
+    def _margin_params(self, limits: CanvasLimits, prompt_lengths, recovery: str,
+                       sampler: SamplerConfig | None) -> dict:
+        """The policy's settings that the margin's fit function takes (:func:`margin_parameters`).
+
+        An early stop is priced as the sampler this policy runs with (:meth:`sampler_config` of the run's
+        ``sampler``) stops: after its own block holding EOS. Without a sampler, the policy's ``early_stop`` at
+        blocks of ``limits.round_to``.
+        """
+        if sampler is None:
+            early_stop, block = self.early_stop, limits.round_to
+        else:
+            runs_with = self.sampler_config(sampler)
+            early_stop, block = runs_with.stops_after_eos_block, runs_with.block_length
         settings = {"percentile": self.percentile, "alpha": self.alpha, "gamma": self.gamma,
                     "max_canvas": limits.max_canvas, "round_to": limits.round_to, "prompt_lengths": prompt_lengths,
-                    "recovery": recovery, "early_stop": self.early_stop}
+                    "recovery": recovery, "early_stop": early_stop, "block": block}
         return {k: v for k, v in settings.items() if k in self._takes}
 
     @property
@@ -67,7 +78,8 @@ class PredictedCanvas(CanvasPolicy):
         return self.margin == "aci"
 
     def fit(self, lm, train, train_lengths, calib=None, calib_lengths=None,
-            limits: CanvasLimits = CanvasLimits(), recovery: str = "max") -> "PredictedCanvas":
+            limits: CanvasLimits = CanvasLimits(), recovery: str = "max",
+            sampler: SamplerConfig | None = None) -> "PredictedCanvas":
         """Fit the predictor on ``train`` and the margin on ``calib`` (their passes are training cost, not counted).
 
         Args:
@@ -79,6 +91,8 @@ class PredictedCanvas(CanvasPolicy):
             limits: The run's canvas limits (some margins price them).
             recovery: How the run recovers a truncation; the ``cost_optimal`` margin prices it (and
                 ``early_stop``) into its choice.
+            sampler: The run's base sampler settings; the ``cost_optimal`` margin prices an early stop at the
+                block length of the sampler this policy runs with (None: at ``limits.round_to``).
 
         Returns:
             The policy itself.
@@ -92,7 +106,7 @@ class PredictedCanvas(CanvasPolicy):
         pred = self.predictor.predict_prompts(calib, lm)
         prompt_lengths = np.array([len(lm.encode_prompt(q.prompt)) for q in calib])
         self.rule = calibrate(self.margin, pred, calib_lengths, calib_queries=calib,
-                              **self._margin_params(limits, prompt_lengths, recovery))
+                              **self._margin_params(limits, prompt_lengths, recovery, sampler))
         self._calib = list(calib)
         return self
 

@@ -98,7 +98,7 @@ class CalibratedSmartCrop(CanvasPolicy):
         return self.margin.canvas(crossing_estimate(p_eos, self.tau, self.rule), limits.max_canvas, limits.round_to)
 
     def fit(self, lm, train, train_lengths, calib=None, calib_lengths=None,
-            limits: CanvasLimits = CanvasLimits(), recovery: str = "max") -> "CalibratedSmartCrop":
+            limits: CanvasLimits = CanvasLimits(), recovery: str = "max", sampler=None) -> "CalibratedSmartCrop":
         """Calibrate the pad on probe passes over ``calib`` (``train`` is not used).
 
         Raises:

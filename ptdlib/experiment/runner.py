@@ -110,7 +110,7 @@ class Workbench:
                     self._fit_labels = self.own_lengths(train + calib)
                 own = self._fit_labels
                 policy.fit(self.lm, train, [own[q.qid] for q in train], calib, [own[q.qid] for q in calib],
-                           self.cfg.limits, cell.recovery)
+                           self.cfg.limits, cell.recovery, sampler=self.cfg.sampler)
             self._fitted[key] = policy
         return self._fitted[key]
 

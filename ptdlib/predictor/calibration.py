@@ -105,7 +105,7 @@ class CostOptimalMargin(AdditiveMargin):
     ``cost(m) = mean_i[ c(canvas_i(m), P_i) + 1{length_i ≥ canvas_i(m)} · rerun_i ]`` where ``rerun_i`` is
     ``c(max_canvas, P_i)`` (Predict-then-Diffuse: re-run at the maximum) or, for ``"double"`` /
     ``"extend"``, the cost of the canvases doubled until the answer fits (or the maximum is reached), each
-    attempt priced by :func:`expected_cost` (with ``early_stop``, up to the block holding EOS).
+    attempt priced by :func:`expected_cost` (with ``early_stop``, up to the sampler's block holding EOS).
     Recovery ``"none"`` is refused: a truncation then costs score, not FLOPs, so the cheapest margin would
     always be the smallest.
     """
@@ -118,10 +118,33 @@ class CostOptimalMargin(AdditiveMargin):
     @classmethod
     def fit(cls, predictions, lengths, *, max_canvas: int, round_to: int = 1, prompt_lengths=None,
             cost_fn: Callable = quadratic_cost, recovery: str = "max", early_stop: bool = False,
-            margins=None) -> "CostOptimalMargin":
-        """Search ``margins`` (default ``0 … max_canvas``); with ``early_stop`` the block is ``round_to``."""
+            block: int | None = None, margins=None) -> "CostOptimalMargin":
+        """Search ``margins`` for the least :func:`expected_cost` on calib.
+
+        Args:
+            predictions: Predicted lengths of the calibration queries, tokens, shape (n,).
+            lengths: Their own lengths, tokens, shape (n,).
+            max_canvas: The largest canvas (tokens).
+            round_to: Canvases are whole multiples of it (tokens).
+            prompt_lengths: Prompt tokens per query, shape (n,) (None: zeros).
+            cost_fn: ``cost_fn(L, P)``: the cost of a fresh canvas of ``L`` after ``P`` prompt tokens.
+            recovery: How a truncation is recovered (:data:`PRICED_RECOVERIES`).
+            early_stop: Attempts stop after the block holding EOS.
+            block: The sampler's block length (tokens), where an early stop ends an attempt; it may divide
+                ``round_to``. None: ``round_to``.
+            margins: The grid searched (tokens, default ``0 … max_canvas``).
+
+        Returns:
+            The rule with the first (smallest) cheapest margin, the grid and its expected costs.
+
+        Raises:
+            ValueError: For invalid data, limits, block, recovery or grid.
+        """
         pred, y = calibration_pair(predictions, lengths)
         check_canvas_args(max_canvas, round_to)
+        block = round_to if block is None else block
+        if not isinstance(block, numbers.Integral) or block <= 0:
+            raise ValueError(f"block (the sampler's block length) must be a positive integer, got {block!r}")
         check_priced_recovery(recovery)
         P = np.zeros_like(pred) if prompt_lengths is None else check_lengths(prompt_lengths, "prompt_lengths")
         if len(P) != len(pred):
@@ -131,7 +154,7 @@ class CostOptimalMargin(AdditiveMargin):
         if grid.size == 0 or not np.all(np.isfinite(grid)) or np.any(grid < 0):
             raise ValueError(f"margins must be a non-empty grid of finite values >= 0, got {grid[:5].tolist()}")
         costs = np.array([expected_cost(canvas_from_upper(pred + m, max_canvas, round_to), y, P, cost_fn,
-                                        max_canvas, recovery, early_stop, round_to) for m in grid])
+                                        max_canvas, recovery, early_stop, block) for m in grid])
         best = int(np.argmin(costs))  # first minimum: the smallest margin among ties
         return cls(float(grid[best]), recovery, bool(early_stop), tuple(grid.tolist()), tuple(costs.tolist()))
 
@@ -225,7 +248,7 @@ def register_margin(name: str):
     (n,)); ``params`` are the rule's own keyword parameters, each with a default where one makes sense. The
     parameter names matter: :func:`margin_parameters` reads them from the signature, and the ``predicted``
     canvas policy passes a rule only those of its settings (``alpha``, ``percentile``, ``gamma``,
-    ``max_canvas``, ``round_to``, ``prompt_lengths``, ``recovery``, ``early_stop``) that the fit function
+    ``max_canvas``, ``round_to``, ``prompt_lengths``, ``recovery``, ``early_stop``, ``block``) that the fit function
     names. Example, in this module (the registry's home: a rule defined elsewhere is imported here and
     registered here, so that importing :mod:`ptdlib.predictor` always registers every margin)::
 
@@ -287,7 +310,7 @@ def calibrate(method: str, predictions, lengths, *, calib_queries: Sequence | No
         test_queries: The queries the rule will serve.
         **params: The rule's parameters (:func:`margin_parameters`): ``percentile=``; ``alpha=``;
             ``max_canvas=``, ``round_to=``, ``prompt_lengths=``, ``cost_fn=``, ``recovery=``, ``early_stop=``,
-            ``margins=``; ``alpha=``, ``gamma=``, ``window=``, ``scale=``.
+            ``block=``, ``margins=``; ``alpha=``, ``gamma=``, ``window=``, ``scale=``.
 
     Returns:
         The fitted rule.
