@@ -262,3 +262,28 @@ def test_noninferiority_reading_needs_a_margin_and_names_verdicts():
     reading = overview.noninferiority_reading(with_margin)
     assert set(reading["verdict"]) <= {"better", "non-inferior", "worse", "inconclusive"}
     assert reading.set_index("strategy").loc["oracle()", "quality_delta"] == 0
+
+
+def test_label_model_check_replays_each_arm_with_the_sampler_it_ran_with(end_lm, counter, queries):
+    from ptdlib.experiment.config import RunConfig
+
+    cfg = RunConfig.from_dict({
+        "splits": {"test": len(queries)}, "sampler": {"block_length": 16}, "batch_size": 3, "chunk_size": 6,
+        "limits": {"max_canvas": LIMITS.max_canvas, "round_to": LIMITS.round_to},
+        "strategies": [{"name": "fixed", "params": {"L": LIMITS.max_canvas}},
+                       {"name": "smartcrop", "params": {"tau": 0.5, "pad": 16, "early_stop": [False, True]}}]})
+    own = {q.qid: o.length for q, o in zip(queries, sample(end_lm, [q.prompt for q in queries], LIMITS.max_canvas,
+                                                             cfg.sampler, query_ids=[q.qid for q in queries]))}
+    rows = []
+    for cell in cfg.cells:  # as the runner evaluates a cell: its policy, the run's base sampler, chunk by chunk
+        for start in range(0, len(queries), cfg.chunk):
+            rows += evaluate_strategy(end_lm, queries[start : start + cfg.chunk], make_policy(cell.name, **cell.kwargs),
+                                      counter, recovery=cell.recovery, sampler=cfg.sampler, limits=cfg.limits,
+                                      batch_size=cfg.batch_size, own_lengths=own)
+    rows = pd.DataFrame(rows)
+    crop = rows[rows["strategy"] == "smartcrop"]
+    stopped, plain = crop[crop["params"].str.contains("early_stop")], crop[~crop["params"].str.contains("early_stop")]
+    assert stopped["flops_total"].sum() < plain["flops_total"].sum()  # the early stop did save passes
+    table = margins.label_model_check(rows, counter, cfg)
+    assert table["flops_exact"].tolist() == [1.0, 1.0]  # fixed and the plain smartcrop, replayed exactly
+    assert not table["params"].str.contains("early_stop").any()  # its passes are not analytic: left out

@@ -328,29 +328,50 @@ def label_model_check(rows: pd.DataFrame, counter, cfg) -> pd.DataFrame:
     """How well the analytic model reproduces a run's rows, per arm whose cost is analytic.
 
     For each (split, strategy, params, recovery, seed) of ``rows`` (result rows of run config ``cfg``), with the
-    arm's own canvases: ``flops_exact`` = share of rows whose ``flops_total`` the analytic replay (given the
-    measured first-attempt truncation) reproduces exactly; ``truncation`` (measured) next to
+    arm's own canvases and the sampler settings the arm ran with (its policy's ``sampler_config`` of the run's
+    sampler, as the runner builds them): ``flops_exact`` = share of rows whose ``flops_total`` the analytic replay
+    (given the measured first-attempt truncation) reproduces exactly; ``truncation`` (measured) next to
     ``truncation_labels`` (own length ≥ canvas), the gap being how often the model answers differently on
-    a shorter canvas. Arms with early stopping (growth), ``extend`` recovery, or a canvas edited while decoding
-    (daedal, rho_eos: their policies have an ``editor``) are skipped.
+    a shorter canvas. Arms whose sampler stops early (growth, ``early_stop``) or has a threshold rule, with
+    ``extend`` recovery, or with a canvas edited while decoding (daedal, rho_eos: their policies have an
+    ``editor``) are skipped.
+
+    Args:
+        rows: Result rows of the run (:data:`ptdlib.canvas.ROW_COLUMNS`).
+        counter: The FLOP counter of the run's model.
+        cfg: The run's :class:`~ptdlib.experiment.config.RunConfig`.
+
+    Returns:
+        One row per replayed arm and seed, with a short ``arm`` label.
+
+    Raises:
+        ValueError: If ``rows`` hold an arm that is not a cell of ``cfg``.
     """
     from ptdlib.analysis.overview import short_arm_labels
-    from ptdlib.canvas import CanvasPolicy, get_policy_class
+    from ptdlib.canvas import CanvasPolicy, get_policy_class, make_policy
 
     def edits(strategy: str) -> bool:
         cls = get_policy_class(strategy)
         return cls.editor is not CanvasPolicy.editor or cls.initial_canvases is not CanvasPolicy.initial_canvases
 
+    cells = {(c.name, c.params): c for c in cfg.cells}
     online = {(c.name, c.params) for c in cfg.cells if c.online}  # served batch by batch in one chunk
     out = []
     keys = ["split", "strategy", "params", "recovery", "seed"]
     for (split, strategy, params, recovery, seed), g in rows.groupby(keys, sort=False):
-        if strategy == "growth" or recovery not in ANALYTIC_RECOVERIES or edits(strategy):
+        if recovery not in ANALYTIC_RECOVERIES or edits(strategy):
             continue
+        if (strategy, params) not in cells:
+            raise ValueError(f"rows of {strategy} {params} are not of a cell of the run config; its cells: "
+                             f"{', '.join(sorted(c.label for c in cells.values()))}")
+        cell = cells[strategy, params]
+        sampler = make_policy(cell.name, **cell.kwargs).sampler_config(cfg.sampler)  # the arm's, as the runner's
+        if sampler.stops_after_eos_block or sampler.threshold is not None:
+            continue  # rows leave a batch's passes as they finish: not analytic
         g = g.sort_values("qid")
         extra = (g["flops_probe"] + g["flops_predictor"]).to_numpy()
         sim = policy_outcome(g["chosen_canvas"], g["own_length"], g["prompt_len"], counter, limits=cfg.limits,
-                             sampler=cfg.sampler, batch_size=cfg.batch_size,
+                             sampler=sampler, batch_size=cfg.batch_size,
                              chunk_size=cfg.batch_size if (strategy, params) in online else cfg.chunk,
                              recovery=recovery, truncated=g["truncated"].to_numpy(), extra_flops=extra)
         out.append({"split": split, "strategy": strategy, "params": params, "recovery": recovery, "seed": seed,
