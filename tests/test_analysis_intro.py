@@ -1,5 +1,6 @@
 """The analyses behind notebooks 1-3 and 7: estimator scores, probe estimators, the tour, predictor cost, deployment."""
 
+import dataclasses
 import json
 from collections import Counter
 
@@ -22,7 +23,7 @@ from ptdlib.sampling.events import TraceRecorder
 from ptdlib.sampling.sampler import SamplerConfig
 from ptdlib.cost.shapes import preset
 from ptdlib.tasks import make_split
-from ptdlib.cost.workload import StrategyParams, canvas_plan
+from ptdlib.cost.workload import StrategyParams, canvas_plan, plan_strategy
 
 LIMITS = CanvasLimits(max_canvas=64, round_to=32)
 SAMPLER = SamplerConfig(block_length=32)
@@ -259,3 +260,28 @@ def test_cost_table_compares_every_strategy_with_the_fixed_canvas():
             > h100["cost_per_million"].to_numpy()).all()  # slower per dollar at these prices
     with pytest.raises(ValueError, match="must include 'fixed'"):
         strategy_plans(prompts, responses, p, strategies=("oracle",))
+
+
+def test_carried_plans_recover_as_the_measured_arm_did():
+    p = StrategyParams(canvas=512, block=32)
+    # oracle canvas 224 (answer 200 + EOS), ratio 0.25: a first canvas of 64, measured truncated
+    double = MeasuredArm("predicted", "{}", np.array([0.25]), np.array([True]), recovery="double")
+    plans = carried_plans(double, [100], [200], p)
+    attempts = [canvas_plan(100, c) for c in (64, 128, 256)]  # doubled until the answer fits
+    assert plans.plans == [sum(attempts, Counter()) + Counter({100: 1})]
+    assert plans.reruns.tolist() == [True] and plans.truncated.tolist() == [False]
+    kept = carried_plans(dataclasses.replace(double, recovery="none"), [100], [200], p)
+    assert kept.plans == [canvas_plan(100, 64) + Counter({100: 1})]
+    assert kept.reruns.tolist() == [False] and kept.truncated.tolist() == [True]  # the cut answer is kept
+    unsaid = carried_plans(dataclasses.replace(double, recovery=None), [100], [200], p)  # a table without recovery
+    assert unsaid.plans == [canvas_plan(100, 64) + canvas_plan(100, 512) + Counter({100: 1})]  # re-run at the maximum
+
+
+def test_carried_and_synthetic_predicted_plans_agree_on_the_predictor_pass_of_an_empty_prompt():
+    # the predictor reads the prompt's hidden states: a prompt of no tokens has no pass to run (and a run refuses it)
+    p = StrategyParams(canvas=512, block=32, length_error=0.0, margin=0.0)
+    exact = MeasuredArm("predicted", "{}", np.array([1.0]), np.array([False]))
+    for prompt in (0, 30):
+        carried = carried_plans(exact, [prompt], [40], p)
+        assert carried.plans == plan_strategy("predicted", np.array([prompt]), np.array([40]), p).plans
+    assert carried_plans(exact, [0], [40], p).plans == [canvas_plan(0, 64)]

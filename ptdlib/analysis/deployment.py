@@ -31,7 +31,8 @@ from ptdlib.cost.pricing import estimate
 from ptdlib.cost.hardware import hardware
 from ptdlib.cost.shapes import ModelShape
 from ptdlib.cost.plans import query_plans, round_to_block
-from ptdlib.cost.workload import StrategyParams, StrategyPlans, plan_strategy, strategy_run, synthetic_workload
+from ptdlib.cost.workload import (StrategyParams, StrategyPlans, add_choice_passes, plan_strategy, strategy_run,
+                                  synthetic_workload)
 
 #: Strategies compared, in table order (``fixed`` is the baseline every saving is relative to).
 DEPLOY_STRATEGIES = ("fixed", "oracle", "predicted", "smartcrop", "growth")
@@ -107,7 +108,7 @@ class MeasuredArm:
     params: str  # the parameters (JSON) of the measured grid cell
     canvas_ratio: np.ndarray  # chosen canvas / oracle canvas (own length + EOS in whole blocks) per query
     truncated: np.ndarray  # bool per query: the first canvas held no EOS (a re-run followed)
-    recovery: str | None = None  # the cell's truncation recovery (None: the table does not say)
+    recovery: str | None = None  # the cell's truncation recovery (None: the table does not say; taken as max)
 
     @property
     def n(self) -> int:
@@ -156,10 +157,26 @@ def carried_plans(arm: MeasuredArm, prompts, responses, p: StrategyParams, seed:
     """Plans of ``arm``'s strategy on a new workload, drawing each query's behaviour from the measured queries.
 
     Query ``j`` draws a measured query ``i``: its canvas is the oracle canvas of its own answer times
-    ``canvas_ratio[i]`` (whole blocks, at most the maximum), and it is re-run on the maximum canvas when
-    ``truncated[i]``; so the measured over-allocation and truncation rate carry over. The extra pass is
-    charged as in :func:`ptdlib.cost.workload.plan_strategy` (a prompt pass for ``predicted``, a probe over
-    prompt + maximum canvas for ``smartcrop``).
+    ``canvas_ratio[i]`` (whole blocks, at most the maximum), and its first attempt is truncated when
+    ``truncated[i]``; so the measured over-allocation and truncation rate carry over. The own length decides
+    where it can (an own length is the answer at the maximum canvas): on the maximum canvas, and for an answer
+    too long for it (cut on every canvas). A truncated
+    attempt is recovered as the arm was (``arm.recovery``; ``max`` when the table does not say) through
+    :func:`ptdlib.cost.plans.attempts`, later attempts by the labels. The pass spent choosing the canvas is
+    charged by :func:`ptdlib.cost.workload.add_choice_passes`, as for :func:`ptdlib.cost.workload.plan_strategy`.
+
+    Args:
+        arm: The measured arm (``predicted`` or ``smartcrop``).
+        prompts: Prompt tokens per query of the workload, shape (n,).
+        responses: Own answer lengths per query (tokens), shape (n,).
+        p: The workload's strategy parameters (``p.canvas``: the maximum canvas, ``p.block``: the rounding).
+        seed: Seeds the draw of measured queries.
+
+    Returns:
+        The plans, which queries were re-run and which end truncated.
+
+    Raises:
+        ValueError: For a strategy that cannot be carried over, an arm without queries or an unknown recovery.
     """
     if arm.strategy not in CARRIED:
         raise ValueError(f"cannot carry over strategy {arm.strategy!r}; choose from {', '.join(CARRIED)}")
@@ -169,12 +186,12 @@ def carried_plans(arm: MeasuredArm, prompts, responses, p: StrategyParams, seed:
     draw = np.random.default_rng(seed).integers(0, arm.n, size=len(prompts))
     oracle = round_to_block(responses + 1, p.block, p.canvas)
     canvases = round_to_block(oracle * arm.canvas_ratio[draw], p.block, p.canvas)
-    runs = query_plans(prompts, canvases, responses, max_canvas=p.canvas, run=strategy_run(p), recovery="max",
-                       truncated=arm.truncated[draw])  # the measured first-attempt truncation, re-run at the maximum
-    for prompt, plan in zip(prompts.tolist(), runs.plans):
-        plan[prompt if arm.strategy == "predicted" else prompt + p.canvas] += 1
-    # only the maximum canvas can cut a re-run answer
-    return StrategyPlans(arm.strategy, runs.plans, runs.reruns > 0, responses >= p.canvas)
+    # an answer the maximum canvas cannot hold is cut on every canvas; the maximum canvas holds every other one
+    first_cut = (responses >= p.canvas) | (arm.truncated[draw] & (canvases < p.canvas))
+    runs = query_plans(prompts, canvases, responses, max_canvas=p.canvas, run=strategy_run(p),
+                       recovery=arm.recovery or "max", truncated=first_cut)
+    add_choice_passes(arm.strategy, prompts, runs.plans, p)
+    return StrategyPlans(arm.strategy, runs.plans, runs.reruns > 0, runs.truncated_final)
 
 
 def strategy_plans(prompts, responses, p: StrategyParams, measured: Mapping[str, MeasuredArm] | None = None,

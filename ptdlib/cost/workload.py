@@ -30,7 +30,8 @@ import numpy as np
 
 from ptdlib.cost.plans import CACHE_MODES, block_plan, canvas_plan, query_plans, round_to_block, run_plan
 
-__all__ = ["PLAN_CACHE_MODES", "STRATEGIES", "StrategyParams", "StrategyPlans", "block_plan", "canvas_plan",
+__all__ = ["PLAN_CACHE_MODES", "STRATEGIES", "StrategyParams", "StrategyPlans", "add_choice_passes", "block_plan",
+           "canvas_plan",
            "check_lengths", "plan_strategy", "plans_from_results", "read_results", "strategy_run", "strategy_rows",
            "synthetic_workload"]
 
@@ -148,12 +149,30 @@ def plan_strategy(name: str, prompts: np.ndarray, responses: np.ndarray, p: Stra
         raise ValueError(f"{prompts.size} prompt lengths but {responses.size} response lengths")
     runs = query_plans(prompts, canvases, responses, max_canvas=p.canvas, run=strategy_run(p),
                        recovery="max" if name in ("predicted", "smartcrop") else "none")
-    for prompt, plan in zip(prompts.tolist(), runs.plans):
+    add_choice_passes(name, prompts, runs.plans, p)
+    return StrategyPlans(name, runs.plans, runs.reruns > 0, runs.truncated_final)
+
+
+def add_choice_passes(name: str, prompts, plans: list, p: StrategyParams) -> None:
+    """Add to each query's plan, in place, the pass strategy ``name`` spends choosing its canvas.
+
+    * ``predicted``: one pass over the prompt (the predictor reads the D-LLM's prompt states; a conservative
+      charge), none for a prompt of no tokens: there are no states to read (a run refuses such a prompt,
+      :func:`ptdlib.tasks.sources.check_prompts`, and the predictor's pass cannot run on it alone).
+    * ``smartcrop``: one probe pass over the prompt and ``p.canvas`` all-mask tokens.
+    * other strategies: nothing.
+
+    Args:
+        name: The strategy.
+        prompts: Prompt tokens per query, shape (n,).
+        plans: One plan per query (Counters ``{sequence length: forward passes}``), changed in place.
+        p: The strategy parameters (``p.canvas``: the probe's canvas, tokens).
+    """
+    for prompt, plan in zip(np.asarray(prompts).tolist(), plans):
         if name == "predicted" and prompt > 0:
             plan[prompt] += 1
         elif name == "smartcrop":
             plan[prompt + p.canvas] += 1
-    return StrategyPlans(name, runs.plans, runs.reruns > 0, runs.truncated_final)
 
 
 def strategy_run(p: StrategyParams):
