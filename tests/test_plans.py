@@ -255,6 +255,7 @@ def test_predicted_cost_optimal_policy_prices_the_sampler_it_runs_with(eos_lm):
     runs_with = policy.sampler_config(base)
     pred = policy.predictor.predict_prompts(calib, eos_lm)
     P = [len(eos_lm.encode_prompt(q.prompt)) for q in calib]
-    want = [_plan_costs(P, canvas_from_upper(pred + m, 64, 32), lengths(calib), runs_with, 64) for m in policy.rule.margins]
+    want = [_plan_costs(P, canvas_from_upper(pred + m, 64, 32), lengths(calib), runs_with, 64)
+            for m in policy.rule.margins]
     assert policy.rule.expected_costs == pytest.approx(want, rel=1e-12)
     assert policy.rule.early_stop and runs_with.block_length == 8
