@@ -36,8 +36,12 @@ class FinishedRun:
 
     @property
     def batching(self) -> dict:
-        """How the run batched its forward passes, as keyword arguments of the margin and shift replays
-        (:func:`ptdlib.analysis.margins.sweep_margins`): ``limits``, ``sampler``, ``batch_size``, ``chunk_size``."""
+        """How the run batched its forward passes.
+
+        Returns:
+            Keyword arguments of the margin and shift replays (:func:`ptdlib.analysis.margins.sweep_margins`):
+            ``limits``, ``sampler``, ``batch_size``, ``chunk_size``.
+        """
         cfg = self.config
         return {"limits": cfg.limits, "sampler": cfg.sampler, "batch_size": cfg.batch_size, "chunk_size": cfg.chunk}
 

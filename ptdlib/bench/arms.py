@@ -113,10 +113,12 @@ def summarise_arms(rows: pd.DataFrame) -> pd.DataFrame:
 
 def run_arms(models: list[str], caches: list[str], out: str | Path, *, n_test: int, n_train: int, n_calib: int,
              grid: str = "full", batch_size: int | None = None) -> tuple[pd.DataFrame, float]:
-    """Run grid ``grid`` of :data:`ARM_GRIDS` for every (model, cache mode); each model's uncached run is always
-    included (the reference of every ratio and test).
+    """Run grid ``grid`` of :data:`ARM_GRIDS` for every (model, cache mode).
 
-    Returns (all result rows with ``model`` and ``cache`` columns, seconds spent).
+    Each model's uncached run is always included (the reference of every ratio and test).
+
+    Returns:
+        All result rows, with ``model`` and ``cache`` columns, and the seconds spent.
     """
     from ptdlib.sampling.kvcache import check_cache_mode
     from ptdlib.experiment.results import load_results

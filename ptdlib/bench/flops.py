@@ -1,5 +1,4 @@
-"""``ptd bench flops``: fvcore vs FlopCounterMode vs the analytic model, LLaDA-8B and Dream-7B per-forward FLOPs,
-cache speed.
+"""``ptd bench flops``: fvcore vs FlopCounterMode vs the analytic model; 8B/7B per-forward FLOPs; cache speed.
 
 Prints a table and, as its last line, one JSON object with: the three counts at several lengths on the
 embedded model and their largest relative disagreement; the same for LLaDA-8B at 256-2,048 tokens and
@@ -39,8 +38,12 @@ def _timed(fn, *args):
 
 
 def _meta_rows(shape, lengths) -> tuple:
-    """(counter, seconds to build it, rows): ``shape`` counted on its meta-device stand-in (no weights) at
-    ``lengths``, by the counter (fvcore unless it fell back), FlopCounterMode and the analytic model."""
+    """Count ``shape`` on its meta-device stand-in (no weights) at ``lengths``.
+
+    Returns:
+        (counter, seconds to build it, rows): each row the counts of the counter (fvcore unless it fell back),
+        FlopCounterMode and the analytic model.
+    """
     counter, build_s = _timed(lambda: FlopCounter.for_shape(shape))
     rows = []
     for t in lengths:

@@ -359,7 +359,10 @@ def query_plans(prompt_lens, canvases, lengths, *, max_canvas: int, run: Callabl
         max_canvas: the largest canvas (tokens).
         run: ``run(prompt_len, canvas, start=..., end=...)`` -> the plan of one attempt (``end`` None unless
             ``early_stop``), e.g. :func:`run_plan` with the block and cache bound.
-        recovery, early_stop, block, truncated: as in :func:`attempts`.
+        recovery: as in :func:`attempts`.
+        early_stop: as in :func:`attempts`.
+        block: as in :func:`attempts`.
+        truncated: as in :func:`attempts`.
 
     Returns:
         A :class:`QueryPlans`.

@@ -35,10 +35,14 @@ class AdaptiveConformalMargin(MarginRule):
 
     def __init__(self, alpha: float = 0.05, gamma: float = 0.005, window: int = 500, scale: str = "additive",
                  scores=()):
-        """``alpha``: target long-run miss rate; ``gamma``: step size of the level update (Gibbs & Candès
-        use 0.005); ``window``: how many recent scores the quantile uses; ``scale``: ``"additive"`` or
-        ``"log"`` scores, as in :class:`~ptdlib.predictor.conformal.ConformalMargin`; ``scores``: initial
-        scores (e.g. from calib).
+        """Set up the online margin.
+
+        Args:
+            alpha: Target long-run miss rate.
+            gamma: Step size of the level update (Gibbs & Candès use 0.005).
+            window: How many recent scores the quantile uses.
+            scale: ``"additive"`` or ``"log"`` scores, as in :class:`~ptdlib.predictor.conformal.ConformalMargin`.
+            scores: Initial scores (e.g. from calib).
         """
         self.alpha = check_alpha(alpha)
         if not isinstance(gamma, numbers.Real) or not gamma > 0 or not math.isfinite(gamma):

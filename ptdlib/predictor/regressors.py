@@ -259,8 +259,18 @@ class LengthPredictor:
 
     # ------------------------------------------------------------------ persistence
     def save(self, directory: str | Path, metrics: dict | None = None) -> Path:
-        """Write ``predictor.skops`` (the estimator), ``predictor.json`` (config, feature vocabulary, metrics)
-        and ``metrics.json`` (config, features, cost, metrics) into ``directory``; no file holds a pickle."""
+        """Save the predictor without pickle.
+
+        Writes ``predictor.skops`` (the estimator), ``predictor.json`` (config, feature vocabulary, metrics) and
+        ``metrics.json`` (config, features, cost, metrics) into ``directory``.
+
+        Args:
+            directory: The folder to write into (created if missing).
+            metrics: Metrics to store beside the predictor.
+
+        Returns:
+            ``directory`` as a Path.
+        """
         import skops.io
 
         self._check_fitted()
