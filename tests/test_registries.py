@@ -84,7 +84,7 @@ def test_a_registered_margin_is_built_by_calibrate_and_by_the_predicted_policy(s
     assert rule.canvas([10.0], max_canvas=64, round_to=8).tolist() == [16]  # floor(15) + 1 = 16
     policy = PredictedCanvas(margin=scaled_margin, alpha=0.2, percentile=50.0)
     assert policy.params()["alpha"] == 0.2 and "percentile" not in policy.params()
-    assert policy._margin_params(CanvasLimits(), np.array([3]), "max") == {"alpha": 0.2}
+    assert policy._margin_params(CanvasLimits(), np.array([3]), "max", sampler=None) == {"alpha": 0.2}
 
 
 def test_a_registered_regressor_is_fitted_and_priced():
