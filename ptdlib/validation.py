@@ -25,9 +25,9 @@ import inspect
 import numbers
 import types
 import typing
-from collections.abc import Mapping, Sequence
-from functools import lru_cache
-from typing import Any, Callable
+from collections.abc import Callable, Mapping, Sequence
+from functools import cache
+from typing import Any
 
 _NONE = type(None)
 
@@ -45,7 +45,7 @@ def field_types(target) -> dict[str, Any]:
     return dict(_field_types(target))
 
 
-@lru_cache(maxsize=None)
+@cache
 def _field_types(target) -> tuple:
     fn = target.__init__ if isinstance(target, type) and not dataclasses.is_dataclass(target) else target
     try:
@@ -55,8 +55,11 @@ def _field_types(target) -> tuple:
     if dataclasses.is_dataclass(target):
         names = [f.name for f in dataclasses.fields(target)]
     else:
-        names = [p.name for p in inspect.signature(fn).parameters.values()
-                 if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+        names = [
+            p.name
+            for p in inspect.signature(fn).parameters.values()
+            if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        ]
     return tuple((n, hints.get(n, Any)) for n in names)
 
 
@@ -98,8 +101,11 @@ def check_value(key: str, value, annotation) -> None:
 
 def _kind(value) -> str:
     if isinstance(value, str):
-        return " (a quoted string)" if value.strip().lower() in ("true", "false", "yes", "no", "on", "off") \
+        return (
+            " (a quoted string)"
+            if value.strip().lower() in ("true", "false", "yes", "no", "on", "off")
             else " (a string)"
+        )
     return "" if value is None or isinstance(value, (bool, numbers.Number)) else f" (a {type(value).__name__})"
 
 

@@ -4,8 +4,7 @@ import pytest
 import torch
 
 from ptdlib.cost.flops import FlopCounter
-from ptdlib.models.embedded import build_model
-from ptdlib.models.embedded import embedded_lm
+from ptdlib.models.embedded import build_model, embedded_lm
 from ptdlib.models.tokenizer import build_tokenizer
 
 # Tiny models gain nothing from several threads, and on a busy 2-core machine threads contend badly.

@@ -8,22 +8,43 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ptdlib.analysis.deployment import (MeasuredArm, TrafficProfile, carried_plans, cost_table, draw_workload,
-                                        growth_plans, measured_arms, strategy_plans, whole_blocks)
+from ptdlib.analysis.deployment import (
+    MeasuredArm,
+    TrafficProfile,
+    carried_plans,
+    cost_table,
+    draw_workload,
+    growth_plans,
+    measured_arms,
+    strategy_plans,
+    whole_blocks,
+)
 from ptdlib.analysis.estimates import ALL_GROUPS, metrics_table, task_groups
-from ptdlib.analysis.length_signal import (ended_curve, estimator_estimates, first_crossing, length_bins, length_order,
-                                           mean_curves)
+from ptdlib.analysis.length_signal import (
+    ended_curve,
+    estimator_estimates,
+    first_crossing,
+    length_bins,
+    length_order,
+    mean_curves,
+)
 from ptdlib.analysis.predictor_eval import feature_ablation, generation_flops, heuristic_estimates, predictor_cost
-from ptdlib.analysis.tour import (commit_step_matrix, committed_tokens, fill_matrix, flops_frame, pick_query,
-                                  token_strings, trace_strategies)
+from ptdlib.analysis.tour import (
+    commit_step_matrix,
+    committed_tokens,
+    fill_matrix,
+    flops_frame,
+    pick_query,
+    token_strings,
+    trace_strategies,
+)
 from ptdlib.canvas import CanvasLimits, FixedCanvas, SmartCrop, make_policy, round_canvas
 from ptdlib.canvas.policies import eos_probabilities
-from ptdlib.sampling.events import StepEvent
-from ptdlib.sampling.events import TraceRecorder
-from ptdlib.sampling.sampler import SamplerConfig
 from ptdlib.cost.shapes import preset
-from ptdlib.tasks import make_split
 from ptdlib.cost.workload import StrategyParams, canvas_plan, plan_strategy
+from ptdlib.sampling.events import StepEvent, TraceRecorder
+from ptdlib.sampling.sampler import SamplerConfig
+from ptdlib.tasks import make_split
 
 LIMITS = CanvasLimits(max_canvas=64, round_to=32)
 SAMPLER = SamplerConfig(block_length=32)
@@ -77,8 +98,10 @@ def test_first_crossing_returns_the_first_position_at_tau_or_the_canvas_length()
 def test_probe_estimators_agree_with_smartcrop_estimate(tiny_lm, queries):
     p = eos_probabilities(tiny_lm, queries, LIMITS.max_canvas)
     # thresholds inside the tiny random model's range so that some queries cross and some do not
-    for rule, tau in (("product", float(np.median(ended_curve(p, "product")))),
-                      ("running_max", float(np.median(ended_curve(p, "running_max"))))):
+    for rule, tau in (
+        ("product", float(np.median(ended_curve(p, "product")))),
+        ("running_max", float(np.median(ended_curve(p, "running_max")))),
+    ):
         mine = first_crossing(ended_curve(p, rule), tau)
         theirs = SmartCrop(tau=tau, rule=rule).estimate(tiny_lm, queries, LIMITS)
         assert mine.tolist() == theirs.tolist()
@@ -169,8 +192,9 @@ def test_heuristic_estimates_recover_a_line_in_prompt_length(tiny_lm):
 def test_feature_ablation_fits_one_predictor_per_feature_set_and_regressor(tiny_lm):
     train, test = make_split("train", 40, seed=5), make_split("test", 10, seed=5)
     y_train, y_test = [q.answer_length for q in train], [q.answer_length for q in test]
-    table, preds = feature_ablation(tiny_lm, train, y_train, test, y_test, features=(("text",), ("hidden",)),
-                                    regressors=("ridge_log",))
+    table, preds = feature_ablation(
+        tiny_lm, train, y_train, test, y_test, features=(("text",), ("hidden",)), regressors=("ridge_log",)
+    )
     assert table["predictor"].tolist() == ["text / ridge_log", "hidden / ridge_log"]
     assert (table["model_flops"] == 2 * table["n_features"] + 1).all()  # ridge: a dot product plus expm1
     assert table.loc[1, "n_features"] == 2 * tiny_lm.network.config.d_model  # mean and last prompt state
@@ -181,7 +205,8 @@ def test_predictor_cost_counts_the_prompt_pass_against_the_flops_saved(tiny_lm, 
     train, calib, test = (make_split(s, n, seed=6) for s, n in (("train", 30), ("calib", 20), ("test", 8)))
     short = [3] * len(train)  # every own length short: predicted canvases of one block save half the FLOPs
     policy = make_policy("predicted", margin="conformal", alpha=0.2, features="text+hidden").fit(
-        tiny_lm, train, short, calib, [3] * len(calib), LIMITS)
+        tiny_lm, train, short, calib, [3] * len(calib), LIMITS
+    )
     cost = predictor_cost(tiny_lm, policy, test, [3] * len(test), counter, limits=LIMITS, sampler=SAMPLER)
     assert cost["canvases"].tolist() == [32] * len(test) and cost["rerun_rate"] == 0
     assert cost["prompt_pass_flops"] > 0 and cost["saved_flops"] > 0
@@ -214,13 +239,19 @@ def test_traffic_profile_mix_draws_long_answers_and_caps_them():
 
 def _rows():
     own = [10, 40, 100, 10]
-    return pd.DataFrame({
-        "split": ["test"] * 8, "strategy": ["predicted"] * 8,
-        "params": [json.dumps({"alpha": 0.1})] * 4 + [json.dumps({"alpha": 0.3})] * 4,
-        "recovery": ["max"] * 8, "own_length": own * 2, "chosen_canvas": [32, 64, 128, 64, 32, 32, 64, 32],
-        "final_canvas": [32, 64, 128, 64, 32, 128, 128, 32], "truncated": [False] * 4 + [False, True, True, False],
-        "flops_total": [10] * 4 + [5] * 4,
-    })
+    return pd.DataFrame(
+        {
+            "split": ["test"] * 8,
+            "strategy": ["predicted"] * 8,
+            "params": [json.dumps({"alpha": 0.1})] * 4 + [json.dumps({"alpha": 0.3})] * 4,
+            "recovery": ["max"] * 8,
+            "own_length": own * 2,
+            "chosen_canvas": [32, 64, 128, 64, 32, 32, 64, 32],
+            "final_canvas": [32, 64, 128, 64, 32, 128, 128, 32],
+            "truncated": [False] * 4 + [False, True, True, False],
+            "flops_total": [10] * 4 + [5] * 4,
+        }
+    )
 
 
 def test_measured_arms_keep_the_cheapest_cell_and_its_ratio_to_the_oracle():
@@ -248,16 +279,23 @@ def test_cost_table_compares_every_strategy_with_the_fixed_canvas():
     p = StrategyParams(canvas=512)
     prompts, responses = draw_workload(TrafficProfile(n_sim=60), max_response=511)
     plans, sources = strategy_plans(prompts, responses, p)
-    assert sources == {"fixed": "rule", "oracle": "rule", "predicted": "synthetic", "smartcrop": "synthetic",
-                       "growth": "rule"}
-    table = cost_table(plans, preset("llada-8b"), ["h100", "a100"], queries_per_day=2e6, n_boot=20,
-                       prices={"h100": 2.0})
+    assert sources == {
+        "fixed": "rule",
+        "oracle": "rule",
+        "predicted": "synthetic",
+        "smartcrop": "synthetic",
+        "growth": "rule",
+    }
+    table = cost_table(
+        plans, preset("llada-8b"), ["h100", "a100"], queries_per_day=2e6, n_boot=20, prices={"h100": 2.0}
+    )
     h100 = table[table["hardware"] == "h100"].set_index("strategy")
     assert h100.loc["fixed", "saving"] == 0 and h100.loc["oracle", "saving"] > h100.loc["predicted", "saving"] > 0
     assert (h100["price_per_hour"] == 2.0).all()
     assert h100.loc["oracle", "gpus"] == pytest.approx(h100.loc["oracle", "gpu_hours_per_million"] * 2 / 24)
-    assert (table[table["hardware"] == "a100"]["cost_per_million"].to_numpy()
-            > h100["cost_per_million"].to_numpy()).all()  # slower per dollar at these prices
+    assert (
+        table[table["hardware"] == "a100"]["cost_per_million"].to_numpy() > h100["cost_per_million"].to_numpy()
+    ).all()  # slower per dollar at these prices
     with pytest.raises(ValueError, match="must include 'fixed'"):
         strategy_plans(prompts, responses, p, strategies=("oracle",))
 

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from torch import nn
 
-from ptdlib.analysis import margins, shift, overview
+from ptdlib.analysis import margins, overview, shift
 from ptdlib.canvas import CanvasLimits, CanvasPolicy, evaluate_strategy, make_policy
 from ptdlib.sampling.sampler import SamplerConfig, sample
 from ptdlib.tasks import make_split
@@ -57,18 +57,31 @@ def queries():
 
 
 def test_analytic_sweep_reproduces_evaluate_strategy_flops_and_truncation(end_lm, counter, queries):
-    own = [o.length for o in sample(end_lm, [q.prompt for q in queries], LIMITS.max_canvas, SAMPLER,
-                                    query_ids=[q.qid for q in queries])]
+    own = [
+        o.length
+        for o in sample(
+            end_lm, [q.prompt for q in queries], LIMITS.max_canvas, SAMPLER, query_ids=[q.qid for q in queries]
+        )
+    ]
     assert 0 < min(own) and max(own) < LIMITS.max_canvas  # every answer fits the maximum canvas
     canvases = {q.qid: [16, 32, 48][i % 3] for i, q in enumerate(queries)}
     rows = []
     for start in (0, 6):  # two runner chunks of 6 and 4 queries, batches of 3
         chunk = queries[start : start + 6]
-        rows += evaluate_strategy(end_lm, chunk, GivenCanvas(canvases), counter, sampler=SAMPLER, limits=LIMITS,
-                                  batch_size=3)
+        rows += evaluate_strategy(
+            end_lm, chunk, GivenCanvas(canvases), counter, sampler=SAMPLER, limits=LIMITS, batch_size=3
+        )
     rows = pd.DataFrame(rows)
-    out = margins.policy_outcome(rows["chosen_canvas"], own, rows["prompt_len"], counter, limits=LIMITS,
-                                 sampler=SAMPLER, batch_size=3, chunk_size=6)
+    out = margins.policy_outcome(
+        rows["chosen_canvas"],
+        own,
+        rows["prompt_len"],
+        counter,
+        limits=LIMITS,
+        sampler=SAMPLER,
+        batch_size=3,
+        chunk_size=6,
+    )
     assert rows["truncated"].any() and not rows["truncated"].all()
     assert out["truncated"].tolist() == rows["truncated"].tolist()  # the label model holds for this model
     assert out["reruns"].tolist() == rows["reruns"].tolist()
@@ -82,11 +95,13 @@ def test_prompt_pass_flops_match_the_predicted_policys_counted_pass(tiny_lm, cou
     train, calib, test = make_split("train", 24), make_split("calib", 12), make_split("test", 7, seed=4)
     lengths = lambda qs: np.array([q.answer_length for q in qs])  # noqa: E731  (synthetic labels)
     policy = make_policy("predicted", margin="conformal", alpha=0.2, features="text+hidden").fit(
-        tiny_lm, train, lengths(train), calib, lengths(calib), LIMITS)
+        tiny_lm, train, lengths(train), calib, lengths(calib), LIMITS
+    )
     # batches of 3 prompts, so that padding to the longest prompt of each batch matters
     policy.predictor.extractor.feature_set = replace(policy.predictor.extractor.feature_set, batch_size=3)
-    rows = pd.DataFrame(evaluate_strategy(tiny_lm, test, policy, counter, sampler=SAMPLER, limits=LIMITS,
-                                          recovery="none"))
+    rows = pd.DataFrame(
+        evaluate_strategy(tiny_lm, test, policy, counter, sampler=SAMPLER, limits=LIMITS, recovery="none")
+    )
     expected = margins.prompt_pass_flops(rows["prompt_len"], counter, batch_size=3)
     assert rows["flops_predictor"].tolist() == expected.tolist()
     assert len(set(expected.tolist())) > 1
@@ -101,8 +116,15 @@ class LinearCounter:
 
 def test_rerun_at_the_maximum_is_charged_to_truncated_queries_only():
     limits = CanvasLimits(max_canvas=64, round_to=32)
-    out = margins.policy_outcome([32, 32, 64], [40, 10, 70], [5, 3, 4], LinearCounter(), limits=limits,
-                                 sampler=SamplerConfig(block_length=32), batch_size=1)
+    out = margins.policy_outcome(
+        [32, 32, 64],
+        [40, 10, 70],
+        [5, 3, 4],
+        LinearCounter(),
+        limits=limits,
+        sampler=SamplerConfig(block_length=32),
+        batch_size=1,
+    )
     # query 0: 32 passes over 5 + 32, truncated (40 >= 32), re-run: 64 passes over 5 + 64
     assert out["flops_total"].tolist() == [32 * 37 + 64 * 69, 32 * 35, 64 * 68]
     assert out["truncated"].tolist() == [True, False, True]
@@ -111,16 +133,25 @@ def test_rerun_at_the_maximum_is_charged_to_truncated_queries_only():
 
 
 def test_batched_queries_pay_for_the_longest_prompt_in_their_batch():
-    flops = margins.sampling_flops([32, 32, 32], [5, 9, 2], LinearCounter(), sampler=SamplerConfig(block_length=32),
-                                   batch_size=2)
+    flops = margins.sampling_flops(
+        [32, 32, 32], [5, 9, 2], LinearCounter(), sampler=SamplerConfig(block_length=32), batch_size=2
+    )
     # longest prompt first: {9, 5} share a batch padded to 9, {2} is alone
     assert flops.tolist() == [32 * 41, 32 * 41, 32 * 34]
 
 
 def test_doubling_recovery_climbs_block_by_block_until_the_label_fits():
     limits = CanvasLimits(max_canvas=128, round_to=32)
-    out = margins.policy_outcome([32], [70], [0], LinearCounter(), limits=limits,
-                                 sampler=SamplerConfig(block_length=32), batch_size=1, recovery="double")
+    out = margins.policy_outcome(
+        [32],
+        [70],
+        [0],
+        LinearCounter(),
+        limits=limits,
+        sampler=SamplerConfig(block_length=32),
+        batch_size=1,
+        recovery="double",
+    )
     assert out["reruns"].item() == 2 and out["final_canvas"].item() == 128
     assert out["flops_rerun"].item() == 64 * 64 + 128 * 128
 
@@ -130,8 +161,9 @@ def test_sweep_trades_truncation_for_flops_monotonically():
     y = rng.integers(1, 100, 200)
     pred = np.clip(y + rng.normal(0, 10, 200), 0, None)
     P = rng.integers(3, 20, 200)
-    sweep = margins.sweep_margins(pred, y, P, [-20, -5, 0, 5, 10, 20, 40, 200], LinearCounter(),
-                                  sampler=SamplerConfig(block_length=32))
+    sweep = margins.sweep_margins(
+        pred, y, P, [-20, -5, 0, 5, 10, 20, 40, 200], LinearCounter(), sampler=SamplerConfig(block_length=32)
+    )
     assert np.all(np.diff(sweep["truncation"]) <= 0) and np.all(np.diff(sweep["mean_canvas"]) >= 0)
     assert sweep["rerun_rate"].tolist() == sweep["truncation"].tolist()  # no label reaches the maximum
     assert sweep["flops_vs_fixed"].iloc[-1] == pytest.approx(1.0)  # a huge margin is the fixed maximum canvas
@@ -145,8 +177,9 @@ def test_conformal_sweep_realises_about_its_nominal_level_on_exchangeable_data()
     for _ in range(200):
         pred = rng.uniform(0, 60, n + 400)
         y = np.floor(pred + rng.exponential(8, n + 400))
-        s = margins.conformal_sweep(pred[:n], y[:n], pred[n:], y[n:], [alpha],
-                                    limits=CanvasLimits(max_canvas=1024, round_to=1))
+        s = margins.conformal_sweep(
+            pred[:n], y[:n], pred[n:], y[n:], [alpha], limits=CanvasLimits(max_canvas=1024, round_to=1)
+        )
         misses.append(s["miss_rate"].item())
     assert s["lower_bound"].item() == pytest.approx(alpha - 1 / (n + 1))
     assert np.mean(misses) <= alpha + 0.01 and np.mean(misses) >= alpha - 1 / (n + 1) - 0.02
@@ -173,8 +206,9 @@ def test_bad_inputs_name_the_problem():
 def _queries(split, n, rng, scale=1.0, bias=0.0):
     pred = rng.uniform(2, 40, n)
     y = np.floor(scale * pred + bias + rng.exponential(4, n)).astype(int)
-    return pd.DataFrame({"split": split, "prediction": pred, "own_length": np.minimum(y, 127),
-                         "prompt_len": rng.integers(3, 20, n)})
+    return pd.DataFrame(
+        {"split": split, "prediction": pred, "own_length": np.minimum(y, 127), "prompt_len": rng.integers(3, 20, n)}
+    )
 
 
 def test_static_conformal_margin_holds_in_distribution_and_breaks_under_length_shift():
@@ -182,8 +216,9 @@ def test_static_conformal_margin_holds_in_distribution_and_breaks_under_length_s
     calib, test, longer = _queries("calib", 300, rng), _queries("test", 400, rng), _queries("long", 400, rng, 2.0)
     rules = shift.static_rules(calib, alpha=0.1)
     limits = CanvasLimits(max_canvas=128, round_to=1)
-    table = shift.evaluate_rules(rules, pd.concat([test, longer]), LinearCounter(), limits=limits,
-                                 sampler=SamplerConfig(block_length=1))
+    table = shift.evaluate_rules(
+        rules, pd.concat([test, longer]), LinearCounter(), limits=limits, sampler=SamplerConfig(block_length=1)
+    )
     conf = table.set_index(["split", "method"])["truncation"]
     assert conf["test", "conformal"] <= 0.1 + 0.05
     assert conf["long", "conformal"] > 0.3  # twice as long as calibrated for: the guarantee is gone
@@ -202,8 +237,9 @@ def test_adaptive_conformal_steers_the_stream_miss_rate_back_towards_alpha():
     assert static["miss"][late].mean() > 0.4
     assert abs(online["miss"][late].mean() - 0.1) < 0.05
     assert online["level"].iloc[-1] < 0.1  # it lowered its working level to widen the margin
-    table = shift.stream_table({"static": static, "aci": online}, stream, LinearCounter(), limits=limits,
-                               sampler=SamplerConfig(block_length=1))
+    table = shift.stream_table(
+        {"static": static, "aci": online}, stream, LinearCounter(), limits=limits, sampler=SamplerConfig(block_length=1)
+    )
     cost = table.set_index(["method", "split"])["flops_vs_fixed"]
     # half the static rule's long answers are re-run at the maximum: ACI's wider canvases cost less than that
     assert cost["aci", "long"] < cost["static", "long"]
@@ -227,13 +263,48 @@ def _rows():
     base = dict(split="test", seed=0, recovery="max", truncated_final=False)
     rows = []
     for i in range(4):
-        rows.append({**base, "qid": f"q{i}", "strategy": "fixed", "params": '{"L": 64}', "chosen_canvas": 64,
-                     "final_canvas": 64, "truncated": False, "reruns": 0, "flops_total": 100, "score": 1.0})
-        rows.append({**base, "qid": f"q{i}", "strategy": "oracle", "params": "{}", "chosen_canvas": 32,
-                     "final_canvas": 32, "truncated": False, "reruns": 0, "flops_total": 20, "score": 1.0})
-        rows.append({**base, "qid": f"q{i}", "strategy": "predicted", "params": '{"alpha": 0.1}',
-                     "chosen_canvas": 32, "final_canvas": 64 if i == 0 else 32, "truncated": i == 0,
-                     "reruns": int(i == 0), "flops_total": 130 if i == 0 else 20, "score": float(i > 1)})
+        rows.append(
+            {
+                **base,
+                "qid": f"q{i}",
+                "strategy": "fixed",
+                "params": '{"L": 64}',
+                "chosen_canvas": 64,
+                "final_canvas": 64,
+                "truncated": False,
+                "reruns": 0,
+                "flops_total": 100,
+                "score": 1.0,
+            }
+        )
+        rows.append(
+            {
+                **base,
+                "qid": f"q{i}",
+                "strategy": "oracle",
+                "params": "{}",
+                "chosen_canvas": 32,
+                "final_canvas": 32,
+                "truncated": False,
+                "reruns": 0,
+                "flops_total": 20,
+                "score": 1.0,
+            }
+        )
+        rows.append(
+            {
+                **base,
+                "qid": f"q{i}",
+                "strategy": "predicted",
+                "params": '{"alpha": 0.1}',
+                "chosen_canvas": 32,
+                "final_canvas": 64 if i == 0 else 32,
+                "truncated": i == 0,
+                "reruns": int(i == 0),
+                "flops_total": 130 if i == 0 else 20,
+                "score": float(i > 1),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -267,19 +338,42 @@ def test_noninferiority_reading_needs_a_margin_and_names_verdicts():
 def test_label_model_check_replays_each_arm_with_the_sampler_it_ran_with(end_lm, counter, queries):
     from ptdlib.experiment.config import RunConfig
 
-    cfg = RunConfig.from_dict({
-        "splits": {"test": len(queries)}, "sampler": {"block_length": 16}, "batch_size": 3, "chunk_size": 6,
-        "limits": {"max_canvas": LIMITS.max_canvas, "round_to": LIMITS.round_to},
-        "strategies": [{"name": "fixed", "params": {"L": LIMITS.max_canvas}},
-                       {"name": "smartcrop", "params": {"tau": 0.5, "pad": 16, "early_stop": [False, True]}}]})
-    own = {q.qid: o.length for q, o in zip(queries, sample(end_lm, [q.prompt for q in queries], LIMITS.max_canvas,
-                                                             cfg.sampler, query_ids=[q.qid for q in queries]))}
+    cfg = RunConfig.from_dict(
+        {
+            "splits": {"test": len(queries)},
+            "sampler": {"block_length": 16},
+            "batch_size": 3,
+            "chunk_size": 6,
+            "limits": {"max_canvas": LIMITS.max_canvas, "round_to": LIMITS.round_to},
+            "strategies": [
+                {"name": "fixed", "params": {"L": LIMITS.max_canvas}},
+                {"name": "smartcrop", "params": {"tau": 0.5, "pad": 16, "early_stop": [False, True]}},
+            ],
+        }
+    )
+    own = {
+        q.qid: o.length
+        for q, o in zip(
+            queries,
+            sample(
+                end_lm, [q.prompt for q in queries], LIMITS.max_canvas, cfg.sampler, query_ids=[q.qid for q in queries]
+            ),
+        )
+    }
     rows = []
     for cell in cfg.cells:  # as the runner evaluates a cell: its policy, the run's base sampler, chunk by chunk
         for start in range(0, len(queries), cfg.chunk):
-            rows += evaluate_strategy(end_lm, queries[start : start + cfg.chunk], make_policy(cell.name, **cell.kwargs),
-                                      counter, recovery=cell.recovery, sampler=cfg.sampler, limits=cfg.limits,
-                                      batch_size=cfg.batch_size, own_lengths=own)
+            rows += evaluate_strategy(
+                end_lm,
+                queries[start : start + cfg.chunk],
+                make_policy(cell.name, **cell.kwargs),
+                counter,
+                recovery=cell.recovery,
+                sampler=cfg.sampler,
+                limits=cfg.limits,
+                batch_size=cfg.batch_size,
+                own_lengths=own,
+            )
     rows = pd.DataFrame(rows)
     crop = rows[rows["strategy"] == "smartcrop"]
     stopped, plain = crop[crop["params"].str.contains("early_stop")], crop[~crop["params"].str.contains("early_stop")]

@@ -5,8 +5,8 @@ import re
 from decimal import Decimal
 
 import pytest
-
 from benchdata import bench_file
+
 from ptdlib.tasks import score_responses
 from ptdlib.tasks.benchmarks import CodeExecutionRefused, Record, get_benchmark
 from ptdlib.tasks.benchmarks.gsm8k import extract_answer, reference_answer
@@ -15,7 +15,9 @@ from ptdlib.tasks.sources import SourceSpec, load_source, query_record
 
 @pytest.fixture(scope="module")
 def gsm8k_test():
-    return load_source(SourceSpec("gsm8k", "gsm8k", path=str(bench_file("gsm8k_test.jsonl")), fractions={"test": 1}))["test"]
+    return load_source(SourceSpec("gsm8k", "gsm8k", path=str(bench_file("gsm8k_test.jsonl")), fractions={"test": 1}))[
+        "test"
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -25,8 +27,9 @@ def humaneval():
 
 @pytest.fixture(scope="module")
 def ifeval():
-    return load_source(SourceSpec("ifeval", "ifeval", path=str(bench_file("ifeval_input_data.jsonl")),
-                                  fractions={"test": 1}))["test"]
+    return load_source(
+        SourceSpec("ifeval", "ifeval", path=str(bench_file("ifeval_input_data.jsonl")), fractions={"test": 1})
+    )["test"]
 
 
 # ---------------------------------------------------------------- GSM8K
@@ -45,10 +48,17 @@ def test_gsm8k_solution_with_its_final_number_changed_scores_zero(gsm8k_test):
     assert sum(s["score"] for s in scores) == 0
 
 
-@pytest.mark.parametrize("text, value", [
-    ("so she pays $1,000.00 in all.", "1000"), ("The answer is 18.", "18"), ("#### 18.0", "18"),
-    ("first 3 then #### -4 and 7 later", "-4"), ("It costs $ 5", "5"), ("no number here", None),
-])
+@pytest.mark.parametrize(
+    "text, value",
+    [
+        ("so she pays $1,000.00 in all.", "1000"),
+        ("The answer is 18.", "18"),
+        ("#### 18.0", "18"),
+        ("first 3 then #### -4 and 7 later", "-4"),
+        ("It costs $ 5", "5"),
+        ("no number here", None),
+    ],
+)
 def test_gsm8k_extraction_normalises_commas_currency_and_trailing_zeros(text, value):
     assert extract_answer(text) == (None if value is None else Decimal(value))
 
@@ -93,10 +103,18 @@ def test_ifeval_strict_never_exceeds_loose(ifeval):
     for q in ifeval:
         words = q.prompt.split()
         rng.shuffle(words)
-        responses.append(rng.choice([
-            q.prompt, "", "Sure!\n" + " ".join(words[:40]) + "\n**Thanks**", f"**{q.prompt.upper()}**",
-            '{"answer": "' + " ".join(words[:5]).replace('"', "") + '"}', " ".join(words).replace(",", ""),
-        ]))
+        responses.append(
+            rng.choice(
+                [
+                    q.prompt,
+                    "",
+                    "Sure!\n" + " ".join(words[:40]) + "\n**Thanks**",
+                    f"**{q.prompt.upper()}**",
+                    '{"answer": "' + " ".join(words[:5]).replace('"', "") + '"}',
+                    " ".join(words).replace(",", ""),
+                ]
+            )
+        )
     scores = score_responses(ifeval, responses)
     for s in (x["scores"] for x in scores):
         assert s["prompt_level_strict_acc"] <= s["prompt_level_loose_acc"]
@@ -110,39 +128,64 @@ def _ifeval(instruction, kwargs, response):
     return s["prompt_level_strict_acc"], s["prompt_level_loose_acc"]
 
 
-@pytest.mark.parametrize("instruction, kwargs, response, expected", [
-    ("length_constraints:number_words", {"relation": "less than", "num_words": 10}, "one two three", (1, 1)),
-    ("length_constraints:number_words", {"relation": "less than", "num_words": 10}, "w " * 20, (0, 0)),
-    ("length_constraints:number_words", {"relation": "at least", "num_words": 5}, "a b c d e f", (1, 1)),
-    ("punctuation:no_comma", {}, "no commas at all here", (1, 1)),
-    ("punctuation:no_comma", {}, "one, two", (0, 0)),
-    ("detectable_format:json_format", {}, '{"name": "x", "n": 2}', (1, 1)),
-    ("detectable_format:json_format", {}, "name: x", (0, 0)),
-    ("detectable_format:json_format", {}, 'Here is the JSON:\n{"name": "x"}', (0, 1)),  # loose drops line 1
-    ("detectable_content:number_placeholders", {"num_placeholders": 2}, "Dear [name], see [address].", (1, 1)),
-    ("detectable_content:number_placeholders", {"num_placeholders": 2}, "Dear [name].", (0, 0)),
-    ("length_constraints:number_sentences", {"relation": "less than", "num_sentences": 3}, "Dr. Who came. He left.",
-     (1, 1)),  # NLTK punkt (offline): "Dr." does not end a sentence
-    ("length_constraints:number_sentences", {"relation": "less than", "num_sentences": 3},
-     "It rained. We ran home. They hid. I slept.", (0, 0)),
-])
+@pytest.mark.parametrize(
+    "instruction, kwargs, response, expected",
+    [
+        ("length_constraints:number_words", {"relation": "less than", "num_words": 10}, "one two three", (1, 1)),
+        ("length_constraints:number_words", {"relation": "less than", "num_words": 10}, "w " * 20, (0, 0)),
+        ("length_constraints:number_words", {"relation": "at least", "num_words": 5}, "a b c d e f", (1, 1)),
+        ("punctuation:no_comma", {}, "no commas at all here", (1, 1)),
+        ("punctuation:no_comma", {}, "one, two", (0, 0)),
+        ("detectable_format:json_format", {}, '{"name": "x", "n": 2}', (1, 1)),
+        ("detectable_format:json_format", {}, "name: x", (0, 0)),
+        ("detectable_format:json_format", {}, 'Here is the JSON:\n{"name": "x"}', (0, 1)),  # loose drops line 1
+        ("detectable_content:number_placeholders", {"num_placeholders": 2}, "Dear [name], see [address].", (1, 1)),
+        ("detectable_content:number_placeholders", {"num_placeholders": 2}, "Dear [name].", (0, 0)),
+        (
+            "length_constraints:number_sentences",
+            {"relation": "less than", "num_sentences": 3},
+            "Dr. Who came. He left.",
+            (1, 1),
+        ),  # NLTK punkt (offline): "Dr." does not end a sentence
+        (
+            "length_constraints:number_sentences",
+            {"relation": "less than", "num_sentences": 3},
+            "It rained. We ran home. They hid. I slept.",
+            (0, 0),
+        ),
+    ],
+)
 def test_ifeval_hand_written_responses_score_as_expected(instruction, kwargs, response, expected):
     assert _ifeval(instruction, kwargs, response) == expected
 
 
 def test_ifeval_instruction_level_pools_over_instructions():
     bench = get_benchmark("ifeval")
-    scores = [{"prompt_level_strict_acc": 0.0, "prompt_level_loose_acc": 0.0, "inst_level_strict_acc": 0.5,
-               "inst_level_loose_acc": 0.5, "n_instructions": 4},
-              {"prompt_level_strict_acc": 1.0, "prompt_level_loose_acc": 1.0, "inst_level_strict_acc": 1.0,
-               "inst_level_loose_acc": 1.0, "n_instructions": 1}]
+    scores = [
+        {
+            "prompt_level_strict_acc": 0.0,
+            "prompt_level_loose_acc": 0.0,
+            "inst_level_strict_acc": 0.5,
+            "inst_level_loose_acc": 0.5,
+            "n_instructions": 4,
+        },
+        {
+            "prompt_level_strict_acc": 1.0,
+            "prompt_level_loose_acc": 1.0,
+            "inst_level_strict_acc": 1.0,
+            "inst_level_loose_acc": 1.0,
+            "n_instructions": 1,
+        },
+    ]
     agg = bench.aggregate(scores)
     assert agg["prompt_level_strict_acc"] == 0.5 and agg["inst_level_strict_acc"] == pytest.approx(3 / 5)
 
 
 def test_ifeval_unknown_instruction_is_refused_naming_it():
     rec = Record("7", "p", None, {"instruction_id_list": ["punctuation:no_semicolon"], "kwargs": [{}]}, "f.jsonl:2")
-    with pytest.raises(ValueError, match=r"f\.jsonl:2: record '7': unknown IFEval instruction\(s\) \['punctuation:no_semicolon'\]"):
+    with pytest.raises(
+        ValueError, match=r"f\.jsonl:2: record '7': unknown IFEval instruction\(s\) \['punctuation:no_semicolon'\]"
+    ):
         get_benchmark("ifeval").check_record(rec)
 
 

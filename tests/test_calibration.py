@@ -6,8 +6,18 @@ import numpy as np
 import pytest
 
 from ptdlib.predictor import (
-    AdaptiveConformalMargin, ConformalMargin, CostOptimalMargin, FixedMargin, PercentileMargin, calibrate,
-    canvas_from_upper, check_disjoint, conformal_quantile, expected_cost, quadratic_cost, truncation_rate,
+    AdaptiveConformalMargin,
+    ConformalMargin,
+    CostOptimalMargin,
+    FixedMargin,
+    PercentileMargin,
+    calibrate,
+    canvas_from_upper,
+    check_disjoint,
+    conformal_quantile,
+    expected_cost,
+    quadratic_cost,
+    truncation_rate,
 )
 from ptdlib.tasks import Query, make_split
 
@@ -167,10 +177,11 @@ def test_aci_miss_rate_returns_to_alpha_after_a_jump():
     rng = np.random.default_rng(0)
     alpha, calib_n, before, after = 0.1, 500, 1000, 5000
     preds, lengths = _shifted_stream(rng, calib_n + before, after)
-    aci = AdaptiveConformalMargin.from_calibration(preds[:calib_n], lengths[:calib_n], alpha=alpha, gamma=0.01,
-                                                   window=300)
+    aci = AdaptiveConformalMargin.from_calibration(
+        preds[:calib_n], lengths[:calib_n], alpha=alpha, gamma=0.01, window=300
+    )
     static = ConformalMargin.fit(preds[:calib_n], lengths[:calib_n], alpha=alpha)
-    static_miss = lengths[calib_n + before:] > static.upper(preds[calib_n + before:])
+    static_miss = lengths[calib_n + before :] > static.upper(preds[calib_n + before :])
     for p, y in zip(preds[calib_n:], lengths[calib_n:]):
         aci.update(p, y)
     tail = np.mean(aci.errors[-2500:])

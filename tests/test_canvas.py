@@ -3,8 +3,16 @@
 import numpy as np
 import pytest
 
-from ptdlib.canvas import (CanvasLimits, FixedCanvas, GrowthCanvas, OracleCanvas, SmartCrop, evaluate_strategy,
-                           make_policy, round_canvas)
+from ptdlib.canvas import (
+    CanvasLimits,
+    FixedCanvas,
+    GrowthCanvas,
+    OracleCanvas,
+    SmartCrop,
+    evaluate_strategy,
+    make_policy,
+    round_canvas,
+)
 from ptdlib.canvas.policies import ended_by
 from ptdlib.sampling.sampler import SamplerConfig, sample
 from ptdlib.tasks import make_split
@@ -62,8 +70,7 @@ def test_row_flops_are_the_sum_over_the_querys_forward_passes(tiny_lm, queries, 
 
 
 def test_truncated_results_are_rerun_at_the_maximum_and_counted(tiny_lm, queries, counter):
-    rows = evaluate_strategy(tiny_lm, queries, FixedCanvas(32), counter, recovery="max", sampler=SAMPLER,
-                             limits=LIMITS)
+    rows = evaluate_strategy(tiny_lm, queries, FixedCanvas(32), counter, recovery="max", sampler=SAMPLER, limits=LIMITS)
     full = sample(tiny_lm, [q.prompt for q in queries], 64, SAMPLER, query_ids=[q.qid for q in queries])
     truncated = [r for r in rows if r["truncated"]]
     assert truncated, "a random tiny model almost never writes EOS in 32 tokens"
@@ -76,16 +83,18 @@ def test_truncated_results_are_rerun_at_the_maximum_and_counted(tiny_lm, queries
 
 
 def test_no_recovery_keeps_the_truncated_result(tiny_lm, queries, counter):
-    rows = evaluate_strategy(tiny_lm, queries, FixedCanvas(32), counter, recovery="none", sampler=SAMPLER,
-                             limits=LIMITS)
+    rows = evaluate_strategy(
+        tiny_lm, queries, FixedCanvas(32), counter, recovery="none", sampler=SAMPLER, limits=LIMITS
+    )
     assert all(r["reruns"] == 0 and r["final_canvas"] == 32 and r["flops_rerun"] == 0 for r in rows)
 
 
 def test_growth_stops_early_without_changing_the_response(tiny_lm, queries, counter):
     # On the full canvas (a fixed-canvas model's growth) the passes up to the EOS block are those of the fixed
     # run; the growing window (the default, dLLM-Var) shows the model less and may change tokens.
-    grown = evaluate_strategy(tiny_lm, queries, GrowthCanvas(32, window="full"), counter, sampler=SAMPLER,
-                              limits=LIMITS)
+    grown = evaluate_strategy(
+        tiny_lm, queries, GrowthCanvas(32, window="full"), counter, sampler=SAMPLER, limits=LIMITS
+    )
     fixed = evaluate_strategy(tiny_lm, queries, FixedCanvas(64), counter, sampler=SAMPLER, limits=LIMITS)
     assert [g["response"] for g in grown] == [f["response"] for f in fixed]
     assert all(g["forward_passes"] <= f["forward_passes"] for g, f in zip(grown, fixed))
@@ -111,24 +120,28 @@ def test_predicted_policy_refuses_to_report_on_its_calibration_split(tiny_lm):
     train, calib = make_split("train", 30), make_split("calib", 20)
     lengths = lambda qs: np.array([q.answer_length for q in qs])  # noqa: E731  (synthetic labels)
     pol = make_policy("predicted", margin="conformal", alpha=0.1, features="text").fit(
-        tiny_lm, train, lengths(train), calib, lengths(calib), LIMITS)
+        tiny_lm, train, lengths(train), calib, lengths(calib), LIMITS
+    )
     assert pol.choose(tiny_lm, make_split("test", 5), LIMITS).max() <= 64
     with pytest.raises(ValueError, match="overlap|calibration"):
         pol.choose(tiny_lm, calib, LIMITS)
 
 
-@pytest.mark.parametrize("name, params, message", [
-    ("smartcrop", {"tau": 0.0}, r"tau must be in \(0, 1\], got 0.0"),
-    ("smartcrop", {"tau": 1.5}, r"tau must be in \(0, 1\], got 1.5"),
-    ("smartcrop", {"pad": -1}, "pad must be >= 0"),
-    ("heuristic", {"margin": -2}, "margin must be >= 0"),
-    ("predicted", {"alpha": 1.0}, r"alpha must be in \(0, 1\)"),
-    ("predicted", {"margin": "magic"}, "unknown margin method 'magic'"),
-    ("predicted", {"margin": "aci", "gamma": 0}, r"gamma \(the ACI step size\) must be in \(0, 1\), got 0"),
-    ("fixed", {"L": 0}, "L must be a positive"),
-    ("smartcrp", {}, "unknown canvas policy 'smartcrp'; choose from fixed, oracle, heuristic, predicted"),
-    ("smartcrop", {"tua": 0.5}, r"has no parameter\(s\) \['tua'\]"),
-])
+@pytest.mark.parametrize(
+    "name, params, message",
+    [
+        ("smartcrop", {"tau": 0.0}, r"tau must be in \(0, 1\], got 0.0"),
+        ("smartcrop", {"tau": 1.5}, r"tau must be in \(0, 1\], got 1.5"),
+        ("smartcrop", {"pad": -1}, "pad must be >= 0"),
+        ("heuristic", {"margin": -2}, "margin must be >= 0"),
+        ("predicted", {"alpha": 1.0}, r"alpha must be in \(0, 1\)"),
+        ("predicted", {"margin": "magic"}, "unknown margin method 'magic'"),
+        ("predicted", {"margin": "aci", "gamma": 0}, r"gamma \(the ACI step size\) must be in \(0, 1\), got 0"),
+        ("fixed", {"L": 0}, "L must be a positive"),
+        ("smartcrp", {}, "unknown canvas policy 'smartcrp'; choose from fixed, oracle, heuristic, predicted"),
+        ("smartcrop", {"tua": 0.5}, r"has no parameter\(s\) \['tua'\]"),
+    ],
+)
 def test_bad_policy_parameters_are_named(name, params, message):
     with pytest.raises(ValueError, match=message):
         make_policy(name, **params)
@@ -143,7 +156,8 @@ def test_aci_policy_learns_online_from_each_served_batch(tiny_lm, counter):
     """Calibrated on lengths far too short, the ACI margin truncates at first and widens as misses arrive."""
     train, calib, test = make_split("train", 30), make_split("calib", 20), make_split("test", 8, seed=2)
     pol = make_policy("predicted", margin="aci", alpha=0.1, gamma=0.5).fit(
-        tiny_lm, train, np.zeros(len(train)), calib, np.zeros(len(calib)), LIMITS)
+        tiny_lm, train, np.zeros(len(train)), calib, np.zeros(len(calib)), LIMITS
+    )
     assert pol.online and pol.params()["gamma"] == 0.5
     start_margin = pol.rule.margin()
     rows = evaluate_strategy(tiny_lm, test, pol, counter, sampler=SAMPLER, limits=LIMITS, batch_size=2)

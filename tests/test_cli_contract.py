@@ -20,23 +20,26 @@ def _one_line_error(capsys, prog: str, *named: str) -> str:
     return err
 
 
-@pytest.mark.parametrize("argv, prog, named", [
-    (["run", "no-such-config.yaml"], "ptd run", ["no-such-config.yaml"]),
-    (["run", "x.yaml", "--threads", "many"], "ptd run", ["--threads", "many"]),
-    (["run", "x.yaml", "--no-such-option"], "ptd run", ["--no-such-option"]),
-    (["summarize"], "ptd summarize", ["dirs"]),
-    (["summarize", "no-such-run-dir"], "ptd summarize", ["no-such-run-dir"]),
-    (["cost", "--boot", "many"], "ptd cost", ["--boot", "many"]),
-    (["cost", "--hardware", "gpu0"], "ptd cost", ["gpu0"]),
-    (["cost", "--strategy", "smartcrp"], "ptd cost", ["smartcrp"]),
-    (["report", "--workers", "0"], "ptd report", ["--workers", "0"]),
-    (["train-model", "--steps", "0"], "ptd train-model", ["--steps", "0"]),
-    (["train-predictor", "--regressor", "magic"], "ptd train-predictor", ["magic"]),
-    (["make-data", "--n", "few"], "ptd make-data", ["--n", "few"]),
-    (["bench", "model", "--n", "1"], "ptd bench model", ["--n", "1"]),
-    (["bench", "nope"], "ptd bench", ["nope"]),
-    (["no-such-command"], "ptd", ["no-such-command"]),
-])
+@pytest.mark.parametrize(
+    "argv, prog, named",
+    [
+        (["run", "no-such-config.yaml"], "ptd run", ["no-such-config.yaml"]),
+        (["run", "x.yaml", "--threads", "many"], "ptd run", ["--threads", "many"]),
+        (["run", "x.yaml", "--no-such-option"], "ptd run", ["--no-such-option"]),
+        (["summarize"], "ptd summarize", ["dirs"]),
+        (["summarize", "no-such-run-dir"], "ptd summarize", ["no-such-run-dir"]),
+        (["cost", "--boot", "many"], "ptd cost", ["--boot", "many"]),
+        (["cost", "--hardware", "gpu0"], "ptd cost", ["gpu0"]),
+        (["cost", "--strategy", "smartcrp"], "ptd cost", ["smartcrp"]),
+        (["report", "--workers", "0"], "ptd report", ["--workers", "0"]),
+        (["train-model", "--steps", "0"], "ptd train-model", ["--steps", "0"]),
+        (["train-predictor", "--regressor", "magic"], "ptd train-predictor", ["magic"]),
+        (["make-data", "--n", "few"], "ptd make-data", ["--n", "few"]),
+        (["bench", "model", "--n", "1"], "ptd bench model", ["--n", "1"]),
+        (["bench", "nope"], "ptd bench", ["nope"]),
+        (["no-such-command"], "ptd", ["no-such-command"]),
+    ],
+)
 def test_bad_input_to_every_command_exits_2_with_one_line_naming_the_value(argv, prog, named, capsys):
     assert ptd(argv) == EXIT_BAD_INPUT
     _one_line_error(capsys, prog, *named)
@@ -70,21 +73,29 @@ def test_debug_is_taken_from_anywhere_before_a_double_dash():
 
 
 def test_the_installed_entry_point_keeps_the_contract(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "ptdlib.cli", "run", str(tmp_path / "missing.yaml")],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "ptdlib.cli", "run", str(tmp_path / "missing.yaml")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == EXIT_BAD_INPUT
-    assert proc.stderr.strip().splitlines() == [f"ptd run: error: config file {tmp_path / 'missing.yaml'} does "
-                                                "not exist"]
+    assert proc.stderr.strip().splitlines() == [
+        f"ptd run: error: config file {tmp_path / 'missing.yaml'} does not exist"
+    ]
 
 
-@pytest.mark.parametrize("argv, named", [
-    (["cost", "--boot", "0"], ["--boot", "'0'", "positive integer"]),
-    (["cost", "--prompt-mean", "nan"], ["--prompt-mean", "'nan'", "finite"]),
-    (["cost", "--queries", "-3"], ["--queries", "'-3'"]),
-    (["train-model", "--threads", "-1"], ["--threads", "'-1'"]),
-    (["train-model", "--model", "{n_layers: 6}"], ["--model", "not valid JSON"]),
-    (["train-model", "--family-weights", "[1]"], ["--family-weights", "JSON object"]),
-])
+@pytest.mark.parametrize(
+    "argv, named",
+    [
+        (["cost", "--boot", "0"], ["--boot", "'0'", "positive integer"]),
+        (["cost", "--prompt-mean", "nan"], ["--prompt-mean", "'nan'", "finite"]),
+        (["cost", "--queries", "-3"], ["--queries", "'-3'"]),
+        (["train-model", "--threads", "-1"], ["--threads", "'-1'"]),
+        (["train-model", "--model", "{n_layers: 6}"], ["--model", "not valid JSON"]),
+        (["train-model", "--family-weights", "[1]"], ["--family-weights", "JSON object"]),
+    ],
+)
 def test_numbers_and_json_options_are_checked_where_they_are_parsed(argv, named, capsys):
     assert ptd(argv) == EXIT_BAD_INPUT
     _one_line_error(capsys, f"ptd {argv[0]}", *named)
@@ -111,8 +122,8 @@ def test_an_unknown_device_is_named(capsys, tmp_path):
 
 
 def test_a_damaged_chunk_file_is_named_by_summarize(capsys, tmp_path):
-    from ptdlib.experiment.results import chunk_path, open_run
     from ptdlib.experiment.config import RunConfig, plan_chunks
+    from ptdlib.experiment.results import chunk_path, open_run
 
     cfg = RunConfig.from_dict({"splits": {"test": 4}, "strategies": [{"name": "fixed", "params": {"L": 128}}]})
     open_run(tmp_path, cfg, "model", "fingerprint")

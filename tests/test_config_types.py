@@ -11,8 +11,11 @@ from ptdlib.cli import main as ptd
 from ptdlib.experiment.config import RunConfig, load_config
 from ptdlib.validation import check_types, check_value
 
-BASE = {"splits": {"test": 4}, "strategies": [{"name": "fixed", "params": {"L": 64}}],
-        "limits": {"max_canvas": 64, "round_to": 32}}
+BASE = {
+    "splits": {"test": 4},
+    "strategies": [{"name": "fixed", "params": {"L": 64}}],
+    "limits": {"max_canvas": 64, "round_to": 32},
+}
 
 #: (section, key, bad value, words the message must hold)
 BAD_VALUES = [
@@ -46,11 +49,14 @@ def test_a_value_of_the_wrong_type_is_refused_naming_key_value_and_type(section,
         assert word in message, (word, message)
 
 
-@pytest.mark.parametrize("params, words", [
-    ({"tau": 0.9, "early_stop": "false"}, ["strategies[0]", "smartcrop.early_stop", "'false'", "true or false"]),
-    ({"tau": "0.9"}, ["smartcrop.tau", "'0.9'", "a number"]),
-    ({"tau": [0.9, "high"]}, ["smartcrop.tau", "'high'"]),
-])
+@pytest.mark.parametrize(
+    "params, words",
+    [
+        ({"tau": 0.9, "early_stop": "false"}, ["strategies[0]", "smartcrop.early_stop", "'false'", "true or false"]),
+        ({"tau": "0.9"}, ["smartcrop.tau", "'0.9'", "a number"]),
+        ({"tau": [0.9, "high"]}, ["smartcrop.tau", "'high'"]),
+    ],
+)
 def test_a_policy_parameter_of_the_wrong_type_is_refused(params, words):
     cfg = {**BASE, "strategies": [{"name": "fixed", "params": {"L": 64}}, {"name": "smartcrop", "params": params}]}
     cfg["strategies"][0], cfg["strategies"][1] = cfg["strategies"][1], cfg["strategies"][0]
@@ -102,11 +108,14 @@ def test_ptd_run_refuses_a_bad_type_in_one_line_and_writes_nothing(tmp_path, cap
     assert not out.exists()
 
 
-@pytest.mark.parametrize("text, where", [
-    ("splits: {test: 4\nstrategies: []\n", "line 2, column 11"),
-    ("splits:\n  test: 4\n strategies: x\n", "line 3, column 2"),
-    ("sampler: [unclosed\n", "line 2"),
-])
+@pytest.mark.parametrize(
+    "text, where",
+    [
+        ("splits: {test: 4\nstrategies: []\n", "line 2, column 11"),
+        ("splits:\n  test: 4\n strategies: x\n", "line 3, column 2"),
+        ("sampler: [unclosed\n", "line 2"),
+    ],
+)
 def test_malformed_yaml_is_one_line_with_its_position(tmp_path, capsys, text, where):
     path = _write(tmp_path, text)
     with pytest.raises(ValueError, match=f"is not valid YAML at {where}"):

@@ -9,11 +9,17 @@ import pytest
 import torch
 
 from ptdlib.cli.cost import main
-from ptdlib.cost.pricing import bootstrap_saving, estimate, price_plans
 from ptdlib.cost.hardware import ASSUMED_MFU, HARDWARE, Hardware, hardware, measure_mfu
+from ptdlib.cost.pricing import bootstrap_saving, estimate, price_plans
 from ptdlib.cost.shapes import LLADA_8B, AnalyticCounter, ModelShape, analytic_flops
-from ptdlib.cost.workload import (StrategyParams, StrategyPlans, canvas_plan, plan_strategy, plans_from_results,
-                             synthetic_workload)
+from ptdlib.cost.workload import (
+    StrategyParams,
+    StrategyPlans,
+    canvas_plan,
+    plan_strategy,
+    plans_from_results,
+    synthetic_workload,
+)
 
 #: A made-up accelerator with round numbers, so seconds can be checked by hand.
 TOY_GPU = Hardware("toy", "toy", peak_flops=1e15, mem_bandwidth=1e12, memory_bytes=1e11, price_per_hour=2.0, mfu=0.5)
@@ -44,8 +50,14 @@ def test_seconds_follow_the_roofline_of_compute_and_weight_reads():
 def test_gpu_hours_and_cost_per_million_follow_from_gpu_seconds():
     prompts, responses = np.array([50, 80, 120]), np.array([10, 40, 90])
     params = StrategyParams(canvas=256, block=32)
-    result = estimate(LLADA_8B, TOY_GPU, plan_strategy("oracle", prompts, responses, params),
-                      plan_strategy("fixed", prompts, responses, params), batch=2, n_boot=200)
+    result = estimate(
+        LLADA_8B,
+        TOY_GPU,
+        plan_strategy("oracle", prompts, responses, params),
+        plan_strategy("fixed", prompts, responses, params),
+        batch=2,
+        n_boot=200,
+    )
     arm = result.strategy
     assert arm.gpu_hours_per_million == pytest.approx(1e6 * arm.gpu_seconds_per_query / 3600)
     assert arm.cost_per_million == pytest.approx(2.0 * arm.gpu_hours_per_million)
@@ -56,8 +68,13 @@ def test_gpu_hours_and_cost_per_million_follow_from_gpu_seconds():
 def test_oracle_saves_against_fixed_with_an_interval_around_the_point():
     prompts, responses = synthetic_workload(150, 100, n=400, max_response=511, seed=1)
     params = StrategyParams(canvas=512)
-    result = estimate(LLADA_8B, hardware("h100"), plan_strategy("oracle", prompts, responses, params),
-                      plan_strategy("fixed", prompts, responses, params), n_boot=500)
+    result = estimate(
+        LLADA_8B,
+        hardware("h100"),
+        plan_strategy("oracle", prompts, responses, params),
+        plan_strategy("fixed", prompts, responses, params),
+        n_boot=500,
+    )
     assert 0.5 < result.saving < 1
     assert result.saving_ci[0] < result.saving < result.saving_ci[1]
     assert result.strategy.flops_per_query < result.baseline.flops_per_query
@@ -97,33 +114,46 @@ def test_synthetic_workload_has_the_requested_means():
     assert prompts.min() >= 1
 
 
-@pytest.mark.parametrize("call, message", [
-    (lambda: plan_strategy("fixed", np.array([-1]), np.array([3]), StrategyParams()),
-     "prompt lengths must be >= 0, got -1"),
-    (lambda: plan_strategy("fixed", np.array([1]), np.array([-2]), StrategyParams()), "response lengths must be >= 0"),
-    (lambda: synthetic_workload(-5, 10), "prompt_mean must be >= 0"),
-    (lambda: plan_strategy("smartcrp", np.array([1]), np.array([1]), StrategyParams()), "unknown strategy 'smartcrp'"),
-    (lambda: hardware("tpu"), "unknown hardware preset 'tpu'; choose from h100, h200, a100, l40s"),
-    (lambda: Hardware("x", "x", 1e15, 1e12, 1e9, price_per_hour=1.0, mfu=0.0), r"mfu must be in \(0, 1\], got 0.0"),
-    (lambda: Hardware("x", "x", 1e15, 1e12, 1e9, price_per_hour=-1.0), "price per GPU-hour must be >= 0"),
-    (lambda: price_plans([Counter({10: 1})], LLADA_8B, TOY_GPU, mfu=1.2), r"mfu must be in \(0, 1\], got 1.2"),
-    (lambda: price_plans([Counter({5000: 1})], LLADA_8B, TOY_GPU), "exceeds llada-8b's 4096 positions"),
-    (lambda: StrategyParams(margin=-0.1), "margin must be >= 0"),
-])
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (
+            lambda: plan_strategy("fixed", np.array([-1]), np.array([3]), StrategyParams()),
+            "prompt lengths must be >= 0, got -1",
+        ),
+        (
+            lambda: plan_strategy("fixed", np.array([1]), np.array([-2]), StrategyParams()),
+            "response lengths must be >= 0",
+        ),
+        (lambda: synthetic_workload(-5, 10), "prompt_mean must be >= 0"),
+        (
+            lambda: plan_strategy("smartcrp", np.array([1]), np.array([1]), StrategyParams()),
+            "unknown strategy 'smartcrp'",
+        ),
+        (lambda: hardware("tpu"), "unknown hardware preset 'tpu'; choose from h100, h200, a100, l40s"),
+        (lambda: Hardware("x", "x", 1e15, 1e12, 1e9, price_per_hour=1.0, mfu=0.0), r"mfu must be in \(0, 1\], got 0.0"),
+        (lambda: Hardware("x", "x", 1e15, 1e12, 1e9, price_per_hour=-1.0), "price per GPU-hour must be >= 0"),
+        (lambda: price_plans([Counter({10: 1})], LLADA_8B, TOY_GPU, mfu=1.2), r"mfu must be in \(0, 1\], got 1.2"),
+        (lambda: price_plans([Counter({5000: 1})], LLADA_8B, TOY_GPU), "exceeds llada-8b's 4096 positions"),
+        (lambda: StrategyParams(margin=-0.1), "margin must be >= 0"),
+    ],
+)
 def test_bad_input_raises_a_clear_error(call, message):
     with pytest.raises(ValueError, match=message):
         call()
 
 
 def test_results_table_is_repriced_from_its_forward_passes(tmp_path, capsys):
-    frame = pd.DataFrame({
-        "query_id": ["q1", "q2", "q1", "q2"],
-        "strategy": ["predicted", "predicted", "fixed", "fixed"],
-        "prompt_len": [10, 20, 10, 20],
-        "canvases": ["[32]", "[32, 128]", "[128]", "[128]"],
-        "response_len": [20, 60, 20, 60],
-        "flops_total": [1.0, 2.0, 3.0, 4.0],  # counted on another model: not reused
-    })
+    frame = pd.DataFrame(
+        {
+            "query_id": ["q1", "q2", "q1", "q2"],
+            "strategy": ["predicted", "predicted", "fixed", "fixed"],
+            "prompt_len": [10, 20, 10, 20],
+            "canvases": ["[32]", "[32, 128]", "[128]", "[128]"],
+            "response_len": [20, 60, 20, 60],
+            "flops_total": [1.0, 2.0, 3.0, 4.0],  # counted on another model: not reused
+        }
+    )
     path = tmp_path / "results.csv"
     frame.to_csv(path, index=False)
     prompts, plans, responses = plans_from_results(frame[frame.strategy == "predicted"])
@@ -141,12 +171,18 @@ def test_results_table_is_repriced_from_its_forward_passes(tmp_path, capsys):
 
 
 def test_ptdlib_result_rows_give_reruns_final_truncation_own_lengths_and_the_runs_maximum_canvas(tmp_path, capsys):
-    frame = pd.DataFrame({
-        "strategy": ["predicted", "predicted", "fixed", "fixed"], "prompt_len": [10, 20, 10, 20],
-        "forward_lens": ["[42]", "[52, 148]", "[138]", "[148]"], "final_canvas": [32, 128, 128, 128],
-        "reruns": [0, 1, 0, 0], "truncated": [False, True, False, False],
-        "truncated_final": [False, False, False, False], "own_length": [20, 60, 20, 60],
-    })
+    frame = pd.DataFrame(
+        {
+            "strategy": ["predicted", "predicted", "fixed", "fixed"],
+            "prompt_len": [10, 20, 10, 20],
+            "forward_lens": ["[42]", "[52, 148]", "[138]", "[148]"],
+            "final_canvas": [32, 128, 128, 128],
+            "reruns": [0, 1, 0, 0],
+            "truncated": [False, True, False, False],
+            "truncated_final": [False, False, False, False],
+            "own_length": [20, 60, 20, 60],
+        }
+    )
     _, plans, responses = plans_from_results(frame[frame.strategy == "predicted"])
     assert plans.reruns.tolist() == [False, True] and plans.truncated.tolist() == [False, False]
     assert responses.tolist() == [20, 60]
@@ -160,13 +196,19 @@ def test_ptdlib_result_rows_give_reruns_final_truncation_own_lengths_and_the_run
 
 
 def test_cli_prints_the_cost_table_and_rejects_bad_input(capsys):
-    assert main(["--model", "llada-8b", "--hardware", "h100", "--strategy", "oracle", "--queries", "200",
-                 "--boot", "100"]) == 0
+    assert (
+        main(["--model", "llada-8b", "--hardware", "h100", "--strategy", "oracle", "--queries", "200", "--boot", "100"])
+        == 0
+    )
     out = capsys.readouterr().out
     assert "oracle" in out and "fixed" in out and "saving vs fixed" in out and "MFU 0.40" in out
-    for argv, message in ((["--mfu", "1.5"], "mfu must be in (0, 1]"), (["--price", "-2"], "must be >= 0"),
-                          (["--model", "gpt"], "unknown model preset"), (["--response-mean", "-1"], ">= 0"),
-                          (["--strategy", "magic"], "unknown strategy 'magic'")):
+    for argv, message in (
+        (["--mfu", "1.5"], "mfu must be in (0, 1]"),
+        (["--price", "-2"], "must be >= 0"),
+        (["--model", "gpt"], "unknown model preset"),
+        (["--response-mean", "-1"], ">= 0"),
+        (["--strategy", "magic"], "unknown strategy 'magic'"),
+    ):
         assert main(argv + ["--queries", "20", "--boot", "10"]) == 2
         assert message in capsys.readouterr().err
 
@@ -196,8 +238,9 @@ def test_measure_mfu_without_a_gpu_says_so():
 
 
 def test_measure_mfu_code_path_runs_on_cpu_with_a_tiny_shape():
-    tiny = ModelShape("tiny", n_layers=1, d_model=16, n_heads=2, n_kv_heads=2, mlp_hidden=32, vocab_size=50,
-                      max_positions=64)
+    tiny = ModelShape(
+        "tiny", n_layers=1, d_model=16, n_heads=2, n_kv_heads=2, mlp_hidden=32, vocab_size=50, max_positions=64
+    )
     rows = measure_mfu(tiny, batch_sizes=(2,), seq_lens=(16, 32), hw="h100", device="cpu", warmup=1, iters=2)
     assert [(r["batch"], r["seq_len"]) for r in rows] == [(2, 16), (2, 32)]
     assert all(r["seconds"] > 0 and 0 < r["mfu"] < 1 for r in rows)

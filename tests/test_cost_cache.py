@@ -5,14 +5,15 @@ from collections import Counter
 import pytest
 
 from ptdlib.analysis.deployment import growth_plans
-from ptdlib.cost.pricing import price_plans
 from ptdlib.cost.hardware import hardware
-from ptdlib.sampling.kvcache import CACHE_MODES
+from ptdlib.cost.pricing import price_plans
 from ptdlib.cost.shapes import AnalyticCounter, ModelShape
 from ptdlib.cost.workload import PLAN_CACHE_MODES, StrategyParams, canvas_plan
+from ptdlib.sampling.kvcache import CACHE_MODES
 
-SHAPE = ModelShape(name="hand", n_layers=2, d_model=32, n_heads=2, n_kv_heads=2, mlp_hidden=64, vocab_size=100,
-                   max_positions=256)
+SHAPE = ModelShape(
+    name="hand", n_layers=2, d_model=32, n_heads=2, n_kv_heads=2, mlp_hidden=64, vocab_size=100, max_positions=256
+)
 
 
 def test_plan_cache_modes_restate_the_samplers():

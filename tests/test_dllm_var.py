@@ -4,13 +4,12 @@ import json
 
 import pytest
 import torch
+from conftest import TINY
 
 from ptdlib.models.dllm_var import DllmVarBatchSource, dllm_var_loss, packed_row
 from ptdlib.models.embedded import build_model, load_pretrained
 from ptdlib.models.metrics import end_token_ids
 from ptdlib.models.training import BatchSource, TrainConfig, train
-
-from conftest import TINY
 
 
 def test_packed_row_concatenates_samples_and_ends_with_the_last_samples_end_run():
@@ -86,8 +85,19 @@ def test_two_step_dllm_var_smoke_run_continues_a_model_and_records_the_recipe(to
     from ptdlib.models.embedded import save_model
 
     save_model(build_model(tokenizer, **TINY), tokenizer, tmp_path / "start")
-    cfg = TrainConfig(steps=2, batch_size=2, warmup=1, checkpoint_every=1, snapshot_every=1, eval_every=0,
-                      model=TINY, threads=1, recipe="dllm-var", pack_frac=0.5, init_from=str(tmp_path / "start"))
+    cfg = TrainConfig(
+        steps=2,
+        batch_size=2,
+        warmup=1,
+        checkpoint_every=1,
+        snapshot_every=1,
+        eval_every=0,
+        model=TINY,
+        threads=1,
+        recipe="dllm-var",
+        pack_frac=0.5,
+        init_from=str(tmp_path / "start"),
+    )
     card = train(cfg, tmp_path / "var", work_dir=tmp_path / "work")
     assert card["steps_done"] == 2 and card["config"]["recipe"] == "dllm-var"
     assert json.loads((tmp_path / "var" / "training_card.json").read_text())["config"]["pack_frac"] == 0.5

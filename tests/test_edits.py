@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from ptdlib.sampling.edits import InsertMasks, Resize, apply_edit
 from ptdlib.cost.flops import FlopLedger
+from ptdlib.sampling.edits import InsertMasks, Resize, apply_edit
 from ptdlib.sampling.events import TraceRecorder
 from ptdlib.sampling.sampler import SamplerConfig, sample
 
@@ -23,7 +23,7 @@ class ScriptedEditor:
         out = []
         for r, q in enumerate(view.query_ids):
             if (q, view.step) in self.script:
-                self.seen[q, view.step] = view.after[r, :view.lengths[r]].tolist()
+                self.seen[q, view.step] = view.after[r, : view.lengths[r]].tolist()
                 out += self.script[q, view.step]
         return out
 
@@ -92,12 +92,15 @@ def test_apply_edit_inserts_appends_and_cuts():
     assert apply_edit([1, 2, 3], Resize("q", 2), mask_id=9, max_length=10) == [1, 2]
 
 
-@pytest.mark.parametrize("edit, message", [
-    (InsertMasks("q", 4, 1), r"insertion position 4 is outside its canvas of 3 tokens \(allowed 0..3\)"),
-    (InsertMasks("q", 0, 0), "at least one mask, got count 0"),
-    (Resize("q", 0), "canvas length must be >= 1, got 0"),
-    (Resize("q", 11), "canvas of 11 tokens, more than the 10"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (InsertMasks("q", 4, 1), r"insertion position 4 is outside its canvas of 3 tokens \(allowed 0..3\)"),
+        (InsertMasks("q", 0, 0), "at least one mask, got count 0"),
+        (Resize("q", 0), "canvas length must be >= 1, got 0"),
+        (Resize("q", 11), "canvas of 11 tokens, more than the 10"),
+    ],
+)
 def test_bad_edits_are_rejected_naming_the_value(edit, message):
     with pytest.raises(ValueError, match=message):
         apply_edit([1, 2, 3], edit, mask_id=9, max_length=10)

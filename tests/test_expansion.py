@@ -7,8 +7,8 @@ import torch
 from ptdlib.canvas import CanvasLimits, evaluate_strategy, make_policy
 from ptdlib.canvas.daedal import DaedalEditor, end_confidence
 from ptdlib.canvas.rho_eos import GROW, KEEP, SHRINK, RhoEosEditor, decide, eos_density, step_multiplier
-from ptdlib.sampling.edits import InsertMasks, Resize, StepView
 from ptdlib.cost.flops import FlopLedger
+from ptdlib.sampling.edits import InsertMasks, Resize, StepView
 from ptdlib.sampling.sampler import SamplerConfig
 from ptdlib.tasks import make_split
 
@@ -25,9 +25,18 @@ def _view(before, after, pred, conf=None, qids=None, block=(0, 8), end_p=None):
     probs = ((1 - conf) / others)[..., None].expand(rows, W, V).clone()  # the rest spread over them
     probs[..., [EOS, EOT]] = 0.0
     probs.scatter_(-1, pred[..., None], conf[..., None])
-    return StepView(step=0, block_start=block[0], block_end=block[1], query_ids=tuple(qids or range(rows)),
-                    lengths=tuple([W] * rows), before=before, after=after, logits=probs.log(), mask_id=M,
-                    end_ids=(EOS, EOT))
+    return StepView(
+        step=0,
+        block_start=block[0],
+        block_end=block[1],
+        query_ids=tuple(qids or range(rows)),
+        lengths=tuple([W] * rows),
+        before=before,
+        after=after,
+        logits=probs.log(),
+        mask_id=M,
+        end_ids=(EOS, EOT),
+    )
 
 
 # ---------------------------------------------------------------- rho-EOS
@@ -36,13 +45,18 @@ def test_multiplier_doubles_per_tenth_of_density_beyond_the_threshold_up_to_eigh
     assert [step_multiplier(g) for g in (0.0, 0.05, 0.1, 0.15, 0.25, 0.35, 0.6)] == [1, 1, 2, 2, 4, 8, 8]
 
 
-@pytest.mark.parametrize("density, action, k", [
-    (0.0, GROW, 2 * 8),  # gap 0.4: four intervals -> x8
-    (0.25, GROW, 2 * 2),  # gap 0.15 -> x2
-    (0.4, KEEP, 0), (0.5, KEEP, 0), (0.6, KEEP, 0),  # inside [rho_low, rho_high]
-    (0.65, SHRINK, 2),  # gap 0.05 -> x1
-    (1.0, SHRINK, 2 * 8),
-])
+@pytest.mark.parametrize(
+    "density, action, k",
+    [
+        (0.0, GROW, 2 * 8),  # gap 0.4: four intervals -> x8
+        (0.25, GROW, 2 * 2),  # gap 0.15 -> x2
+        (0.4, KEEP, 0),
+        (0.5, KEEP, 0),
+        (0.6, KEEP, 0),  # inside [rho_low, rho_high]
+        (0.65, SHRINK, 2),  # gap 0.05 -> x1
+        (1.0, SHRINK, 2 * 8),
+    ],
+)
 def test_grow_below_low_shrink_above_high_keep_between(density, action, k):
     assert decide(density, 0.4, 0.6, expand=2) == (action, k)
 
@@ -104,7 +118,9 @@ def test_daedal_replaces_the_least_confident_uncommitted_mask_of_the_block():
     ed = DaedalEditor(pol, max_canvas=64)
     # the block is positions 0-3: position 3 (0.02) is the least confident there (6 is outside the block)
     assert ed.edit(_view(before, after, pred, conf, block=(0, 4))) == [InsertMasks(0, 3, 2)]
-    assert DaedalEditor(pol, max_canvas=9).edit(_view(before, after, pred, conf, block=(0, 4))) == [InsertMasks(0, 3, 1)]
+    assert DaedalEditor(pol, max_canvas=9).edit(_view(before, after, pred, conf, block=(0, 4))) == [
+        InsertMasks(0, 3, 1)
+    ]
     assert DaedalEditor(pol, max_canvas=8).edit(_view(before, after, pred, conf, block=(0, 4))) == []  # at the max
 
 
@@ -160,12 +176,15 @@ def test_editing_policies_run_end_to_end_and_count_every_pass(tiny_lm, counter):
             assert 1 <= r["final_canvas"] <= 64
 
 
-@pytest.mark.parametrize("name, params, message", [
-    ("daedal", {"expand": 1}, "expand must be an integer >= 2"),
-    ("daedal", {"low_confidence": 1.5}, r"low_confidence must be a probability in \[0, 1\], got 1.5"),
-    ("rho_eos", {"rho_low": 0.7, "rho_high": 0.6}, "rho_low 0.7 must be at most rho_high 0.6"),
-    ("rho_eos", {"threshold": 0.0}, r"threshold must be in \(0, 1\] or None"),
-])
+@pytest.mark.parametrize(
+    "name, params, message",
+    [
+        ("daedal", {"expand": 1}, "expand must be an integer >= 2"),
+        ("daedal", {"low_confidence": 1.5}, r"low_confidence must be a probability in \[0, 1\], got 1.5"),
+        ("rho_eos", {"rho_low": 0.7, "rho_high": 0.6}, "rho_low 0.7 must be at most rho_high 0.6"),
+        ("rho_eos", {"threshold": 0.0}, r"threshold must be in \(0, 1\] or None"),
+    ],
+)
 def test_bad_parameters_are_rejected_by_name(name, params, message):
     with pytest.raises(ValueError, match=message):
         make_policy(name, **params)

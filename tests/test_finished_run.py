@@ -17,12 +17,22 @@ def finished(tmp_path_factory, tiny_lm):
     root = tmp_path_factory.mktemp("finished")
     mp = pytest.MonkeyPatch()
     mp.setenv("PTD_CACHE_DIR", str(root / "cache"))
-    cfg = RunConfig.from_dict({
-        "splits": {"test": 4}, "train": 2, "calib": 2, "batch_size": 4, "sampler": {"block_length": 8},
-        "limits": {"max_canvas": 32, "round_to": 8}, "output": str(root / "run"),
-        "strategies": [{"name": "fixed", "params": {"L": 32}}, {"name": "oracle"},
-                       {"name": "smartcrop", "params": {"tau": 0.9}}],
-    })
+    cfg = RunConfig.from_dict(
+        {
+            "splits": {"test": 4},
+            "train": 2,
+            "calib": 2,
+            "batch_size": 4,
+            "sampler": {"block_length": 8},
+            "limits": {"max_canvas": 32, "round_to": 8},
+            "output": str(root / "run"),
+            "strategies": [
+                {"name": "fixed", "params": {"L": 32}},
+                {"name": "oracle"},
+                {"name": "smartcrop", "params": {"tau": 0.9}},
+            ],
+        }
+    )
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -33,8 +43,7 @@ def finished(tmp_path_factory, tiny_lm):
     mp.undo()
 
 
-def test_find_run_takes_an_absolute_or_working_directory_folder_and_none_without_a_run(finished, tmp_path,
-                                                                                       monkeypatch):
+def test_find_run_takes_an_absolute_or_working_directory_folder_and_none_without_a_run(finished, tmp_path, monkeypatch):
     folder, _ = finished
     assert find_run(folder) == folder and find_run(str(folder)) == folder
     monkeypatch.chdir(folder.parent)
@@ -74,7 +83,8 @@ def test_behaviour_is_measured_from_the_run_when_asked_and_synthetic_otherwise_w
     off = choose_behaviour(str(folder), carry_over=False)
     assert off == Behaviour({}, "carry_over is False")
     assert off.describe(StrategyParams(margin=0.2, length_error=0.15)) == (
-        "predicted/smartcrop behaviour SYNTHETIC (carry_over is False): estimate error sigma 0.15, margin 20%")
+        "predicted/smartcrop behaviour SYNTHETIC (carry_over is False): estimate error sigma 0.15, margin 20%"
+    )
 
 
 def test_behaviour_carries_the_arms_measured_arms_keeps(finished):

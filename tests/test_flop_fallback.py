@@ -84,13 +84,21 @@ def test_a_model_calling_a_compiled_function_is_counted_by_flop_counter_mode_wit
         assert counter.forward_flops(7, batch=3) == 3 * mlp_flops(7)
     assert [str(w.message) for w in caught] == [
         "FLOP counting of CompiledMLP: fvcore failed (RuntimeError: Detected that you are using FX to torch.jit.trace "
-        "a dynamo-optimized function. This is not supported at the moment.); counting with flop_counter_mode instead"]
+        "a dynamo-optimized function. This is not supported at the moment.); counting with flop_counter_mode instead"
+    ]
     assert counter.method == "flop_counter_mode" and len(counter.fallback_reasons) == 1
 
 
 def test_a_model_no_tracer_can_run_is_priced_from_its_config_naming_both_failures():
-    config = LlamaConfig(vocab_size=97, hidden_size=48, intermediate_size=80, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
+    config = LlamaConfig(
+        vocab_size=97,
+        hidden_size=48,
+        intermediate_size=80,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+    )
     counter = FlopCounter(Refuses(config))
     with pytest.warns(UserWarning) as caught:
         flops = counter.forward_flops(64)
@@ -171,19 +179,28 @@ def _sampler():
     return SamplerConfig(block_length=16, steps=4)
 
 
-def test_a_run_fvcore_cannot_trace_finishes_and_older_tables_resume_as_fvcore_rows(tiny_model, tokenizer, tiny_lm,
-                                                                                  tmp_path, monkeypatch):
-    from ptdlib.models.embedded import save_model
-    from ptdlib.experiment.results import LEGACY_FLOP_COUNTER, load_results
+def test_a_run_fvcore_cannot_trace_finishes_and_older_tables_resume_as_fvcore_rows(
+    tiny_model, tokenizer, tiny_lm, tmp_path, monkeypatch
+):
     from ptdlib.experiment.config import load_config
+    from ptdlib.experiment.results import LEGACY_FLOP_COUNTER, load_results
     from ptdlib.experiment.runner import run
+    from ptdlib.models.embedded import save_model
 
     monkeypatch.setenv("PTD_CACHE_DIR", str(tmp_path / "cache"))
     model_dir = save_model(tiny_model, tokenizer, tmp_path / "tiny-model")
-    grid = {"model": {"path": str(model_dir)}, "sampler": {"block_length": 16, "steps": 4},
-            "limits": {"max_canvas": 16, "round_to": 16}, "splits": {"test": 4}, "train": 4, "calib": 4,
-            "seeds": [0], "batch_size": 4, "strategies": [{"name": "fixed", "params": {"L": 16}}],
-            "output": str(tmp_path / "run")}
+    grid = {
+        "model": {"path": str(model_dir)},
+        "sampler": {"block_length": 16, "steps": 4},
+        "limits": {"max_canvas": 16, "round_to": 16},
+        "splits": {"test": 4},
+        "train": 4,
+        "calib": 4,
+        "seeds": [0],
+        "batch_size": 4,
+        "strategies": [{"name": "fixed", "params": {"L": 16}}],
+        "output": str(tmp_path / "run"),
+    }
     (tmp_path / "grid.yaml").write_text(yaml.safe_dump(grid))
     cfg = load_config(tmp_path / "grid.yaml")
     compiled = replace(tiny_lm, network=CompiledTail(tiny_model), model_id="tiny-model")
@@ -204,14 +221,36 @@ def test_a_run_fvcore_cannot_trace_finishes_and_older_tables_resume_as_fvcore_ro
 
 
 #: The size fields of the published config.json files (GSAI-ML/LLaDA-8B-Instruct, Dream-org/Dream-v0-Instruct-7B).
-LLADA_CONFIG = {"architectures": ["LLaDAModelLM"], "model_type": "llada", "d_model": 4096, "n_heads": 32,
-                "n_kv_heads": 32, "n_layers": 32, "mlp_hidden_size": 12288, "mlp_ratio": 4, "vocab_size": 126464,
-                "embedding_size": 126464, "max_sequence_length": 4096, "weight_tying": False,
-                "activation_type": "silu", "rope_theta": 500000.0}
-DREAM_CONFIG = {"architectures": ["DreamModel"], "model_type": "Dream", "hidden_size": 3584, "num_attention_heads": 28,
-                "num_key_value_heads": 4, "num_hidden_layers": 28, "intermediate_size": 18944, "vocab_size": 152064,
-                "max_position_embeddings": 131072, "tie_word_embeddings": False, "hidden_act": "silu",
-                "rope_theta": 1000000.0}
+LLADA_CONFIG = {
+    "architectures": ["LLaDAModelLM"],
+    "model_type": "llada",
+    "d_model": 4096,
+    "n_heads": 32,
+    "n_kv_heads": 32,
+    "n_layers": 32,
+    "mlp_hidden_size": 12288,
+    "mlp_ratio": 4,
+    "vocab_size": 126464,
+    "embedding_size": 126464,
+    "max_sequence_length": 4096,
+    "weight_tying": False,
+    "activation_type": "silu",
+    "rope_theta": 500000.0,
+}
+DREAM_CONFIG = {
+    "architectures": ["DreamModel"],
+    "model_type": "Dream",
+    "hidden_size": 3584,
+    "num_attention_heads": 28,
+    "num_key_value_heads": 4,
+    "num_hidden_layers": 28,
+    "intermediate_size": 18944,
+    "vocab_size": 152064,
+    "max_position_embeddings": 131072,
+    "tie_word_embeddings": False,
+    "hidden_act": "silu",
+    "rope_theta": 1000000.0,
+}
 
 
 @pytest.mark.parametrize("config, preset", [(LLADA_CONFIG, LLADA_8B), (DREAM_CONFIG, DREAM_7B)])
@@ -231,8 +270,11 @@ def test_the_published_dream_config_is_counted_on_the_meta_device_by_the_fallbac
 
 
 def test_an_unknown_model_names_the_presets_and_what_else_is_accepted(tmp_path):
-    with pytest.raises(ValueError, match="unknown model preset .* \\(choose from embedded, llada-8b, dream-7b\\), "
-                                         "and not a config.json or a checkpoint directory"):
+    with pytest.raises(
+        ValueError,
+        match="unknown model preset .* \\(choose from embedded, llada-8b, dream-7b\\), "
+        "and not a config.json or a checkpoint directory",
+    ):
         model_shape(tmp_path / "nowhere")
     (tmp_path / "config.json").write_text("{not json")
     with pytest.raises(ValueError, match="is not a JSON config"):

@@ -8,14 +8,28 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from ptdlib.sampling.events import TraceRecorder, counted_logits
-from ptdlib.cost.flops import (AnalyticCounter, FlopCounter, FlopLedger, count_with_fvcore, count_with_torch,
-                          counter_for, cross_check)
-from ptdlib.models.embedded import build_model
-from ptdlib.models.embedded import embedded_lm
+from ptdlib.cost.flops import (
+    AnalyticCounter,
+    FlopCounter,
+    FlopLedger,
+    count_with_fvcore,
+    count_with_torch,
+    counter_for,
+    cross_check,
+)
+from ptdlib.cost.shapes import (
+    DREAM_7B,
+    LLADA_8B,
+    PRESETS,
+    ModelShape,
+    analytic_flops,
+    preset,
+    shape_from_config,
+    uncounted_flops_estimate,
+)
+from ptdlib.models.embedded import build_model, embedded_lm
 from ptdlib.models.modeling import PtdLladaConfig
-from ptdlib.cost.shapes import (DREAM_7B, LLADA_8B, PRESETS, ModelShape, analytic_flops, preset, shape_from_config,
-                           uncounted_flops_estimate)
+from ptdlib.sampling.events import TraceRecorder, counted_logits
 
 
 @pytest.fixture(scope="module")
@@ -63,8 +77,15 @@ def test_fvcore_torch_and_analytic_agree_on_embedded_architecture(size, tiny_lm,
 
 def test_fvcore_torch_and_analytic_agree_on_tiny_llama_with_grouped_kv_heads():
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=97, hidden_size=48, intermediate_size=80, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
+    config = LlamaConfig(
+        vocab_size=97,
+        hidden_size=48,
+        intermediate_size=80,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+    )
     network = LlamaForCausalLM(config).eval()
     shape = shape_from_config(config)
     assert (shape.n_kv_heads, shape.mlp_hidden, shape.vocab_size) == (2, 80, 97)
@@ -138,12 +159,29 @@ def test_unknown_preset_lists_the_presets():
 
 
 def test_llada_style_and_qwen_style_configs_give_the_preset_shapes():
-    llada = {"d_model": 4096, "n_layers": 32, "n_heads": 32, "n_kv_heads": 32, "mlp_hidden_size": 12288,
-             "vocab_size": 126464, "embedding_size": 126464, "max_sequence_length": 4096, "weight_tying": False,
-             "activation_type": "silu"}
-    qwen = {"hidden_size": 3584, "num_hidden_layers": 28, "num_attention_heads": 28, "num_key_value_heads": 4,
-            "intermediate_size": 18944, "vocab_size": 152064, "max_position_embeddings": 131072,
-            "tie_word_embeddings": False, "hidden_act": "silu"}
+    llada = {
+        "d_model": 4096,
+        "n_layers": 32,
+        "n_heads": 32,
+        "n_kv_heads": 32,
+        "mlp_hidden_size": 12288,
+        "vocab_size": 126464,
+        "embedding_size": 126464,
+        "max_sequence_length": 4096,
+        "weight_tying": False,
+        "activation_type": "silu",
+    }
+    qwen = {
+        "hidden_size": 3584,
+        "num_hidden_layers": 28,
+        "num_attention_heads": 28,
+        "num_key_value_heads": 4,
+        "intermediate_size": 18944,
+        "vocab_size": 152064,
+        "max_position_embeddings": 131072,
+        "tie_word_embeddings": False,
+        "hidden_act": "silu",
+    }
     assert shape_from_config(llada, name="llada-8b") == LLADA_8B
     assert shape_from_config(qwen, name="dream-7b") == DREAM_7B
     with pytest.raises(ValueError, match="lacks the sizes"):
@@ -153,7 +191,11 @@ def test_llada_style_and_qwen_style_configs_give_the_preset_shapes():
 def test_embedded_preset_is_the_embedded_model_config():
     shape, cfg = preset("embedded"), PtdLladaConfig()
     assert (shape.d_model, shape.n_layers, shape.n_heads, shape.mlp_hidden) == (
-        cfg.d_model, cfg.n_layers, cfg.n_heads, cfg.mlp_hidden)
+        cfg.d_model,
+        cfg.n_layers,
+        cfg.n_heads,
+        cfg.mlp_hidden,
+    )
     assert shape.max_positions == cfg.max_position_embeddings and not shape.tied_head
 
 
@@ -178,8 +220,9 @@ def test_uncounted_elementwise_work_is_small_at_project_shapes():
 
 def test_importing_fvcore_through_ptdlib_raises_no_deprecation_warning():
     code = "import ptdlib.cost.flops as f; f._fvcore_nn()"
-    proc = subprocess.run([sys.executable, "-W", "error::DeprecationWarning", "-c", code], capture_output=True,
-                          text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-W", "error::DeprecationWarning", "-c", code], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
 
 
@@ -197,8 +240,10 @@ def test_ledger_sums_forward_passes_per_query_and_kind(tiny_lm):
         forward("denoise", ["a", "b"], 12)
     forward("rerun", ["b"], 16)
     f = counter.forward_flops
-    assert ledger.per_query() == {"a": {"probe": f(20), "denoise": 3 * f(12)},
-                                  "b": {"denoise": 3 * f(12), "rerun": f(16)}}
+    assert ledger.per_query() == {
+        "a": {"probe": f(20), "denoise": 3 * f(12)},
+        "b": {"denoise": 3 * f(12), "rerun": f(16)},
+    }
     assert ledger.total("denoise") == 6 * f(12)
     assert ledger.total() == f(20) + 6 * f(12) + f(16)
     assert ledger.forward_lengths("b") == [12, 12, 12, 16]
@@ -215,8 +260,14 @@ def test_ledger_of_a_sampled_batch_equals_the_sum_of_its_forward_passes(tiny_lm)
     queries = make_split("test", 3, seed=0)
     counter = FlopCounter(tiny_lm)
     ledger, recorder = FlopLedger(counter), TraceRecorder()
-    outs = sampler.sample(tiny_lm, [q.prompt for q in queries], [8, 16, 16], sampler.SamplerConfig(block_length=8),
-                          query_ids=[q.qid for q in queries], callbacks=[ledger, recorder])
+    outs = sampler.sample(
+        tiny_lm,
+        [q.prompt for q in queries],
+        [8, 16, 16],
+        sampler.SamplerConfig(block_length=8),
+        query_ids=[q.qid for q in queries],
+        callbacks=[ledger, recorder],
+    )
     expected = {q.qid: 0 for q in queries}
     for event in recorder.forwards:
         for qid in event.query_ids:
@@ -232,5 +283,3 @@ def test_analytic_counter_never_warns():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert AnalyticCounter(DREAM_7B).forward_flops(100, 2) == 2 * analytic_flops(DREAM_7B, 100)["total"]
-
-

@@ -23,8 +23,16 @@ def _qwen2_dir(path, keep_mask_token=True, **config):
     if not keep_mask_token:
         tok.mask_token = None
     torch.manual_seed(0)
-    cfg = Qwen2Config(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                      num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=96, **config)
+    cfg = Qwen2Config(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=96,
+        **config,
+    )
     Qwen2ForCausalLM(cfg).eval().save_pretrained(path)
     tok.save_pretrained(path)
     return path
@@ -37,9 +45,17 @@ def dream_dir(tmp_path_factory):
 
 def test_llada_style_checkpoint_reads_ids_positions_and_logits(llada_dir, tiny_model, tokenizer):
     lm = load_hf_dllm(llada_dir)
-    assert (lm.mask_id, lm.eos_id, lm.pad_id) == (tokenizer.mask_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id)
+    assert (lm.mask_id, lm.eos_id, lm.pad_id) == (
+        tokenizer.mask_token_id,
+        tokenizer.eos_token_id,
+        tokenizer.pad_token_id,
+    )
     assert lm.end_ids == (tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|eot|>"))
-    assert (lm.max_positions, lm.logits_shift, lm.model_id) == (tiny_model.config.max_position_embeddings, 0, llada_dir.name)
+    assert (lm.max_positions, lm.logits_shift, lm.model_id) == (
+        tiny_model.config.max_position_embeddings,
+        0,
+        llada_dir.name,
+    )
     ids = torch.tensor([lm.encode_prompt("count from 1 to 3") + [lm.mask_id] * 4])
     torch.testing.assert_close(lm.logits(ids), tiny_model(input_ids=ids).logits)
 

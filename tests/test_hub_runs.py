@@ -6,31 +6,36 @@ import os
 import pandas as pd
 import pytest
 import torch
-
 from hub_layouts import write_dream, write_llada
-from ptdlib.experiment.results import ROW_KEY, load_results
+
 from ptdlib.experiment.config import RunConfig
+from ptdlib.experiment.results import ROW_KEY, load_results
 from ptdlib.experiment.runner import run
 
 SPLIT_SIZE = 6
 
 
 def grid(model_dir, batch_size: int) -> RunConfig:
-    return RunConfig.from_dict({
-        "model": {"path": str(model_dir)},
-        "sampler": {"block_length": 8},  # S = L
-        "limits": {"max_canvas": 32, "round_to": 8},
-        "splits": {"test": SPLIT_SIZE},
-        "train": 12, "calib": 6, "seeds": [0], "batch_size": batch_size,
-        "strategies": [
-            {"name": "fixed", "params": {"L": [32, 16]}},
-            {"name": "oracle"},
-            {"name": "smartcrop", "params": {"tau": 0.9}},
-            {"name": "predicted", "params": {"margin": "conformal", "alpha": 0.2, "features": "text"}},
-            {"name": "growth", "params": {"block": 8}},
-        ],
-        "output": "unused",
-    })
+    return RunConfig.from_dict(
+        {
+            "model": {"path": str(model_dir)},
+            "sampler": {"block_length": 8},  # S = L
+            "limits": {"max_canvas": 32, "round_to": 8},
+            "splits": {"test": SPLIT_SIZE},
+            "train": 12,
+            "calib": 6,
+            "seeds": [0],
+            "batch_size": batch_size,
+            "strategies": [
+                {"name": "fixed", "params": {"L": [32, 16]}},
+                {"name": "oracle"},
+                {"name": "smartcrop", "params": {"tau": 0.9}},
+                {"name": "predicted", "params": {"margin": "conformal", "alpha": 0.2, "features": "text"}},
+                {"name": "growth", "params": {"block": 8}},
+            ],
+            "output": "unused",
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +66,14 @@ def test_grid_on_a_published_layout_runs_and_rows_do_not_depend_on_batch_size(hu
     assert set(one["strategy"]) == {"fixed", "oracle", "smartcrop", "predicted", "growth"}
     assert one["flops_total"].gt(0).all()
     # what the model produced; FLOPs are priced on the padded batch, so they may differ with the batch size
-    same = ["response", "length", "truncated", "truncated_final", "score", "own_length", "chosen_canvas",
-            "final_canvas"]
+    same = [
+        "response",
+        "length",
+        "truncated",
+        "truncated_final",
+        "score",
+        "own_length",
+        "chosen_canvas",
+        "final_canvas",
+    ]
     pd.testing.assert_frame_equal(one[ROW_KEY + same], eight[ROW_KEY + same])

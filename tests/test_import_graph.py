@@ -147,9 +147,13 @@ def test_ptdlib_has_no_import_cycle():
 
 def test_core_packages_do_not_import_the_layers_above_them():
     graph = import_graph(ROOT)
-    bad = sorted(f"{m} imports {t}" for m, targets in graph.items() for t in targets
-                 for pkg, above in FORBIDDEN.items() if (m == pkg or m.startswith(pkg + "."))
-                 and any(t == a or t.startswith(a + ".") for a in above))
+    bad = sorted(
+        f"{m} imports {t}"
+        for m, targets in graph.items()
+        for t in targets
+        for pkg, above in FORBIDDEN.items()
+        if (m == pkg or m.startswith(pkg + ".")) and any(t == a or t.startswith(a + ".") for a in above)
+    )
     assert not bad, "layering broken:\n  " + "\n  ".join(bad)
 
 
@@ -172,22 +176,39 @@ def _package(tmp_path: Path, files: dict[str, str]) -> Path:
 
 
 def test_a_cycle_through_a_function_local_import_is_found(tmp_path):
-    root = _package(tmp_path, {
-        "a.py": "from pkg.b import helper\n",
-        "b.py": "def helper():\n    from pkg import a\n    return a\n",
-        "c.py": "import pkg.a\n",
-    })
+    root = _package(
+        tmp_path,
+        {
+            "a.py": "from pkg.b import helper\n",
+            "b.py": "def helper():\n    from pkg import a\n    return a\n",
+            "c.py": "import pkg.a\n",
+        },
+    )
     assert find_cycles(import_graph(root)) == [["pkg.a", "pkg.b", "pkg.a"]]
 
 
-@pytest.mark.parametrize("files, expected", [
-    ({"x/__init__.py": "", "x/m.py": "from ..y import n\n", "y/__init__.py": "", "y/n.py": "from pkg.x import m\n"},
-     ["pkg.x.m", "pkg.y.n", "pkg.x.m"]),  # relative and absolute "from package import module"
-    ({"p.py": "import pkg.q\n", "q.py": "import pkg.r as r\n", "r.py": "from pkg.p import CONSTANT\n"},
-     ["pkg.p", "pkg.q", "pkg.r", "pkg.p"]),  # a name from a module is an edge to that module
-    ({"s/__init__.py": "from pkg.s.t import f\n", "s/t.py": "from pkg.s import g\n"},
-     ["pkg.s", "pkg.s.t", "pkg.s"]),  # a submodule importing its own half-initialised package
-])
+@pytest.mark.parametrize(
+    "files, expected",
+    [
+        (
+            {
+                "x/__init__.py": "",
+                "x/m.py": "from ..y import n\n",
+                "y/__init__.py": "",
+                "y/n.py": "from pkg.x import m\n",
+            },
+            ["pkg.x.m", "pkg.y.n", "pkg.x.m"],
+        ),  # relative and absolute "from package import module"
+        (
+            {"p.py": "import pkg.q\n", "q.py": "import pkg.r as r\n", "r.py": "from pkg.p import CONSTANT\n"},
+            ["pkg.p", "pkg.q", "pkg.r", "pkg.p"],
+        ),  # a name from a module is an edge to that module
+        (
+            {"s/__init__.py": "from pkg.s.t import f\n", "s/t.py": "from pkg.s import g\n"},
+            ["pkg.s", "pkg.s.t", "pkg.s"],
+        ),  # a submodule importing its own half-initialised package
+    ],
+)
 def test_cycles_are_found_whatever_the_import_form(tmp_path, files, expected):
     assert find_cycles(import_graph(_package(tmp_path, files))) == [expected]
 

@@ -4,16 +4,14 @@ import json
 
 import pytest
 import torch
+from conftest import TINY
 from transformers import AutoModelForMaskedLM, AutoTokenizer
 
 from ptdlib.models.batching import left_pad, with_canvas
-from ptdlib.models.embedded import build_model, load_pretrained, save_model
-from ptdlib.models.embedded import embedded_lm
+from ptdlib.models.embedded import build_model, embedded_lm, load_pretrained, save_model
 from ptdlib.models.tokenizer import SPECIAL_TOKENS, encode_prompt
 from ptdlib.models.training import TrainConfig, train
 from ptdlib.tasks import make_split
-
-from conftest import TINY
 
 
 def test_tokenizer_round_trips_every_split_and_has_distinct_special_ids(tokenizer):
@@ -124,8 +122,9 @@ def test_training_resumes_from_its_checkpoint_to_the_same_weights(tmp_path, monk
 
 def test_training_can_start_from_a_saved_models_weights(tiny_model, tokenizer, tmp_path):
     save_model(tiny_model, tokenizer, tmp_path / "start", card={"steps_done": 40, "train_seconds": 12.5})
-    cfg = TrainConfig(steps=1, batch_size=2, warmup=1, lr=1e-9, eval_every=0, model=TINY, threads=1,
-                      init_from=str(tmp_path / "start"))
+    cfg = TrainConfig(
+        steps=1, batch_size=2, warmup=1, lr=1e-9, eval_every=0, model=TINY, threads=1, init_from=str(tmp_path / "start")
+    )
     card = train(cfg, tmp_path / "out")
     assert card["steps_total"] == 41 and card["initialised_from"]["steps_total"] == 40  # lineage carried
     assert card["initialised_from"]["card"] == {"steps_done": 40, "train_seconds": 12.5}  # the earlier phase kept

@@ -5,8 +5,8 @@ import warnings
 
 import pytest
 import torch
-
 from hub_layouts import dream_reference_logits, llada_reference_logits, write_dream, write_llada
+
 from ptdlib.models.families import UnsupportedCheckpoint, detect_family, read_config
 from ptdlib.models.hf import load_hf_dllm
 from ptdlib.models.padding import PaddingWarning, check_padding_invariance
@@ -37,8 +37,10 @@ def test_published_layout_loads_without_any_python_file(hub_dirs, family):
     assert lm.batch_invariant
     assert lm.logits_shift == (1 if family == "dream" else 0)
     tok = lm.tokenizer
-    mask, eos, eot = {"llada": ("<|mdm_mask|>", "<|endoftext|>", "<|eot_id|>"),
-                      "dream": ("<|mask|>", "<|endoftext|>", "<|im_end|>")}[family]
+    mask, eos, eot = {
+        "llada": ("<|mdm_mask|>", "<|endoftext|>", "<|eot_id|>"),
+        "dream": ("<|mask|>", "<|endoftext|>", "<|im_end|>"),
+    }[family]
     assert (lm.mask_id, lm.eos_id) == (tok.convert_tokens_to_ids(mask), tok.convert_tokens_to_ids(eos))
     assert lm.end_ids == (lm.eos_id, tok.convert_tokens_to_ids(eot))
 
@@ -81,8 +83,12 @@ class _IgnoresMask(torch.nn.Module):
         self.inner = inner
 
     def forward(self, input_ids, attention_mask=None, **kwargs):
-        return self.inner(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
-                          position_ids=torch.arange(input_ids.shape[1])[None].expand_as(input_ids), **kwargs)
+        return self.inner(
+            input_ids=input_ids,
+            attention_mask=torch.ones_like(input_ids),
+            position_ids=torch.arange(input_ids.shape[1])[None].expand_as(input_ids),
+            **kwargs,
+        )
 
 
 def test_padding_probe_catches_a_model_that_ignores_its_mask_and_batches_stay_exact(hub_dirs):
@@ -143,7 +149,7 @@ def test_unknown_family_without_remote_code_names_the_yaml_key(tmp_path):
         load_hf_dllm(path)
 
 
-BROKEN_CODE = '''
+BROKEN_CODE = """
 from transformers import PretrainedConfig, PreTrainedModel
 
 class BrokenConfig(PretrainedConfig):
@@ -155,7 +161,7 @@ class BrokenModel(PreTrainedModel):
     def __init__(self, config):
         super().__init__(config)
         raise AttributeError("'BrokenModel' object has no attribute 'all_tied_weights_keys'")
-'''
+"""
 
 
 def test_remote_code_that_breaks_under_this_transformers_names_both_versions(tmp_path):
@@ -164,11 +170,17 @@ def test_remote_code_that_breaks_under_this_transformers_names_both_versions(tmp
     path = write_llada(tmp_path / "m")
     (path / "broken.py").write_text(BROKEN_CODE)
     cfg = json.loads((path / "config.json").read_text())
-    cfg.update(model_type="broken_dllm", architectures=["BrokenModel"],
-               auto_map={"AutoConfig": "broken.BrokenConfig", "AutoModel": "broken.BrokenModel"})
+    cfg.update(
+        model_type="broken_dllm",
+        architectures=["BrokenModel"],
+        auto_map={"AutoConfig": "broken.BrokenConfig", "AutoModel": "broken.BrokenModel"},
+    )
     (path / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(ValueError, match=rf"installed transformers {transformers.__version__} .*saved with "
-                                         rf"transformers 4\.46\.3.*AttributeError"):
+    with pytest.raises(
+        ValueError,
+        match=rf"installed transformers {transformers.__version__} .*saved with "
+        rf"transformers 4\.46\.3.*AttributeError",
+    ):
         load_hf_dllm(path, trust_remote_code=True)
 
 
@@ -197,8 +209,9 @@ class _RejectsIntegerMask(torch.nn.Module):
 
 def test_a_model_that_cannot_take_a_padding_mask_is_run_one_prompt_length_at_a_time(hub_dirs):
     lm = load_hf_dllm(hub_dirs["dream"])
-    reference = sample(lm, ["How many clips?", "Write a function that returns the sum."], 16,
-                       SamplerConfig(block_length=8))
+    reference = sample(
+        lm, ["How many clips?", "Write a function that returns the sum."], 16, SamplerConfig(block_length=8)
+    )
     lm.network = _RejectsIntegerMask(lm.network)
     with pytest.warns(PaddingWarning, match="a padded forward failed: RuntimeError: Expected attn_mask dtype"):
         assert not check_padding_invariance(lm)

@@ -28,10 +28,12 @@ def test_optional_parameters_accept_none():
 
 
 def test_a_quoted_boolean_or_number_is_refused_as_the_wrong_type():
-    for name, value, spec, want in [("smoke", "false", Param(bool), "true or false"),
-                                    ("alphas", "0.1, 0.05", Param(list), "a list"),
-                                    ("steps", 2.5, Param(int, 1, optional=True), "an integer or null"),
-                                    ("figures_dir", 3, Param(str, optional=True), "a string or null")]:
+    for name, value, spec, want in [
+        ("smoke", "false", Param(bool), "true or false"),
+        ("alphas", "0.1, 0.05", Param(list), "a list"),
+        ("steps", 2.5, Param(int, 1, optional=True), "an integer or null"),
+        ("figures_dir", 3, Param(str, optional=True), "a string or null"),
+    ]:
         with pytest.raises(ParameterError, match=f"^parameter {name!r} must be {want}, got"):
             check_param(name, value, spec)
 

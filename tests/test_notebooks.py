@@ -8,22 +8,26 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import save_tiny_model
 
 papermill = pytest.importorskip("papermill")
 
-from ptdlib.models.embedded import load_embedded  # noqa: E402
-from ptdlib.report.execute import declared_parameters  # noqa: E402
 from ptdlib.experiment.config import RunConfig  # noqa: E402
 from ptdlib.experiment.runner import run  # noqa: E402
+from ptdlib.models.embedded import load_embedded  # noqa: E402
+from ptdlib.report.execute import declared_parameters  # noqa: E402
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 #: the figures each notebook must write (PNG and PDF)
 FIGURES = {
     "01_tour.ipynb": ["tour_canvas_fill", "tour_fill_steps", "tour_flops"],
-    "02_length_signal.ipynb": ["length_signal_heatmap", "length_signal_curves", "length_estimators",
-                               "length_estimators_groups", "length_estimate_scatter"],
+    "02_length_signal.ipynb": [
+        "length_signal_heatmap",
+        "length_signal_curves",
+        "length_estimators",
+        "length_estimators_groups",
+        "length_estimate_scatter",
+    ],
     "03_predictor.ipynb": ["predictor_estimates", "predictor_comparison", "predictor_ablation", "predictor_cost"],
     "04_margin_tradeoffs.ipynb": ["margin_tradeoff", "margin_pareto", "conformal_calibration"],
     "05_distribution_shift.ipynb": ["shift_calibration", "shift_running_miss", "shift_cost"],
@@ -49,14 +53,25 @@ def env(tmp_path_factory, tokenizer):
     mp = pytest.MonkeyPatch()
     mp.setenv("PTD_CACHE_DIR", str(root / "cache"))  # the kernels inherit it
     model_dir = save_tiny_model(tokenizer, root / "tiny-model")
-    cfg = RunConfig.from_dict({
-        "model": {"path": str(model_dir)}, "splits": {"test": 8}, "train": 16, "calib": 12, "batch_size": 4,
-        "limits": {"max_canvas": 64, "round_to": 32}, "sampler": {"block_length": 32},
-        "strategies": [{"name": "fixed", "params": {"L": [64, 32]}}, {"name": "oracle"},
-                       {"name": "predicted", "params": {"margin": "conformal", "alpha": [0.1, 0.3]}},
-                       {"name": "smartcrop", "params": {"tau": 0.9}}, {"name": "growth", "params": {"block": 32}}],
-        "output": str(root / "run"),
-    })
+    cfg = RunConfig.from_dict(
+        {
+            "model": {"path": str(model_dir)},
+            "splits": {"test": 8},
+            "train": 16,
+            "calib": 12,
+            "batch_size": 4,
+            "limits": {"max_canvas": 64, "round_to": 32},
+            "sampler": {"block_length": 32},
+            "strategies": [
+                {"name": "fixed", "params": {"L": [64, 32]}},
+                {"name": "oracle"},
+                {"name": "predicted", "params": {"margin": "conformal", "alpha": [0.1, 0.3]}},
+                {"name": "smartcrop", "params": {"tau": 0.9}},
+                {"name": "growth", "params": {"block": 32}},
+            ],
+            "output": str(root / "run"),
+        }
+    )
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -72,8 +87,14 @@ def _execute(env, name, tmp_path, **params):
     base = {"smoke": True, "model": {"path": env["model"]}, "results_dir": env["results"], "figures_dir": str(figures)}
     declared = declared_parameters(NOTEBOOKS / name)
     given = {k: v for k, v in {**base, **params}.items() if k in declared}
-    nb = papermill.execute_notebook(str(NOTEBOOKS / name), str(tmp_path / name), parameters=given,
-                                    kernel_name="python3", progress_bar=False, cwd=str(NOTEBOOKS))
+    nb = papermill.execute_notebook(
+        str(NOTEBOOKS / name),
+        str(tmp_path / name),
+        parameters=given,
+        kernel_name="python3",
+        progress_bar=False,
+        cwd=str(NOTEBOOKS),
+    )
     return figures, nb
 
 

@@ -18,8 +18,14 @@ from ptdlib.cost.flops import FlopLedger
 from ptdlib.models.embedded import build_model, embedded_lm
 from ptdlib.sampling.sampler import SamplerConfig, sample
 
-PROMPTS = ["count from 3 to 9", "repeat kiwi 4 times", "reverse : cat dog sun moon tree ship rain", "spell tiger",
-           "count from 1 to 2", "repeat sun 2 times"]
+PROMPTS = [
+    "count from 3 to 9",
+    "repeat kiwi 4 times",
+    "reverse : cat dog sun moon tree ship rain",
+    "spell tiger",
+    "count from 1 to 2",
+    "repeat sun 2 times",
+]
 
 
 @pytest.fixture(scope="module")
@@ -71,8 +77,12 @@ def test_eos_stop_decodes_up_to_the_block_holding_eos_or_the_whole_canvas():
 
 
 def test_attempts_follow_each_recovery_until_the_answer_fits_or_the_maximum():
-    for recovery, canvases, starts in [("max", [16, 128], [0, 0]), ("double", [16, 32, 64], [0, 0, 0]),
-                                       ("extend", [16, 32, 64], [0, 16, 32]), ("none", [16], [0])]:
+    for recovery, canvases, starts in [
+        ("max", [16, 128], [0, 0]),
+        ("double", [16, 32, 64], [0, 0, 0]),
+        ("extend", [16, 32, 64], [0, 16, 32]),
+        ("none", [16], [0]),
+    ]:
         runs = pl.attempts([16, 128], [40, 200], max_canvas=128, recovery=recovery)
         assert [int(a.canvas[0]) for a in runs] == canvases
         assert [int(a.start[0]) for a in runs] == starts
@@ -132,9 +142,10 @@ def test_one_list_of_recoveries_and_of_cache_modes():
 
 
 # ---------------------------------------------------------------- the passes the real sampler makes
-@pytest.mark.parametrize("block,batch_size,cache,cfg_scale", [(8, 32, "none", 0.0), (4, 2, "none", 0.0),
-                                                              (8, 2, "dual", 0.0), (16, 3, "prefix", 0.0),
-                                                              (8, 4, "none", 1.0)])
+@pytest.mark.parametrize(
+    "block,batch_size,cache,cfg_scale",
+    [(8, 32, "none", 0.0), (4, 2, "none", 0.0), (8, 2, "dual", 0.0), (16, 3, "prefix", 0.0), (8, 4, "none", 1.0)],
+)
 def test_batched_plans_equal_the_passes_the_sampler_makes(eos_lm, block, batch_size, cache, cfg_scale):
     cfg = SamplerConfig(block_length=block, cache=cache, cfg_scale=cfg_scale)
     canvases = [16, 32, 16, 48, 32, 16]
@@ -144,7 +155,9 @@ def test_batched_plans_equal_the_passes_the_sampler_makes(eos_lm, block, batch_s
     assert [seen.plans[i] for i in range(len(PROMPTS))] == want
 
 
-@pytest.mark.parametrize("window,cache", [("full", "none"), ("full", "dual"), ("growing", "none"), ("growing", "prefix")])
+@pytest.mark.parametrize(
+    "window,cache", [("full", "none"), ("full", "dual"), ("growing", "none"), ("growing", "prefix")]
+)
 def test_early_stop_plan_equals_the_passes_of_one_query(eos_lm, window, cache):
     cfg = SamplerConfig(block_length=8, stop_after_eos_block=window == "full", window=window, cache=cache)
     stopped = 0
@@ -164,8 +177,17 @@ def _recovered_passes(lm, canvases, cfg, recovery, max_canvas, batch_size=1):
     first = sample(lm, PROMPTS, canvases, cfg, callbacks=[seen], batch_size=batch_size)
 
     def resample(indices, new, init):
-        return sample(lm, [PROMPTS[i] for i in indices], new, cfg, callbacks=[seen], kind="rerun",
-                      query_ids=[qids[i] for i in indices], batch_size=batch_size, init_canvas=init)
+        return sample(
+            lm,
+            [PROMPTS[i] for i in indices],
+            new,
+            cfg,
+            callbacks=[seen],
+            kind="rerun",
+            query_ids=[qids[i] for i in indices],
+            batch_size=batch_size,
+            init_canvas=init,
+        )
 
     final, _, reruns = recover(recovery, first, np.array(canvases), max_canvas, lm.mask_id, resample)
     return [seen.plans[i] for i in qids], first, final, reruns
@@ -179,8 +201,16 @@ def test_query_plans_equal_the_passes_of_the_recovery_code_on_a_growing_window(e
     own = [o.length for o in sample(eos_lm, PROMPTS, 64, cfg)]
     canvases = [4, 8, 12, 16, 4, 64]
     got, _, final, reruns = _recovered_passes(eos_lm, canvases, cfg, recovery, 64)
-    want = pl.query_plans(prompt_lens(eos_lm), canvases, own, max_canvas=64, recovery=recovery, early_stop=True,
-                          block=4, run=partial(pl.sampler_plan, sampler=cfg))
+    want = pl.query_plans(
+        prompt_lens(eos_lm),
+        canvases,
+        own,
+        max_canvas=64,
+        recovery=recovery,
+        early_stop=True,
+        block=4,
+        run=partial(pl.sampler_plan, sampler=cfg),
+    )
     assert got == want.plans
     assert want.reruns.tolist() == reruns.tolist() and want.truncated_final.tolist() == [o.truncated for o in final]
     assert recovery == "none" or reruns.sum() > 0
@@ -191,8 +221,16 @@ def test_query_plans_with_measured_truncation_equal_the_passes_of_a_max_rerun(eo
     cfg = SamplerConfig(block_length=8, stop_after_eos_block=early_stop)
     canvases = [16, 32, 16, 32, 64, 8]
     got, first, final, reruns = _recovered_passes(eos_lm, canvases, cfg, "max", 64)
-    want = pl.query_plans(prompt_lens(eos_lm), canvases, [o.length for o in final], max_canvas=64, early_stop=early_stop,
-                          block=8, truncated=[o.truncated for o in first], run=partial(pl.sampler_plan, sampler=cfg))
+    want = pl.query_plans(
+        prompt_lens(eos_lm),
+        canvases,
+        [o.length for o in final],
+        max_canvas=64,
+        early_stop=early_stop,
+        block=8,
+        truncated=[o.truncated for o in first],
+        run=partial(pl.sampler_plan, sampler=cfg),
+    )
     assert got == want.plans and reruns.sum() > 0
 
 
@@ -204,12 +242,29 @@ def test_policy_outcome_prices_the_sampler_batches_of_first_attempts_and_reruns(
     first = sample(eos_lm, PROMPTS, canvases, cfg, callbacks=[ledger, seen], batch_size=batch_size)
 
     def resample(indices, new, init):
-        return sample(eos_lm, [PROMPTS[i] for i in indices], new, cfg, callbacks=[ledger], kind="rerun",
-                      query_ids=indices, batch_size=batch_size, init_canvas=init)
+        return sample(
+            eos_lm,
+            [PROMPTS[i] for i in indices],
+            new,
+            cfg,
+            callbacks=[ledger],
+            kind="rerun",
+            query_ids=indices,
+            batch_size=batch_size,
+            init_canvas=init,
+        )
 
     final, _, _ = recover("max", first, np.array(canvases), limits.max_canvas, eos_lm.mask_id, resample)
-    out = policy_outcome(canvases, [o.length for o in final], prompt_lens(eos_lm), SquareCounter(), limits=limits,
-                         sampler=cfg, batch_size=batch_size, truncated=[o.truncated for o in first])
+    out = policy_outcome(
+        canvases,
+        [o.length for o in final],
+        prompt_lens(eos_lm),
+        SquareCounter(),
+        limits=limits,
+        sampler=cfg,
+        batch_size=batch_size,
+        truncated=[o.truncated for o in first],
+    )
     flops = ledger.per_query()
     assert out["flops_denoise"].tolist() == [flops[i].get("denoise", 0) for i in range(len(PROMPTS))]
     assert out["flops_rerun"].tolist() == [flops[i].get("rerun", 0) for i in range(len(PROMPTS))]
@@ -226,9 +281,16 @@ class SeqLenCounter:
 
 def _plan_costs(prompts, canvases, lengths, sampler, max_canvas):
     """Mean over queries of the plans' cost (re-runs at the maximum, early stop as the sampler does)."""
-    runs = pl.query_plans(prompts, canvases, lengths, max_canvas=max_canvas, recovery="max",
-                          early_stop=sampler.stops_after_eos_block, block=sampler.block_length,
-                          run=partial(pl.sampler_plan, sampler=sampler))
+    runs = pl.query_plans(
+        prompts,
+        canvases,
+        lengths,
+        max_canvas=max_canvas,
+        recovery="max",
+        early_stop=sampler.stops_after_eos_block,
+        block=sampler.block_length,
+        run=partial(pl.sampler_plan, sampler=sampler),
+    )
     return float(np.mean([pl.plan_flops(plan, SeqLenCounter()) for plan in runs.plans]))
 
 
@@ -251,11 +313,13 @@ def test_predicted_cost_optimal_policy_prices_the_sampler_it_runs_with(eos_lm):
     lengths = lambda qs: np.array([q.answer_length for q in qs])  # noqa: E731  (synthetic labels)
     limits, base = CanvasLimits(64, 32), SamplerConfig(block_length=8)
     policy = PredictedCanvas(margin="cost_optimal", early_stop=True, features="text").fit(
-        eos_lm, train, lengths(train), calib, lengths(calib), limits, "max", sampler=base)
+        eos_lm, train, lengths(train), calib, lengths(calib), limits, "max", sampler=base
+    )
     runs_with = policy.sampler_config(base)
     pred = policy.predictor.predict_prompts(calib, eos_lm)
     P = [len(eos_lm.encode_prompt(q.prompt)) for q in calib]
-    want = [_plan_costs(P, canvas_from_upper(pred + m, 64, 32), lengths(calib), runs_with, 64)
-            for m in policy.rule.margins]
+    want = [
+        _plan_costs(P, canvas_from_upper(pred + m, 64, 32), lengths(calib), runs_with, 64) for m in policy.rule.margins
+    ]
     assert policy.rule.expected_costs == pytest.approx(want, rel=1e-12)
     assert policy.rule.early_stop and runs_with.block_length == 8

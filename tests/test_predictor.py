@@ -11,13 +11,18 @@ import numpy as np
 import pytest
 import torch
 
-from ptdlib.predictor import (
-    FeatureExtractor, FeatureSet, LengthPredictor, PredictorConfig, predictor_cost_report, prompt_representation,
-)
 from ptdlib.cli.train_predictor import main
-from ptdlib.predictor.training import fit_and_evaluate, length_metrics, load_calibration, save_run
+from ptdlib.predictor import (
+    FeatureExtractor,
+    FeatureSet,
+    LengthPredictor,
+    PredictorConfig,
+    predictor_cost_report,
+    prompt_representation,
+)
 from ptdlib.predictor.features import TEXT_STATS, text_statistics
 from ptdlib.predictor.regressors import RIDGE_ALPHAS
+from ptdlib.predictor.training import fit_and_evaluate, length_metrics, load_calibration, save_run
 from ptdlib.tasks import make_split
 
 TEXT_ONLY = PredictorConfig(features=FeatureSet(groups=("text",)))
@@ -45,8 +50,10 @@ def test_text_statistics_read_numbers_lists_spans_and_repeats():
     assert _stat("count from 5 to 17", "from_to_span") == 12
     assert _stat("repeat fig 7 times", "times_n") == 7
     p = "sort : 3 9 1"
-    assert [_stat(p, k) for k in ("n_words", "n_numbers", "num_max", "num_min", "num_sum", "num_range",
-                                  "num_last", "n_list_items")] == [5, 3, 9, 1, 13, 8, 1, 3]
+    assert [
+        _stat(p, k)
+        for k in ("n_words", "n_numbers", "num_max", "num_min", "num_sum", "num_range", "num_last", "n_list_items")
+    ] == [5, 3, 9, 1, 13, 8, 1, 3]
     assert _stat("reverse: cat dog", "n_list_items") == 2  # colon attached to the word
     assert _stat("spell banana", "n_numbers") == 0 and _stat("spell banana", "num_max") == 0
 
@@ -55,8 +62,8 @@ def test_keyword_bag_learns_vocabulary_and_pools_unseen_words():
     ex = FeatureExtractor(FeatureSet(groups=("text",), min_keyword_count=1)).fit(["count from 1 to 3", "sort : 4 2"])
     assert ex.keywords == ["count", "sort"]
     X = ex.transform(["sort : 1", "collatz 7"])
-    bag = X[:, len(TEXT_STATS):]
-    assert ex.feature_names[len(TEXT_STATS):] == ["kw=count", "kw=sort", "kw=<other>"]
+    bag = X[:, len(TEXT_STATS) :]
+    assert ex.feature_names[len(TEXT_STATS) :] == ["kw=count", "kw=sort", "kw=<other>"]
     assert bag.tolist() == [[0, 1, 0], [0, 0, 1]]
 
 
@@ -65,7 +72,10 @@ def test_feature_set_round_trips_and_rejects_unknown_groups():
     assert FeatureSet.from_dict(json.loads(json.dumps(fs.to_dict()))) == fs
     cfg = PredictorConfig(regressor="gbm_quantile", quantile=0.8, features=fs)
     assert PredictorConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
-    with pytest.raises(ValueError, match=r"feature groups must be a non-empty subset of \('text', 'hidden'.*\), got \('text', 'logits'\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"feature groups must be a non-empty subset of \('text', 'hidden'.*\), got \('text', 'logits'\)",
+    ):
         FeatureSet(groups=("text", "logits"))
     with pytest.raises(ValueError, match="unknown regressor 'lasso'; choose from ridge_log"):
         PredictorConfig(regressor="lasso")
@@ -132,8 +142,9 @@ def test_fit_rejects_negative_lengths_and_predict_rejects_other_widths():
 
 def test_save_load_round_trip_predicts_identically(tmp_path, tiny_lm, splits):
     train, calib = splits
-    cfg = PredictorConfig(regressor="gbm_quantile", quantile=0.7, max_iter=20,
-                          features=FeatureSet(groups=("text", "hidden")))
+    cfg = PredictorConfig(
+        regressor="gbm_quantile", quantile=0.7, max_iter=20, features=FeatureSet(groups=("text", "hidden"))
+    )
     p = LengthPredictor(cfg).fit_prompts(train, [q.answer_length for q in train], tiny_lm)
     p.save(tmp_path / "pred", metrics={"calib": {"mae": 1.5}})
     q = LengthPredictor.load(tmp_path / "pred")

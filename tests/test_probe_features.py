@@ -41,7 +41,7 @@ def test_hybrid_predictor_charges_one_probe_pass_per_served_query(tiny_lm, count
     limits = CanvasLimits(max_canvas=128, round_to=8)
     pol = PredictedCanvas(margin="conformal", alpha=0.1, features="text+probe")
     pol.fit(tiny_lm, train, [5 + i % 7 for i in range(24)], calib, [5 + i % 5 for i in range(24)], limits)
-    assert pol.predictor.extractor.feature_names[-len(PROBE_FEATURES):] == list(PROBE_FEATURES)
+    assert pol.predictor.extractor.feature_names[-len(PROBE_FEATURES) :] == list(PROBE_FEATURES)
     ledger = FlopLedger(counter)
     canvases = pol.choose(tiny_lm, test, limits, [ledger])
     assert all(c % 8 == 0 for c in canvases)

@@ -15,10 +15,10 @@ import torch
 import yaml
 from conftest import save_tiny_model
 
-from ptdlib.experiment import ray_runner
 from ptdlib.cli import run as run_cli
-from ptdlib.experiment.results import ROW_KEY, finished_chunks, load_results
+from ptdlib.experiment import ray_runner
 from ptdlib.experiment.config import load_config, plan_chunks
+from ptdlib.experiment.results import ROW_KEY, finished_chunks, load_results
 from ptdlib.experiment.runner import run
 
 SPLIT_SIZE = 8  # test queries: two chunks of four
@@ -33,7 +33,10 @@ def config_dict(model_path) -> dict:
         "sampler": {"block_length": 32, "steps": 8},
         "limits": {"max_canvas": 64, "round_to": 32},
         "splits": {"test": SPLIT_SIZE},
-        "train": 16, "calib": 8, "seeds": [0], "batch_size": 4,
+        "train": 16,
+        "calib": 8,
+        "seeds": [0],
+        "batch_size": 4,
         "strategies": [
             {"name": "fixed", "params": {"L": [64, 32]}},
             {"name": "oracle"},
@@ -83,6 +86,7 @@ def same_rows(a: pd.DataFrame, b: pd.DataFrame) -> None:
 
     def norm(df):
         return df.drop(columns=["wall_s"]).sort_values(ROW_KEY).reset_index(drop=True)
+
     pd.testing.assert_frame_equal(norm(a), norm(b))
 
 
@@ -115,8 +119,9 @@ def test_workers_killed_before_a_chunk_and_after_writing_one_still_give_every_ro
 
 
 @pytest.mark.ray
-def test_a_chunk_that_keeps_failing_is_reported_and_a_serial_run_completes_the_ray_run(env, reference, monkeypatch,
-                                                                                      capsys):
+def test_a_chunk_that_keeps_failing_is_reported_and_a_serial_run_completes_the_ray_run(
+    env, reference, monkeypatch, capsys
+):
     out = env["root"] / "failing"
     cfg = load_config(env["config"])
     victim = plan_chunks(cfg)[3].id
@@ -158,8 +163,9 @@ def test_a_worker_whose_model_is_not_the_runs_refuses_and_the_chunk_is_reported(
     record["model"]["fingerprint"] = "0" * 16  # the run was planned with other weights than the workers load
     (out / RUN_FILE).write_text(json.dumps(record))
     chunk = plan_chunks(load_config(env["config"]))[0]
-    written, failed = ray_runner.run_on_ray(load_config(env["config"]), out, [chunk], SharedWork({}, {}, {}),
-                                            workers=1, max_attempts=1, progress=False)
+    written, failed = ray_runner.run_on_ray(
+        load_config(env["config"]), out, [chunk], SharedWork({}, {}, {}), workers=1, max_attempts=1, progress=False
+    )
     assert written == 0 and [cid for cid, _ in failed] == [chunk.id]
     assert "is not the run's (fingerprint 0000000000000000)" in failed[0][1] and not finished_chunks(out)
 

@@ -7,15 +7,20 @@ import json
 import pytest
 import torch
 import yaml
-
 from conftest import save_tiny_model
+
 from ptdlib.cli import main as ptd
 from ptdlib.experiment.config import RunConfig
 from ptdlib.tasks.splits import Query
 
-BASE = {"splits": {"test": 4}, "train": 8, "calib": 8, "batch_size": 4,
-        "limits": {"max_canvas": 64, "round_to": 32},
-        "strategies": [{"name": "fixed", "params": {"L": 64}}, {"name": "smartcrop", "params": {"tau": 0.9}}]}
+BASE = {
+    "splits": {"test": 4},
+    "train": 8,
+    "calib": 8,
+    "batch_size": 4,
+    "limits": {"max_canvas": 64, "round_to": 32},
+    "strategies": [{"name": "fixed", "params": {"L": 64}}, {"name": "smartcrop", "params": {"tau": 0.9}}],
+}
 
 
 @pytest.fixture(scope="module")
@@ -27,8 +32,9 @@ def snapshot(folder):
     """Every file under ``folder`` with its bytes (None if the folder does not exist)."""
     if not folder.exists():
         return None
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()} | \
-        {str(p.relative_to(folder)) + "/": b"" for p in folder.rglob("*") if p.is_dir()}
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()} | {
+        str(p.relative_to(folder)) + "/": b"" for p in folder.rglob("*") if p.is_dir()
+    }
 
 
 def refused(capsys, tmp_path, cfg: dict, *words, out=None) -> str:
@@ -47,13 +53,22 @@ def refused(capsys, tmp_path, cfg: dict, *words, out=None) -> str:
 
 
 # ---------------------------------------------------------------- class 3: config-only errors come first
-@pytest.mark.parametrize("change, words", [
-    ({"strategies": [{"name": "fixed", "params": {"L": [128, 64]}}]}, ["fixed(L=128)", "limits.max_canvas 64"]),
-    ({"sampler": {"steps": 33}}, ["steps 33", "blocks 2", "limits.max_canvas 64"]),
-    ({"sampler": {"steps": 128}}, ["steps 128", "at most the canvas length 64"]),
-    ({"sampler": {"steps": 64}, "limits": {"max_canvas": 128, "round_to": 32},
-      "strategies": [{"name": "fixed", "params": {"L": [128, 32]}}]}, ["fixed(L=32)", "steps 64"]),
-])
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        ({"strategies": [{"name": "fixed", "params": {"L": [128, 64]}}]}, ["fixed(L=128)", "limits.max_canvas 64"]),
+        ({"sampler": {"steps": 33}}, ["steps 33", "blocks 2", "limits.max_canvas 64"]),
+        ({"sampler": {"steps": 128}}, ["steps 128", "at most the canvas length 64"]),
+        (
+            {
+                "sampler": {"steps": 64},
+                "limits": {"max_canvas": 128, "round_to": 32},
+                "strategies": [{"name": "fixed", "params": {"L": [128, 32]}}],
+            },
+            ["fixed(L=32)", "steps 64"],
+        ),
+    ],
+)
 def test_config_only_errors_stop_the_run_before_anything_is_written(capsys, tmp_path, change, words):
     refused(capsys, tmp_path, {**BASE, **change}, *words)
     with pytest.raises(ValueError):
@@ -70,8 +85,12 @@ def test_a_refused_run_leaves_an_existing_folder_as_it_was(capsys, tmp_path):
 def test_a_maximum_canvas_beyond_the_models_positions_is_refused_before_writing(capsys, tmp_path, model_dir):
     positions = json.loads((model_dir / "config.json").read_text())["max_position_embeddings"]
     too_long = positions // 32 * 32 + 32
-    cfg = {**BASE, "model": {"path": str(model_dir)}, "limits": {"max_canvas": too_long, "round_to": 32},
-           "strategies": [{"name": "fixed", "params": {"L": too_long}}]}
+    cfg = {
+        **BASE,
+        "model": {"path": str(model_dir)},
+        "limits": {"max_canvas": too_long, "round_to": 32},
+        "strategies": [{"name": "fixed", "params": {"L": too_long}}],
+    }
     refused(capsys, tmp_path, cfg, f"limits.max_canvas {too_long}", f"{positions} positions")
 
 
@@ -86,15 +105,21 @@ def test_a_prompt_too_long_for_the_maximum_canvas_is_named(tiny_lm):
 # ---------------------------------------------------------------- class 5: nothing silently changed
 @pytest.mark.parametrize("L, hint", [(50, "use 64 or 32"), (96, "use 128 or 96")])
 def test_a_fixed_canvas_that_is_not_whole_blocks_is_refused(capsys, tmp_path, L, hint):
-    cfg = {**BASE, "limits": {"max_canvas": 128, "round_to": 32}, "strategies": [{"name": "fixed", "params": {"L": [128, L]}}]}
+    cfg = {
+        **BASE,
+        "limits": {"max_canvas": 128, "round_to": 32},
+        "strategies": [{"name": "fixed", "params": {"L": [128, L]}}],
+    }
     if L % 32 == 0:  # a multiple of 32 is whole blocks: accepted
         assert RunConfig.from_dict(cfg).cells[1].params == json.dumps({"L": L})
         return
     refused(capsys, tmp_path, cfg, f"L={L}", "not a multiple of limits.round_to 32", hint)
 
 
-@pytest.mark.parametrize("layers_delta, words", [(1, ["missing from the weights", "blocks.2."]),
-                                                 (-1, ["in the weights but not in the config", "blocks.1."])])
+@pytest.mark.parametrize(
+    "layers_delta, words",
+    [(1, ["missing from the weights", "blocks.2."]), (-1, ["in the weights but not in the config", "blocks.1."])],
+)
 def test_weights_that_do_not_match_the_config_are_refused(tmp_path, tokenizer, capsys, layers_delta, words):
     from ptdlib.models.embedded import load_pretrained
 
@@ -134,14 +159,17 @@ def test_token_prompts_and_real_text_still_sample(tiny_lm):
 # ---------------------------------------------------------------- class 7: a refused change names what changed
 def test_a_changed_config_is_refused_naming_only_the_parameter_that_differs(capsys, tmp_path, model_dir):
     from ptdlib.experiment.labels import model_fingerprint
-    from ptdlib.models.embedded import load_embedded
     from ptdlib.experiment.results import open_run
+    from ptdlib.models.embedded import load_embedded
 
     cfg = {**BASE, "model": {"path": str(model_dir)}}
     lm = load_embedded(model_dir)
     out = tmp_path / "run"
     open_run(out, RunConfig.from_dict(cfg), lm.model_id, model_fingerprint(lm))
-    changed = {**cfg, "strategies": [{"name": "fixed", "params": {"L": 64}}, {"name": "smartcrop", "params": {"tau": 0.95}}]}
+    changed = {
+        **cfg,
+        "strategies": [{"name": "fixed", "params": {"L": 64}}, {"name": "smartcrop", "params": {"tau": 0.95}}],
+    }
     line = refused(capsys, tmp_path, changed, "strategies[1].params.tau: stored 0.9, now 0.95", out=out)
     assert "fixed" not in line and "strategies: stored" not in line
     more = {**cfg, "strategies": cfg["strategies"] + [{"name": "oracle"}]}

@@ -91,7 +91,8 @@ def test_a_registered_regressor_is_fitted_and_priced():
     from sklearn.linear_model import LinearRegression
 
     register_regressor("ols_log", flops=lambda model, cfg, d: {"model_flops": 2.0 * d, "n_weights": d})(
-        lambda cfg: LinearRegression())
+        lambda cfg: LinearRegression()
+    )
     try:
         X = np.arange(12, dtype=float).reshape(6, 2)
         y = np.expm1(X[:, 0] / 10 + X[:, 1] / 20)  # log1p(y) is linear in X: OLS recovers it
@@ -104,10 +105,13 @@ def test_a_registered_regressor_is_fitted_and_priced():
         PredictorConfig(regressor="ols_log")
 
 
-@pytest.mark.parametrize("option, message", [
-    ({"continuous_test": "ttest"}, "unknown continuous test 'ttest'; choose from sign_flip, wilcoxon"),
-    ({"quality_delta": "ratio"}, "unknown quality delta 'ratio'; choose from points, relative"),
-])
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        ({"continuous_test": "ttest"}, "unknown continuous test 'ttest'; choose from sign_flip, wilcoxon"),
+        ({"quality_delta": "ratio"}, "unknown quality delta 'ratio'; choose from points, relative"),
+    ],
+)
 def test_summary_table_names_an_unknown_test_or_delta(option, message):
     with pytest.raises(ValueError, match=message):
         summary_table(pd.DataFrame(), correction="holm", **option)

@@ -9,11 +9,11 @@ import torch
 pytest.importorskip("papermill")
 
 from ptdlib import report  # noqa: E402
-from ptdlib.cli.report import main as report_main  # noqa: E402
-from ptdlib.report.workers import label_jobs  # noqa: E402
 from ptdlib.analysis.overview import strategy_overview  # noqa: E402
-from ptdlib.models.embedded import build_model, save_model  # noqa: E402
+from ptdlib.cli.report import main as report_main  # noqa: E402
 from ptdlib.experiment.results import load_results  # noqa: E402
+from ptdlib.models.embedded import build_model, save_model  # noqa: E402
+from ptdlib.report.workers import label_jobs  # noqa: E402
 from ptdlib.stats.summary import Baseline, summary_table, to_markdown  # noqa: E402
 
 TINY = dict(d_model=32, n_layers=2, n_heads=2, mlp_hidden=64)
@@ -31,8 +31,7 @@ def smoke_report(tmp_path_factory, tokenizer):
     model.lm_head.weight.data[tokenizer.eos_token_id] *= EOS_BOOST
     model_dir = save_model(model, tokenizer, root / "tiny-model")
     out = root / "out"
-    code = report_main(["--smoke", "--model", str(model_dir), "--out", str(out), "--notebooks", "06",
-                        "--workers", "2"])
+    code = report_main(["--smoke", "--model", str(model_dir), "--out", str(out), "--notebooks", "06", "--workers", "2"])
     yield {"code": code, "out": out, "model": model_dir, "root": root}
     mp.undo()
 
@@ -71,8 +70,9 @@ def test_numbers_on_the_page_are_those_of_the_result_rows(smoke_report):
 def test_rerunning_the_report_reuses_the_finished_rows(smoke_report, capsys):
     out = smoke_report["out"]
     before = load_results(out / "runs")
-    code = report_main(["--smoke", "--model", str(smoke_report["model"]), "--out", str(out), "--notebooks", "none",
-                        "--workers", "1"])
+    code = report_main(
+        ["--smoke", "--model", str(smoke_report["model"]), "--out", str(out), "--notebooks", "none", "--workers", "1"]
+    )
     printed = capsys.readouterr().out
     assert code == 0
     assert "0 rows written" in printed and f"{len(before)} rows skipped" in printed

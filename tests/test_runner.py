@@ -14,11 +14,18 @@ import torch
 import yaml
 
 from ptdlib.cli import summarize
-from ptdlib.models.embedded import save_model
-from ptdlib.experiment.results import (ROW_KEY, atomic_write, chunk_path, finished_chunks, load_results, missing_chunks,
-                            read_run)
 from ptdlib.experiment.config import RunConfig, load_config, parse_shard, plan_chunks, shard_of
+from ptdlib.experiment.results import (
+    ROW_KEY,
+    atomic_write,
+    chunk_path,
+    finished_chunks,
+    load_results,
+    missing_chunks,
+    read_run,
+)
 from ptdlib.experiment.runner import Workbench, describe, run
+from ptdlib.models.embedded import save_model
 from ptdlib.models.spec import load_lm
 
 SPLIT_SIZE = 8  # test queries: two chunks of four
@@ -31,7 +38,10 @@ def config_dict(model_path, **overrides) -> dict:
         "sampler": {"block_length": 32, "steps": 8},
         "limits": {"max_canvas": 64, "round_to": 32},
         "splits": {"test": SPLIT_SIZE},
-        "train": 16, "calib": 8, "seeds": [0], "batch_size": 4,
+        "train": 16,
+        "calib": 8,
+        "seeds": [0],
+        "batch_size": 4,
         "strategies": [
             {"name": "fixed", "params": {"L": [64, 32]}},
             {"name": "oracle"},
@@ -75,8 +85,10 @@ def reference(env):
 
 def same_rows(a: pd.DataFrame, b: pd.DataFrame) -> None:
     """Equal tables up to row order and wall time (the only column that measures the machine)."""
+
     def norm(df):
         return df.drop(columns=["wall_s"]).sort_values(ROW_KEY).reset_index(drop=True)
+
     pd.testing.assert_frame_equal(norm(a), norm(b))
 
 
@@ -94,35 +106,56 @@ strategies = [ { name = "fixed", params = { L = [64, 32] } }, { name = "oracle" 
 """
     (tmp_path / "c.toml").write_text(toml)
     from_toml = load_config(tmp_path / "c.toml")
-    assert from_toml.seeds == (0, 3) and [c.label for c in from_toml.cells] == ["fixed(L=64)", "fixed(L=32)", "oracle()"]
+    assert from_toml.seeds == (0, 3) and [c.label for c in from_toml.cells] == [
+        "fixed(L=64)",
+        "fixed(L=32)",
+        "oracle()",
+    ]
 
 
 def test_list_valued_params_expand_to_their_cartesian_product_in_key_order():
-    cfg = RunConfig.from_dict(config_dict("m", strategies=[
-        {"name": "fixed", "params": {"L": 64}},
-        {"name": "smartcrop", "params": {"tau": [0.5, 0.9, 0.99], "rule": ["product", "running_max"]}}]))
+    cfg = RunConfig.from_dict(
+        config_dict(
+            "m",
+            strategies=[
+                {"name": "fixed", "params": {"L": 64}},
+                {"name": "smartcrop", "params": {"tau": [0.5, 0.9, 0.99], "rule": ["product", "running_max"]}},
+            ],
+        )
+    )
     crops = [json.loads(c.params) for c in cfg.cells if c.name == "smartcrop"]
-    assert [(p["tau"], p["rule"]) for p in crops] == [(t, r) for t in (0.5, 0.9, 0.99) for r in ("product", "running_max")]
+    assert [(p["tau"], p["rule"]) for p in crops] == [
+        (t, r) for t in (0.5, 0.9, 0.99) for r in ("product", "running_max")
+    ]
     chunks = plan_chunks(cfg)
     assert len(chunks) == 7 * 2 and len({c.id for c in chunks}) == len(chunks)  # 7 cells x 2 query chunks
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"sampler": {"stepz": 8}}, r"unknown key 'stepz' in sampler; allowed keys: steps, block_length"),
-    ({"colour": "red"}, r"unknown key 'colour' in config; allowed keys: splits, strategies"),
-    ({"strategies": [{"name": "fixed", "parms": {}}]}, r"unknown key 'parms' in strategies\[0\]"),
-    ({"strategies": [{"name": "smartcrp"}]}, r"unknown canvas policy 'smartcrp'; choose from fixed, oracle"),
-    ({"strategies": [{"name": "fixed", "params": {"l": 64}}]}, r"has no parameter\(s\) \['l'\]; allowed: \['L'\]"),
-    ({"splits": {"tset": 8}}, r"unknown split 'tset'; choose from test, shift_length"),
-    ({"splits": {"calib": 8}}, r"split 'calib' is used to fit and calibrate"),
-    ({"strategies": [{"name": "oracle"}]}, r"baseline fixed\(L=64\) is not one of the strategies"),
-    ({"strategies": [{"name": "fixed", "params": {"L": [64, 64]}}]}, r"repeats the cell fixed\(L=64\)"),
-    ({"recovery": "retry"}, r"unknown recovery 'retry'; choose from max, double, extend, none"),
-    ({"sampler": {"block_length": 24}}, r"block_length 24 must divide limits.round_to 32"),
-    ({"strategies": [{"name": "fixed", "params": {"L": 64}},
-                     {"name": "predicted", "params": {"margin": "cost_optimal"}, "recovery": "none"}]},
-     r"strategies\[1\]: the cost-optimal margin cannot price recovery 'none'"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"sampler": {"stepz": 8}}, r"unknown key 'stepz' in sampler; allowed keys: steps, block_length"),
+        ({"colour": "red"}, r"unknown key 'colour' in config; allowed keys: splits, strategies"),
+        ({"strategies": [{"name": "fixed", "parms": {}}]}, r"unknown key 'parms' in strategies\[0\]"),
+        ({"strategies": [{"name": "smartcrp"}]}, r"unknown canvas policy 'smartcrp'; choose from fixed, oracle"),
+        ({"strategies": [{"name": "fixed", "params": {"l": 64}}]}, r"has no parameter\(s\) \['l'\]; allowed: \['L'\]"),
+        ({"splits": {"tset": 8}}, r"unknown split 'tset'; choose from test, shift_length"),
+        ({"splits": {"calib": 8}}, r"split 'calib' is used to fit and calibrate"),
+        ({"strategies": [{"name": "oracle"}]}, r"baseline fixed\(L=64\) is not one of the strategies"),
+        ({"strategies": [{"name": "fixed", "params": {"L": [64, 64]}}]}, r"repeats the cell fixed\(L=64\)"),
+        ({"recovery": "retry"}, r"unknown recovery 'retry'; choose from max, double, extend, none"),
+        ({"sampler": {"block_length": 24}}, r"block_length 24 must divide limits.round_to 32"),
+        (
+            {
+                "strategies": [
+                    {"name": "fixed", "params": {"L": 64}},
+                    {"name": "predicted", "params": {"margin": "cost_optimal"}, "recovery": "none"},
+                ]
+            },
+            r"strategies\[1\]: the cost-optimal margin cannot price recovery 'none'",
+        ),
+    ],
+)
 def test_bad_configs_fail_with_one_error_naming_the_problem(change, message):
     with pytest.raises(ValueError, match=message):
         RunConfig.from_dict(config_dict("m", **change))
@@ -169,8 +202,18 @@ def test_rerun_skips_finished_chunks_and_redoes_only_missing_ones(env, reference
 
 def test_run_killed_with_sigkill_and_restarted_ends_with_the_rows_of_an_uninterrupted_run(env, reference, tmp_path):
     out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "ptdlib.cli", "run", str(env["config"]), "--output", str(out), "--threads", "1",
-           "--no-progress"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "ptdlib.cli",
+        "run",
+        str(env["config"]),
+        "--output",
+        str(out),
+        "--threads",
+        "1",
+        "--no-progress",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=dict(os.environ))
     deadline = time.monotonic() + 120
     while not finished_chunks(out):
@@ -243,8 +286,11 @@ def test_merging_copies_that_disagree_is_an_error_and_a_different_config_is_refu
 
 
 def test_an_online_cell_is_one_chunk_per_split_so_its_stream_is_never_cut():
-    cfg = RunConfig.from_dict(config_dict("m", strategies=[
-        {"name": "fixed", "params": {"L": 64}}, {"name": "predicted", "params": {"margin": "aci"}}]))
+    cfg = RunConfig.from_dict(
+        config_dict(
+            "m", strategies=[{"name": "fixed", "params": {"L": 64}}, {"name": "predicted", "params": {"margin": "aci"}}]
+        )
+    )
     chunks = plan_chunks(cfg)
     online = [c for c in chunks if c.cell.online]
     n = sum(cfg.splits.values())
@@ -254,10 +300,16 @@ def test_an_online_cell_is_one_chunk_per_split_so_its_stream_is_never_cut():
 
 
 def test_a_cost_optimal_margin_is_fitted_for_its_own_cells_recovery(env):
-    cfg = RunConfig.from_dict(config_dict(env["model"], strategies=[
-        {"name": "fixed", "params": {"L": 64}},
-        {"name": "predicted", "params": {"margin": "cost_optimal"}},
-        {"name": "predicted", "params": {"margin": "cost_optimal"}, "recovery": "extend"}]))
+    cfg = RunConfig.from_dict(
+        config_dict(
+            env["model"],
+            strategies=[
+                {"name": "fixed", "params": {"L": 64}},
+                {"name": "predicted", "params": {"margin": "cost_optimal"}},
+                {"name": "predicted", "params": {"margin": "cost_optimal"}, "recovery": "extend"},
+            ],
+        )
+    )
     bench = Workbench(load_lm(cfg.model, device="cpu"), cfg)
     rules = [bench.policy(cell).rule for cell in cfg.cells if cell.name == "predicted"]
     assert [r.recovery for r in rules] == ["max", "extend"]

@@ -15,15 +15,27 @@ from ptdlib.predictor.regressors import MODEL_FILE, LengthPredictor, PredictorCo
 PTDLIB = Path(__file__).resolve().parents[1] / "ptdlib"
 
 #: (module, function) pairs that unpickle their input
-PICKLE_LOADERS = {("pickle", "load"), ("pickle", "loads"), ("joblib", "load"), ("dill", "load"), ("dill", "loads"),
-                  ("cloudpickle", "load"), ("cloudpickle", "loads"), ("pd", "read_pickle"), ("pandas", "read_pickle"),
-                  ("torch", "load")}
+PICKLE_LOADERS = {
+    ("pickle", "load"),
+    ("pickle", "loads"),
+    ("joblib", "load"),
+    ("dill", "load"),
+    ("dill", "loads"),
+    ("cloudpickle", "load"),
+    ("cloudpickle", "loads"),
+    ("pd", "read_pickle"),
+    ("pandas", "read_pickle"),
+    ("torch", "load"),
+}
 
 
 def _calls(tree):
     for node in ast.walk(tree):
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
-                and isinstance(node.func.value, ast.Name):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and isinstance(node.func.value, ast.Name)
+        ):
             yield node, (node.func.value.id, node.func.attr)
 
 
@@ -45,21 +57,36 @@ def _unsafe_loads(source: str) -> list[str]:
 
 
 def test_the_source_scan_finds_each_kind_of_unsafe_load():
-    code = ("torch.load(p)\ntorch.load(p, weights_only=False)\njoblib.load(p)\npickle.loads(b)\n"
-            "np.load(p, allow_pickle=True)\npd.read_pickle(p)\ntorch.load(p, weights_only=True)\nnp.load(p)\n")
-    assert [f.split(": ")[1] for f in _unsafe_loads(code)] == ["torch.load", "torch.load", "joblib.load",
-                                                               "pickle.loads", "np.load", "pd.read_pickle"]
+    code = (
+        "torch.load(p)\ntorch.load(p, weights_only=False)\njoblib.load(p)\npickle.loads(b)\n"
+        "np.load(p, allow_pickle=True)\npd.read_pickle(p)\ntorch.load(p, weights_only=True)\nnp.load(p)\n"
+    )
+    assert [f.split(": ")[1] for f in _unsafe_loads(code)] == [
+        "torch.load",
+        "torch.load",
+        "joblib.load",
+        "pickle.loads",
+        "np.load",
+        "pd.read_pickle",
+    ]
 
 
 def test_no_module_of_ptdlib_loads_with_pickle():
-    unsafe = {str(p.relative_to(PTDLIB.parent)): found for p in sorted(PTDLIB.rglob("*.py"))
-              if (found := _unsafe_loads(p.read_text()))}
+    unsafe = {
+        str(p.relative_to(PTDLIB.parent)): found
+        for p in sorted(PTDLIB.rglob("*.py"))
+        if (found := _unsafe_loads(p.read_text()))
+    }
     assert unsafe == {}
     pickling = {"pickle", "joblib", "dill", "cloudpickle"}
-    imports = [str(p) for p in PTDLIB.rglob("*.py") for node in ast.walk(ast.parse(p.read_text()))
-               if isinstance(node, (ast.Import, ast.ImportFrom))
-               and ({a.name.split(".")[0] for a in node.names} | {(getattr(node, "module", None) or "").split(".")[0]})
-               & pickling]
+    imports = [
+        str(p)
+        for p in PTDLIB.rglob("*.py")
+        for node in ast.walk(ast.parse(p.read_text()))
+        if isinstance(node, (ast.Import, ast.ImportFrom))
+        and ({a.name.split(".")[0] for a in node.names} | {(getattr(node, "module", None) or "").split(".")[0]})
+        & pickling
+    ]
     assert imports == []
 
 
@@ -93,8 +120,14 @@ def test_a_crafted_resume_checkpoint_is_refused_without_running_its_code(tmp_pat
     marker, work = tmp_path / "ran", tmp_path / "work"
     work.mkdir()
     torch.save({"model": _Payload(marker)}, work / "checkpoint.pt")
-    cfg = TrainConfig(steps=1, batch_size=2, warmup=1, eval_every=0, threads=1,
-                      model=dict(d_model=16, n_layers=1, n_heads=2, mlp_hidden=32))
+    cfg = TrainConfig(
+        steps=1,
+        batch_size=2,
+        warmup=1,
+        eval_every=0,
+        threads=1,
+        model=dict(d_model=16, n_layers=1, n_heads=2, mlp_hidden=32),
+    )
     with pytest.raises(ValueError, match="cannot read checkpoint"):
         train(cfg, tmp_path / "out", work_dir=work)
     assert not marker.exists() and not (tmp_path / "out").exists()

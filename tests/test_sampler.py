@@ -6,16 +6,27 @@ import pytest
 import torch
 from torch import nn
 
-from ptdlib.sampling.commit import select_above_threshold, select_top_k, transfer_schedule
 from ptdlib.models.embedded import DEFAULT_MODEL_DIR
+from ptdlib.sampling.commit import select_above_threshold, select_top_k, transfer_schedule
 from ptdlib.sampling.events import TraceRecorder
 from ptdlib.sampling.sampler import SamplerConfig, _query_seed, sample
 
 PROMPTS = ["count from 3 to 9", "repeat kiwi 4 times", "reverse : cat dog sun moon tree ship rain", "spell tiger"]
 
 
-def reference_generate(lm, prompt_ids, gen_length, steps, block_length, temperature=0.0, cfg_scale=0.0,
-                       remasking="low_confidence", suppress_eos=False, confidence_eos_eot_inf=False, generator=None):
+def reference_generate(
+    lm,
+    prompt_ids,
+    gen_length,
+    steps,
+    block_length,
+    temperature=0.0,
+    cfg_scale=0.0,
+    remasking="low_confidence",
+    suppress_eos=False,
+    confidence_eos_eot_inf=False,
+    generator=None,
+):
     """LLaDA's generate() re-stated from issue 3 §1: one prompt, no padding, plain loops.
 
     Randomness follows the project's convention (one generator per query; per step a (block_length, V) float64
@@ -35,8 +46,9 @@ def reference_generate(lm, prompt_ids, gen_length, steps, block_length, temperat
     for nb in range(num_blocks):
         start, end = P + nb * block_length, P + (nb + 1) * block_length
         n_masked = int((x[0, start:end] == mask_id).sum())
-        counts = [n_masked // steps_per_block + (1 if i < n_masked % steps_per_block else 0)
-                  for i in range(steps_per_block)]
+        counts = [
+            n_masked // steps_per_block + (1 if i < n_masked % steps_per_block else 0) for i in range(steps_per_block)
+        ]
         for i in range(steps_per_block):
             if cfg_scale > 0:
                 un_x = x.clone()
@@ -63,7 +75,7 @@ def reference_generate(lm, prompt_ids, gen_length, steps, block_length, temperat
             if confidence_eos_eot_inf:  # end-token candidates after every other masked position, then by confidence
                 masked = (x[0, start:end] == mask_id).nonzero().squeeze(1).tolist()
                 order = sorted(masked, key=lambda j: (int(x0[j]) in lm.end_ids, -float(conf[j]), j))
-                select = torch.tensor(order[:counts[i]], dtype=torch.long)
+                select = torch.tensor(order[: counts[i]], dtype=torch.long)
             else:
                 _, select = torch.topk(conf, k=counts[i])
             x[0, start + select] = x0[select]
@@ -127,15 +139,18 @@ def test_greedy_sampler_matches_reference_token_for_token(tiny_lm, L, bl, steps)
     assert got == reference_tokens(tiny_lm, PROMPTS, L, steps, bl)
 
 
-@pytest.mark.parametrize("options", [
-    dict(temperature=0.7),
-    dict(temperature=1.0, remasking="random"),
-    dict(remasking="random"),
-    dict(cfg_scale=1.5, suppress_eos=True),
-    dict(temperature=0.5, cfg_scale=0.5),
-    dict(temperature=0.8, confidence_eos_eot_inf=True),
-    dict(suppress_eos=True, confidence_eos_eot_inf=True),
-])
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(temperature=0.7),
+        dict(temperature=1.0, remasking="random"),
+        dict(remasking="random"),
+        dict(cfg_scale=1.5, suppress_eos=True),
+        dict(temperature=0.5, cfg_scale=0.5),
+        dict(temperature=0.8, confidence_eos_eot_inf=True),
+        dict(suppress_eos=True, confidence_eos_eot_inf=True),
+    ],
+)
 def test_seeded_sampler_matches_reference(tiny_lm, options):
     cfg = SamplerConfig(steps=8, block_length=8, **options)
     got = [o.tokens for o in sample(tiny_lm, PROMPTS, 16, cfg, seed=7)]
@@ -165,11 +180,13 @@ def test_batching_does_not_change_tokens(tiny_lm, options):
 
 def test_seed_changes_samples_only_above_temperature_zero(tiny_lm):
     hot = SamplerConfig(block_length=8, temperature=1.0)
-    assert [o.tokens for o in sample(tiny_lm, PROMPTS, 16, hot, seed=1)] != \
-        [o.tokens for o in sample(tiny_lm, PROMPTS, 16, hot, seed=2)]
+    assert [o.tokens for o in sample(tiny_lm, PROMPTS, 16, hot, seed=1)] != [
+        o.tokens for o in sample(tiny_lm, PROMPTS, 16, hot, seed=2)
+    ]
     cold = SamplerConfig(block_length=8)
-    assert [o.tokens for o in sample(tiny_lm, PROMPTS, 16, cold, seed=1)] == \
-        [o.tokens for o in sample(tiny_lm, PROMPTS, 16, cold, seed=2)]
+    assert [o.tokens for o in sample(tiny_lm, PROMPTS, 16, cold, seed=1)] == [
+        o.tokens for o in sample(tiny_lm, PROMPTS, 16, cold, seed=2)
+    ]
 
 
 def test_per_query_canvases_equal_separate_calls(tiny_lm):
@@ -284,7 +301,7 @@ class PositionLogits(nn.Module):
     def forward(self, input_ids, attention_mask=None, **kwargs):
         B, T = input_ids.shape
         out = torch.zeros(B, T, self.base.shape[1])
-        out[:, T - self.base.shape[0]:] = self.base
+        out[:, T - self.base.shape[0] :] = self.base
         return out
 
 
@@ -310,15 +327,20 @@ def test_confidence_eos_eot_inf_commits_end_tokens_after_every_other_position(ti
     eos, eot = tiny_lm.eos_id, tiny_lm.end_ids[1]
     words = [tiny_lm.tokenizer.convert_tokens_to_ids(w) for w in ("cat", "dog", "sun", "moon")]
     # Positions 0-3: a word, less sure the further left (softmax 0.018 to 0.024); 4-7: an end token, sure (0.98).
-    table = {i: {w: 2.0 + 0.1 * i} for i, w in enumerate(words)} | {4: {eos: 10.0}, 5: {eos: 10.0}, 6: {eot: 10.0},
-                                                                      7: {eot: 10.0}}
+    table = {i: {w: 2.0 + 0.1 * i} for i, w in enumerate(words)} | {
+        4: {eos: 10.0},
+        5: {eos: 10.0},
+        6: {eot: 10.0},
+        7: {eot: 10.0},
+    }
     lm = stub_lm(tiny_lm, 8, table)
     final = words + [eos, eos, eot, eot]
     orders = {}
     for option in (False, True):
         rec = TraceRecorder()
-        out = sample(lm, PROMPTS[:1], 8, SamplerConfig(block_length=8, confidence_eos_eot_inf=option),
-                     callbacks=[rec])[0]
+        out = sample(lm, PROMPTS[:1], 8, SamplerConfig(block_length=8, confidence_eos_eot_inf=option), callbacks=[rec])[
+            0
+        ]
         assert out.tokens == final  # the option changes when a token is committed, not which
         orders[option] = rec.commit_steps(0, 8)
     assert orders[False] == [7, 6, 5, 4, 0, 1, 2, 3]  # most confident first: the end tokens, then the words
@@ -339,35 +361,50 @@ def test_confidence_eos_eot_inf_with_the_threshold_rule_still_commits_every_pass
 
 # ---------------------------------------------------------------- configuration and bad input
 def test_config_survives_a_dict_round_trip():
-    cfg = SamplerConfig(steps=64, block_length=16, temperature=0.3, remasking="random", cfg_scale=1.0,
-                        suppress_eos=True, confidence_eos_eot_inf=True, threshold=0.9, stop_after_eos_block=True)
+    cfg = SamplerConfig(
+        steps=64,
+        block_length=16,
+        temperature=0.3,
+        remasking="random",
+        cfg_scale=1.0,
+        suppress_eos=True,
+        confidence_eos_eot_inf=True,
+        threshold=0.9,
+        stop_after_eos_block=True,
+    )
     assert SamplerConfig(**asdict(cfg)) == cfg
 
 
-@pytest.mark.parametrize("options,message", [
-    (dict(steps=0), "steps must be a positive integer"),
-    (dict(steps=-3), "steps must be a positive integer"),
-    (dict(block_length=0), "block_length must be a positive integer"),
-    (dict(remasking="lowest"), "unknown remasking 'lowest'; choose from low_confidence, random"),
-    (dict(cfg_scale=-1.0), "cfg_scale must be >= 0, got -1.0"),
-    (dict(temperature=-0.5), "temperature must be >= 0, got -0.5"),
-    (dict(threshold=0.0), "threshold must be in (0, 1]"),
-    (dict(threshold=1.5), "threshold must be in (0, 1] or None, got 1.5"),
-])
+@pytest.mark.parametrize(
+    "options,message",
+    [
+        (dict(steps=0), "steps must be a positive integer"),
+        (dict(steps=-3), "steps must be a positive integer"),
+        (dict(block_length=0), "block_length must be a positive integer"),
+        (dict(remasking="lowest"), "unknown remasking 'lowest'; choose from low_confidence, random"),
+        (dict(cfg_scale=-1.0), "cfg_scale must be >= 0, got -1.0"),
+        (dict(temperature=-0.5), "temperature must be >= 0, got -0.5"),
+        (dict(threshold=0.0), "threshold must be in (0, 1]"),
+        (dict(threshold=1.5), "threshold must be in (0, 1] or None, got 1.5"),
+    ],
+)
 def test_bad_config_is_rejected_with_value_and_allowed_range(options, message):
     with pytest.raises(ValueError, match=__import__("re").escape(message)):
         SamplerConfig(**options)
 
 
-@pytest.mark.parametrize("canvas,options,message", [
-    (0, dict(), "canvas length must be a positive integer, got 0"),
-    (-8, dict(), "canvas length must be a positive integer, got -8"),
-    (20, dict(block_length=8), "block_length 8 must divide the canvas length 20"),
-    (32, dict(block_length=8, steps=6), "steps 6 must be divisible by the number of blocks 4"),
-    (16, dict(block_length=8, steps=32), "steps 32 must be at most the canvas length 16"),
-    (192, dict(), "exceeds the model's 192 positions"),
-    ([8, 12], dict(block_length=8), "block_length 8 must divide the canvas length 12"),
-])
+@pytest.mark.parametrize(
+    "canvas,options,message",
+    [
+        (0, dict(), "canvas length must be a positive integer, got 0"),
+        (-8, dict(), "canvas length must be a positive integer, got -8"),
+        (20, dict(block_length=8), "block_length 8 must divide the canvas length 20"),
+        (32, dict(block_length=8, steps=6), "steps 6 must be divisible by the number of blocks 4"),
+        (16, dict(block_length=8, steps=32), "steps 32 must be at most the canvas length 16"),
+        (192, dict(), "exceeds the model's 192 positions"),
+        ([8, 12], dict(block_length=8), "block_length 8 must divide the canvas length 12"),
+    ],
+)
 def test_bad_call_is_rejected_with_value_and_allowed_range(tiny_lm, canvas, options, message):
     prompts = PROMPTS[:2]
     with pytest.raises(ValueError, match=__import__("re").escape(message)):

@@ -3,8 +3,8 @@
 import json
 
 import pytest
-
 from benchdata import bench_file
+
 from ptdlib.cli.score import main
 
 
@@ -39,19 +39,24 @@ def test_humaneval_canonical_solutions_pass_only_with_the_opt_in(tmp_path, capsy
 def test_ifeval_prints_every_metric_with_strict_at_most_loose(tmp_path, capsys):
     data = bench_file("ifeval_input_data.jsonl")
     keys = [json.loads(line)["key"] for line in data.read_text().splitlines()[:20]]
-    preds = _write(tmp_path / "p.jsonl", [{"id": k, "response": "**Sure.**\nA short answer, with a comma."} for k in keys])
+    preds = _write(
+        tmp_path / "p.jsonl", [{"id": k, "response": "**Sure.**\nA short answer, with a comma."} for k in keys]
+    )
     assert main(["--task", "ifeval", "--data", str(data), "--predictions", str(preds)]) == 0
     got = _last_json(capsys)
     assert got["n"] == 20 and got["prompt_level_strict_acc"] <= got["prompt_level_loose_acc"]
     assert got["inst_level_strict_acc"] <= got["inst_level_loose_acc"]
 
 
-@pytest.mark.parametrize("rows, args, message", [
-    ([{"id": 0, "response": "1"}], ["--task", "gsm9k"], "unknown benchmark 'gsm9k'"),
-    ([{"id": 0}], ["--task", "gsm8k"], r"p\.jsonl:1: missing field 'response'"),
-    ([{"id": 99999, "response": "1"}], ["--task", "gsm8k"], "no gsm8k record has id '99999'"),
-    ([{"id": 0, "response": "1"}], ["--task", "gsm8k", "--data", "missing.jsonl"], "missing.jsonl does not exist"),
-])
+@pytest.mark.parametrize(
+    "rows, args, message",
+    [
+        ([{"id": 0, "response": "1"}], ["--task", "gsm9k"], "unknown benchmark 'gsm9k'"),
+        ([{"id": 0}], ["--task", "gsm8k"], r"p\.jsonl:1: missing field 'response'"),
+        ([{"id": 99999, "response": "1"}], ["--task", "gsm8k"], "no gsm8k record has id '99999'"),
+        ([{"id": 0, "response": "1"}], ["--task", "gsm8k", "--data", "missing.jsonl"], "missing.jsonl does not exist"),
+    ],
+)
 def test_bad_input_exits_two_with_one_line(tmp_path, capsys, rows, args, message):
     import re
 

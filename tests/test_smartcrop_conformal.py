@@ -67,11 +67,14 @@ def test_choose_before_calibration_is_an_error_naming_fit():
         CalibratedSmartCrop().canvases(np.zeros((1, 8)), CanvasLimits(max_canvas=8, round_to=8))
 
 
-@pytest.mark.parametrize("params, message", [
-    ({"alpha": 0.0}, r"alpha must be in \(0, 1\), got 0.0"),
-    ({"tau": 1.5}, r"tau must be in \(0, 1\], got 1.5"),
-    ({"rule": "sum"}, "unknown SmartCrop rule 'sum'"),
-])
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"alpha": 0.0}, r"alpha must be in \(0, 1\), got 0.0"),
+        ({"tau": 1.5}, r"tau must be in \(0, 1\], got 1.5"),
+        ({"rule": "sum"}, "unknown SmartCrop rule 'sum'"),
+    ],
+)
 def test_bad_parameters_are_rejected_by_name(params, message):
     with pytest.raises(ValueError, match=message):
         make_policy("smartcrop_conformal", **params)

@@ -4,12 +4,13 @@ import json
 
 import pandas as pd
 import pytest
-
 from benchdata import bench_file
+
 from ptdlib.tasks.sources import SourceSpec, load_records, load_source, query_record, source_from_dict
 
-ROWS = [{"qid": f"q{i}", "question": f"What is {i} plus {i}?", "answer": f"It is {2 * i}. #### {2 * i}"}
-        for i in range(40)]
+ROWS = [
+    {"qid": f"q{i}", "question": f"What is {i} plus {i}?", "answer": f"It is {2 * i}. #### {2 * i}"} for i in range(40)
+]
 FIELDS = {"id": "qid"}
 
 
@@ -45,8 +46,9 @@ def test_hash_partition_is_disjoint_stable_under_reordering_and_follows_the_frac
 
 def test_named_files_per_split_and_a_shared_file_cut_by_fractions():
     train, test = str(bench_file("gsm8k_train.jsonl")), str(bench_file("gsm8k_test.jsonl"))
-    spec = SourceSpec("gsm8k", "gsm8k", files={"train": train, "calib": train, "test": test},
-                      fractions={"train": 0.9, "calib": 0.1})
+    spec = SourceSpec(
+        "gsm8k", "gsm8k", files={"train": train, "calib": train, "test": test}, fractions={"train": 0.9, "calib": 0.1}
+    )
     parts = load_source(spec)
     assert len(parts["test"]) == 1319 and len(parts["train"]) + len(parts["calib"]) == 7473
     assert 0.08 < len(parts["calib"]) / 7473 < 0.12
@@ -95,14 +97,20 @@ def test_repeated_ids_are_refused(tmp_path):
         load_source(_spec(_jsonl(tmp_path / "q.jsonl", rows)))
 
 
-@pytest.mark.parametrize("entry, message", [
-    ({"name": "x", "benchmark": "mmlu", "path": "f.jsonl"}, "unknown benchmark 'mmlu'; choose from gsm8k"),
-    ({"name": "x", "benchmark": "qa"}, "give path .* or files"),
-    ({"name": "x", "benchmark": "qa", "path": "f.jsonl", "fractions": {"test": 0}}, "fractions.test must be a positive"),
-    ({"name": "x", "benchmark": "qa", "path": "f.jsonl", "fractions": {"dev": 1}}, "unknown split 'dev'"),
-    ({"name": "x", "benchmark": "qa", "path": "f.jsonl", "fields": {"answer": "a"}}, "unknown role 'answer'"),
-    ({"name": "x", "benchmark": "qa", "path": "f.jsonl", "shots": 2}, r"unknown key\(s\) \['shots'\]"),
-])
+@pytest.mark.parametrize(
+    "entry, message",
+    [
+        ({"name": "x", "benchmark": "mmlu", "path": "f.jsonl"}, "unknown benchmark 'mmlu'; choose from gsm8k"),
+        ({"name": "x", "benchmark": "qa"}, "give path .* or files"),
+        (
+            {"name": "x", "benchmark": "qa", "path": "f.jsonl", "fractions": {"test": 0}},
+            "fractions.test must be a positive",
+        ),
+        ({"name": "x", "benchmark": "qa", "path": "f.jsonl", "fractions": {"dev": 1}}, "unknown split 'dev'"),
+        ({"name": "x", "benchmark": "qa", "path": "f.jsonl", "fields": {"answer": "a"}}, "unknown role 'answer'"),
+        ({"name": "x", "benchmark": "qa", "path": "f.jsonl", "shots": 2}, r"unknown key\(s\) \['shots'\]"),
+    ],
+)
 def test_bad_source_entries_name_the_value_and_the_choices(entry, message):
     with pytest.raises(ValueError, match=message):
         source_from_dict(entry)
@@ -118,9 +126,19 @@ def test_a_learning_strategy_on_a_source_without_train_or_calib_is_refused_at_co
     from ptdlib.experiment.config import RunConfig
 
     path = _jsonl(tmp_path / "qa.jsonl", [{"id": str(i), "question": f"q {i}", "answer": "a"} for i in range(4)])
-    cfg = {"splits": {"test": 4}, "strategies": [{"name": "fixed", "params": {"L": 128}}],
-           "sources": [{"name": "qa", "benchmark": "qa", "path": str(path), "fractions": {"test": 1.0},
-                        "fields": {"prompt": "question", "reference": "answer"}}]}
+    cfg = {
+        "splits": {"test": 4},
+        "strategies": [{"name": "fixed", "params": {"L": 128}}],
+        "sources": [
+            {
+                "name": "qa",
+                "benchmark": "qa",
+                "path": str(path),
+                "fractions": {"test": 1.0},
+                "fields": {"prompt": "question", "reference": "answer"},
+            }
+        ],
+    }
     RunConfig.from_dict(cfg)  # a fixed canvas learns nothing
     cfg["strategies"].append({"name": "predicted", "params": {"margin": "conformal", "alpha": 0.1}})
     with pytest.raises(ValueError, match="source 'qa' has no train or calib part, which the strategies predicted"):

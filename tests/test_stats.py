@@ -42,8 +42,7 @@ def test_mcnemar_rejects_non_binary_scores():
         stats.mcnemar_exact([1, 0, 0.5], [1, 0, 1])
 
 
-@pytest.mark.parametrize("x, y, match", [([], [], "empty"), ([1, 0], [1], "same length"),
-                                         ([1, np.nan], [1, 0], "NaN")])
+@pytest.mark.parametrize("x, y, match", [([], [], "empty"), ([1, 0], [1], "same length"), ([1, np.nan], [1, 0], "NaN")])
 def test_paired_tests_reject_bad_input_with_a_named_problem(x, y, match):
     for fn in (stats.mcnemar_exact, stats.sign_flip_test, stats.wilcoxon_test, stats.bootstrap_mean_diff):
         with pytest.raises(ValueError, match=match):
@@ -217,8 +216,15 @@ def test_adjust_pvalues_rejects_unknown_methods(method):
 
 
 def test_stars_thresholds():
-    assert [stats.stars(p) for p in (0.0009, 0.001, 0.009, 0.01, 0.049, 0.05, np.nan)] == \
-        ["***", "**", "**", "*", "*", "", ""]
+    assert [stats.stars(p) for p in (0.0009, 0.001, 0.009, 0.01, 0.049, 0.05, np.nan)] == [
+        "***",
+        "**",
+        "**",
+        "*",
+        "*",
+        "",
+        "",
+    ]
 
 
 @pytest.mark.parametrize("n, p10, p01", [(120, 0.08, 0.02), (300, 0.05, 0.01), (120, 0.03, 0.0), (256, 0.02, 0.02)])

@@ -19,23 +19,35 @@ def test_the_default_config_holds_the_all_and_fine_grids_with_their_references()
 @pytest.mark.parametrize("name", ["all", "fine"])
 def test_every_arm_validates_at_blocks_of_eight(name):
     grid = GRIDS[name]
-    cfg = RunConfig.from_dict({"model": {"path": "embedded"}, "splits": {"test": 4}, "train": 4, "calib": 4,
-                               "strategies": grid, "output": "unused", "sampler": {"block_length": 8},
-                               "limits": {"max_canvas": 128, "round_to": 8}})
+    cfg = RunConfig.from_dict(
+        {
+            "model": {"path": "embedded"},
+            "splits": {"test": 4},
+            "train": 4,
+            "calib": 4,
+            "strategies": grid,
+            "output": "unused",
+            "sampler": {"block_length": 8},
+            "limits": {"max_canvas": 128, "round_to": 8},
+        }
+    )
     names = {c.name for c in cfg.cells}  # expanding the grid builds and checks every cell
     assert NEW <= names
     hybrid = [a for a in grid if a.get("params", {}).get("features") == "text+probe"]
     assert hybrid and all(a["params"]["margin"] == "conformal" for a in hybrid)
 
 
-@pytest.mark.parametrize("text, message", [
-    ("grids: {small: [{name: fixed, params: {L: 128}}]}", "grid 'small' has no oracle arm"),
-    ("grids: {small: [{name: oracle}, {name: fixd}]}", "grid 'small': strategies[1]"),
-    ("grids: {small: [{name: oracle}, {name: fixed, params: {L: 64}}]}", "grid 'small': baseline"),
-    ("arms: {small: [{name: oracle}]}", "must hold one key, grids"),
-    ("grids: {small: []}", "grid 'small' must be a non-empty list"),
-    ("grids: [oops", "is not valid YAML"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("grids: {small: [{name: fixed, params: {L: 128}}]}", "grid 'small' has no oracle arm"),
+        ("grids: {small: [{name: oracle}, {name: fixd}]}", "grid 'small': strategies[1]"),
+        ("grids: {small: [{name: oracle}, {name: fixed, params: {L: 64}}]}", "grid 'small': baseline"),
+        ("arms: {small: [{name: oracle}]}", "must hold one key, grids"),
+        ("grids: {small: []}", "grid 'small' must be a non-empty list"),
+        ("grids: [oops", "is not valid YAML"),
+    ],
+)
 def test_a_malformed_bench_config_is_refused_naming_the_file_and_the_grid(tmp_path, text, message):
     path = tmp_path / "bench.yaml"
     path.write_text(text)

@@ -21,27 +21,64 @@ def _rows(arms: dict, n: int = 60, seeds=(0,), split: str = "test", rng_seed: in
         for q in range(n):
             for seed in seeds:
                 flops = float((10 + canvas) * canvas)
-                out.append(dict(split=split, family="count", qid=f"q{q}", seed=seed, strategy=strategy,
-                                params=json.dumps(params), model_id="fake", prompt_len=10, own_length=20,
-                                chosen_canvas=canvas, final_canvas=canvas, truncated=False, reruns=0,
-                                forward_passes=canvas, flops_denoise=flops, flops_probe=0.0, flops_predictor=0.0,
-                                flops_rerun=0.0, flops_total=flops, wall_s=0.01, response="",
-                                score=score_fn(q, base_scores[q]), metric="exact_match"))
+                out.append(
+                    dict(
+                        split=split,
+                        family="count",
+                        qid=f"q{q}",
+                        seed=seed,
+                        strategy=strategy,
+                        params=json.dumps(params),
+                        model_id="fake",
+                        prompt_len=10,
+                        own_length=20,
+                        chosen_canvas=canvas,
+                        final_canvas=canvas,
+                        truncated=False,
+                        reruns=0,
+                        forward_passes=canvas,
+                        flops_denoise=flops,
+                        flops_probe=0.0,
+                        flops_predictor=0.0,
+                        flops_rerun=0.0,
+                        flops_total=flops,
+                        wall_s=0.01,
+                        response="",
+                        score=score_fn(q, base_scores[q]),
+                        metric="exact_match",
+                    )
+                )
     return pd.DataFrame(out)
 
 
 ARMS = {
     "fixed": ({"L": 128}, 128, lambda q, s: s),
-    "oracle": ({}, 32, lambda q, s: s),                   # same scores: no difference
-    "smartcrop": ({"tau": 0.9}, 64, lambda q, s: 0.0),    # loses every right answer: a clear loss
+    "oracle": ({}, 32, lambda q, s: s),  # same scores: no difference
+    "smartcrop": ({"tau": 0.9}, 64, lambda q, s: 0.0),  # loses every right answer: a clear loss
 }
 
 
 def test_summary_table_has_paper_columns_and_the_baseline_first():
     table = summary.summary_table(_rows(ARMS), correction="holm", **FAST)
-    for col in ("split", "strategy", "params", "n", "avg_len", "metric", "score", "flops_saved_pct",
-                "flops_saved_low", "flops_saved_high", "quality_delta", "quality_delta_low", "quality_delta_high",
-                "test", "p_value", "p_adjusted", "stars"):
+    for col in (
+        "split",
+        "strategy",
+        "params",
+        "n",
+        "avg_len",
+        "metric",
+        "score",
+        "flops_saved_pct",
+        "flops_saved_low",
+        "flops_saved_high",
+        "quality_delta",
+        "quality_delta_low",
+        "quality_delta_high",
+        "test",
+        "p_value",
+        "p_adjusted",
+        "stars",
+    ):
         assert col in table.columns
     assert list(table["strategy"]) == ["fixed", "oracle", "smartcrop"]
     base = table.iloc[0]
@@ -69,8 +106,11 @@ def test_relative_quality_delta_is_percent_of_the_baseline():
 
 
 def test_binary_scores_get_mcnemar_and_newcombes_paired_interval():
-    flips = {"fixed": ARMS["fixed"], "few": ({}, 64, lambda q, s: 1 - s if q % 9 == 0 else s),
-             "many": ({}, 32, lambda q, s: 0.0 if q % 2 else s)}
+    flips = {
+        "fixed": ARMS["fixed"],
+        "few": ({}, 64, lambda q, s: 1 - s if q % 9 == 0 else s),
+        "many": ({}, 32, lambda q, s: 0.0 if q % 2 else s),
+    }
     table = summary.summary_table(_rows(flips, n=90), correction="holm", **FAST).set_index("strategy")
     assert table.loc["few", "test"] == table.loc["many", "test"] == "mcnemar_exact"
     assert table.loc["few", "quality_ci"] == table.loc["many", "quality_ci"] == "newcombe_score"
@@ -103,8 +143,11 @@ def test_mismatched_query_sets_say_how_many_are_missing_on_each_side():
     rows = rows[~((rows["strategy"] == "smartcrop") & rows["qid"].isin(["q1", "q2"]))]  # 2 missing from the arm
     extra = rows[rows["strategy"] == "smartcrop"].iloc[[0]].assign(qid="q99")  # 1 the baseline lacks
     rows = pd.concat([rows, extra])
-    with pytest.raises(ValueError, match=r"smartcrop .*'test': 2 \(qid, seed\) pair\(s\) of the baseline missing "
-                                         r"from the strategy, 1 of the strategy missing from the baseline"):
+    with pytest.raises(
+        ValueError,
+        match=r"smartcrop .*'test': 2 \(qid, seed\) pair\(s\) of the baseline missing "
+        r"from the strategy, 1 of the strategy missing from the baseline",
+    ):
         summary.summary_table(rows, correction="holm", **FAST)
 
 

@@ -42,8 +42,7 @@ def test_response_lengths_span_one_to_over_eighty_tokens():
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_scorer_accepts_the_reference_and_rejects_a_corrupted_answer(family):
-    q = next(q for q in make_split("heldout_family" if family == HELDOUT_FAMILY else "test", 400)
-             if q.family == family)
+    q = next(q for q in make_split("heldout_family" if family == HELDOUT_FAMILY else "test", 400) if q.family == family)
     assert score(q, q.answer) == 1.0
     assert score(q, q.answer + " " + q.answer.split()[0]) == 0.0  # an extra (repeated) word is wrong
     assert score(q, "") == 0.0

@@ -4,19 +4,16 @@ from dataclasses import replace
 
 import pytest
 import torch
+from conftest import TINY
 from torch import nn
 
 from ptdlib.canvas import make_policy
-from ptdlib.sampling.events import ForwardEvent
 from ptdlib.cost.flops import FlopLedger, cross_check
-from ptdlib.models.base import DiffusionLM
-from ptdlib.models.embedded import build_model
-from ptdlib.models.embedded import embedded_lm
-from ptdlib.sampling.events import TraceRecorder
-from ptdlib.sampling.sampler import SamplerConfig, sample
 from ptdlib.cost.shapes import AnalyticCounter, ModelShape, analytic_flops, shape_from_config
-
-from conftest import TINY
+from ptdlib.models.base import DiffusionLM
+from ptdlib.models.embedded import build_model, embedded_lm
+from ptdlib.sampling.events import ForwardEvent, TraceRecorder
+from ptdlib.sampling.sampler import SamplerConfig, sample
 
 WORD, TRIGGER = 20, 21  # vocabulary ids the stub writes / looks for (word tokens of the embedded vocabulary)
 
@@ -42,9 +39,16 @@ class EndsAt(nn.Module):
 @pytest.fixture(scope="module")
 def stub_lm(tokenizer):
     eos = tokenizer.eos_token_id
-    return DiffusionLM(network=EndsAt(len(tokenizer), eos, after=4 + 10), tokenizer=tokenizer,
-                       mask_id=tokenizer.mask_token_id, eos_id=eos, end_ids=(eos,), pad_id=tokenizer.pad_token_id,
-                       max_positions=64, model_id="stub")
+    return DiffusionLM(
+        network=EndsAt(len(tokenizer), eos, after=4 + 10),
+        tokenizer=tokenizer,
+        mask_id=tokenizer.mask_token_id,
+        eos_id=eos,
+        end_ids=(eos,),
+        pad_id=tokenizer.pad_token_id,
+        max_positions=64,
+        model_id="stub",
+    )
 
 
 PROMPT_ENDS = [TRIGGER, 30, 31, 32]  # 4 tokens; the stub ends its answer at canvas position 10
@@ -58,8 +62,9 @@ def _passes(rec, qid):
 # ---------------------------------------------------------------- growing window
 def test_growing_window_passes_see_the_prompt_and_the_blocks_so_far_and_stop_after_the_eos_block(stub_lm):
     rec = TraceRecorder()
-    ends, runs = sample(stub_lm, [PROMPT_ENDS, PROMPT_RUNS], 32, SamplerConfig(block_length=8, window="growing"),
-                        callbacks=[rec])
+    ends, runs = sample(
+        stub_lm, [PROMPT_ENDS, PROMPT_RUNS], 32, SamplerConfig(block_length=8, window="growing"), callbacks=[rec]
+    )
     # block b of 8 tokens: a pass over 4 prompt + 8 (b + 1) tokens, 8 passes per block (S = L)
     assert _passes(rec, 0) == [12] * 8 + [20] * 8  # stopped after block 1, which holds its EOS
     assert _passes(rec, 1) == [12] * 8 + [20] * 8 + [28] * 8 + [36] * 8  # ran to the maximum length
@@ -142,10 +147,13 @@ def test_cached_pass_outside_the_cache_is_rejected(tiny_model, tokenizer):
 PROMPTS = [[40, 41, 42, 43, 44], [45, 46, 47, 48, 49]]  # equal lengths: no padding columns
 
 
-@pytest.mark.parametrize("mode,query_lens", [
-    ("prefix", [None] + [16] * 7 + [None] + [8] * 7),  # block 0 computes itself and the suffix
-    ("dual", [None] + [8] * 7 + [None] + [8] * 7),  # only the current block
-])
+@pytest.mark.parametrize(
+    "mode,query_lens",
+    [
+        ("prefix", [None] + [16] * 7 + [None] + [8] * 7),  # block 0 computes itself and the suffix
+        ("dual", [None] + [8] * 7 + [None] + [8] * 7),  # only the current block
+    ],
+)
 def test_each_block_refreshes_the_cache_then_runs_cached_passes(tiny_lm, mode, query_lens):
     rec = TraceRecorder()
     sample(tiny_lm, PROMPTS, 16, SamplerConfig(block_length=8, cache=mode), callbacks=[rec])
@@ -177,14 +185,20 @@ def test_cache_is_refused_for_a_network_without_cached_passes(stub_lm):
 
 
 # ---------------------------------------------------------------- pricing cached passes
-HAND = ModelShape(name="hand", n_layers=2, d_model=32, n_heads=2, n_kv_heads=2, mlp_hidden=64, vocab_size=100,
-                  max_positions=64)
+HAND = ModelShape(
+    name="hand", n_layers=2, d_model=32, n_heads=2, n_kv_heads=2, mlp_hidden=64, vocab_size=100, max_positions=64
+)
 
 
 def test_analytic_count_of_a_cached_pass_matches_the_hand_count():
     # 8 query tokens against 40 keys, 2 layers, d 32, 2 heads of 16, SwiGLU 64, vocabulary 100 (multiply-adds):
-    macs = {"attn/qkv": 2 * 8 * 32 * 16 * 6, "attn/scores": 2 * 2 * 2 * 8 * 40 * 16, "attn/out": 2 * 8 * 32 * 32,
-            "mlp": 2 * 8 * 32 * 64 * 3, "lm_head": 8 * 32 * 100}
+    macs = {
+        "attn/qkv": 2 * 8 * 32 * 16 * 6,
+        "attn/scores": 2 * 2 * 2 * 8 * 40 * 16,
+        "attn/out": 2 * 8 * 32 * 32,
+        "mlp": 2 * 8 * 32 * 64 * 3,
+        "lm_head": 8 * 32 * 100,
+    }
     got = analytic_flops(HAND, 40, query_len=8)
     assert {k: got[k] for k in macs} == {k: 2 * v for k, v in macs.items()}
     assert got["total"] == 460_800

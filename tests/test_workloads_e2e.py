@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-
 from benchdata import bench_file
 from hub_layouts import write_llada
+
 from ptdlib.experiment.config import RunConfig
 from ptdlib.experiment.runner import run
 
@@ -25,9 +25,11 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 SPECIAL = {"bos": "<|begin_of_text|>", "eos": "<|end_of_text|>", "pad": "<|pad|>", "mask": "<|mdm_mask|>"}
 ROLE_TOKENS = ["<|eot_id|>", "<|start_header_id|>", "<|end_header_id|>"]
 #: a LLaMA-3-style one-turn chat template, as LLaDA-8B-Instruct's
-CHAT_TEMPLATE = ("{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n"
-                 "{{ m['content'] }}<|eot_id|>{% endfor %}{% if add_generation_prompt %}"
-                 "<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}")
+CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n"
+    "{{ m['content'] }}<|eot_id|>{% endfor %}{% if add_generation_prompt %}"
+    "<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}"
+)
 
 
 def _train_tokenizer(texts, vocab_size=512):
@@ -37,12 +39,22 @@ def _train_tokenizer(texts, vocab_size=512):
     core = Tokenizer(models.BPE())
     core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     core.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[*SPECIAL.values(), *ROLE_TOKENS],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[*SPECIAL.values(), *ROLE_TOKENS],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     core.train_from_iterator(texts, trainer)
-    tok = PreTrainedTokenizerFast(tokenizer_object=core, bos_token=SPECIAL["bos"], eos_token=SPECIAL["eos"],
-                                  pad_token=SPECIAL["pad"], mask_token=SPECIAL["mask"],
-                                  additional_special_tokens=ROLE_TOKENS, padding_side="left")
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        bos_token=SPECIAL["bos"],
+        eos_token=SPECIAL["eos"],
+        pad_token=SPECIAL["pad"],
+        mask_token=SPECIAL["mask"],
+        additional_special_tokens=ROLE_TOKENS,
+        padding_side="left",
+    )
     tok.chat_template = CHAT_TEMPLATE
     return tok
 
@@ -57,8 +69,15 @@ def tiny_subword_lm(directory: Path, max_positions: int = 1024):
     texts += [json.loads(line)["prompt"] for line in bench_file("ifeval_input_data.jsonl").read_text().splitlines()]
     tok = _train_tokenizer(texts)
     torch.manual_seed(0)
-    model = build_model(tok, d_model=32, n_layers=2, n_heads=2, mlp_hidden=64, max_position_embeddings=max_positions,
-                        eot_token_id=tok.convert_tokens_to_ids("<|eot_id|>")).eval()
+    model = build_model(
+        tok,
+        d_model=32,
+        n_layers=2,
+        n_heads=2,
+        mlp_hidden=64,
+        max_position_embeddings=max_positions,
+        eot_token_id=tok.convert_tokens_to_ids("<|eot_id|>"),
+    ).eval()
     model.lm_head.weight.data[tok.eos_token_id] *= 3.0  # random answers end at varied lengths
     save_model(model, tok, directory)
     return load_hf_dllm(directory)
@@ -93,23 +112,37 @@ def shrunk(config: str, **over) -> dict:
     """A shipped config, shrunk: a handful of queries, canvases of 32 and 64, one arm per strategy family."""
     d = yaml.safe_load((CONFIGS / config).read_text())
     d = copy.deepcopy(d)
-    d.update(limits={"max_canvas": 64, "round_to": 32}, splits={"test": 4}, train=16, calib=12, batch_size=4,
-             sampler={**d["sampler"], "steps": 8},  # 8 denoising steps whatever the canvas: seconds, not minutes
-             baseline={"name": "fixed", "params": {"L": 64}},
-             strategies=[{"name": "fixed", "params": {"L": [64, 32]}}, {"name": "oracle"},
-                         {"name": "smartcrop", "params": {"tau": 0.9}},
-                         {"name": "predicted", "params": {"margin": "conformal", "alpha": 0.2, "features": "generic"}},
-                         {"name": "growth", "params": {"block": 32}}])
+    d.update(
+        limits={"max_canvas": 64, "round_to": 32},
+        splits={"test": 4},
+        train=16,
+        calib=12,
+        batch_size=4,
+        sampler={**d["sampler"], "steps": 8},  # 8 denoising steps whatever the canvas: seconds, not minutes
+        baseline={"name": "fixed", "params": {"L": 64}},
+        strategies=[
+            {"name": "fixed", "params": {"L": [64, 32]}},
+            {"name": "oracle"},
+            {"name": "smartcrop", "params": {"tau": 0.9}},
+            {"name": "predicted", "params": {"margin": "conformal", "alpha": 0.2, "features": "generic"}},
+            {"name": "growth", "params": {"block": 32}},
+        ],
+    )
     d.update(over)
     return d
 
 
-@pytest.mark.parametrize("config, metric, checkpoint", [
-    ("gsm8k.yaml", "accuracy", "llada"), ("ifeval.yaml", "prompt_level_strict_acc", "llada"),
-    ("gsm8k.yaml", "accuracy", "embedded-bpe"),
-])
-def test_shrunk_benchmark_config_runs_end_to_end_on_a_subword_checkpoint(request, tmp_path, capsys, config, metric,
-                                                                         checkpoint):
+@pytest.mark.parametrize(
+    "config, metric, checkpoint",
+    [
+        ("gsm8k.yaml", "accuracy", "llada"),
+        ("ifeval.yaml", "prompt_level_strict_acc", "llada"),
+        ("gsm8k.yaml", "accuracy", "embedded-bpe"),
+    ],
+)
+def test_shrunk_benchmark_config_runs_end_to_end_on_a_subword_checkpoint(
+    request, tmp_path, capsys, config, metric, checkpoint
+):
     from ptdlib.cli.summarize import main as summarize
     from ptdlib.experiment.results import load_results
 
@@ -149,10 +182,17 @@ def test_humaneval_run_refuses_without_both_opt_ins_before_writing(subword_lm, t
 def test_prompt_too_long_for_the_positions_is_named_before_anything_is_written(tmp_path):
     short = llada_checkpoint(tmp_path / "short", max_positions=96)
     out = tmp_path / "run"
-    with pytest.raises(ValueError, match=r"query 'gsm8k/\d+': prompt of \d+ tokens \+ the maximum canvas of 64 "
-                                         r"exceeds the model's 96 positions"):
-        run(RunConfig.from_dict(shrunk("gsm8k.yaml", model={"path": str(short)})), output=out, device="cpu",
-            progress=False)
+    with pytest.raises(
+        ValueError,
+        match=r"query 'gsm8k/\d+': prompt of \d+ tokens \+ the maximum canvas of 64 "
+        r"exceeds the model's 96 positions",
+    ):
+        run(
+            RunConfig.from_dict(shrunk("gsm8k.yaml", model={"path": str(short)})),
+            output=out,
+            device="cpu",
+            progress=False,
+        )
     assert not out.exists()
 
 
@@ -179,13 +219,22 @@ def test_two_sources_in_one_run_are_summarised_one_block_each(llada_dir, tmp_pat
     from ptdlib.experiment.results import load_results
 
     gsm8k, ifeval = (yaml.safe_load((CONFIGS / c).read_text())["sources"][0] for c in ("gsm8k.yaml", "ifeval.yaml"))
-    cfg = RunConfig.from_dict(shrunk("gsm8k.yaml", model={"path": str(llada_dir)}, sources=[gsm8k, ifeval],
-                                     splits={"test": 2}, strategies=[{"name": "fixed", "params": {"L": [64, 32]}}]))
+    cfg = RunConfig.from_dict(
+        shrunk(
+            "gsm8k.yaml",
+            model={"path": str(llada_dir)},
+            sources=[gsm8k, ifeval],
+            splits={"test": 2},
+            strategies=[{"name": "fixed", "params": {"L": [64, 32]}}],
+        )
+    )
     out = tmp_path / "run"
     assert run(cfg, output=out, device="cpu", progress=False).rows_written == 2 * 2 * 2
     rows = load_results(out)
     assert rows.groupby("source")["metric"].unique().map(list).to_dict() == {
-        "gsm8k": ["accuracy"], "ifeval": ["prompt_level_strict_acc"]}
+        "gsm8k": ["accuracy"],
+        "ifeval": ["prompt_level_strict_acc"],
+    }
     assert summarize([str(out)]) == 0
     table = capsys.readouterr().out
     assert "test/gsm8k" in table and "test/ifeval" in table
@@ -199,13 +248,16 @@ def _records(path, rows):
 GOOD = [{"question": f"What is {i} plus {i}?", "answer": f"#### {2 * i}"} for i in range(30)]
 
 
-@pytest.mark.parametrize("case, message", [
-    ("missing file", r"query file \S*nope\.jsonl does not exist"),
-    ("missing field", r"q\.jsonl:3: missing field 'answer' \(the reference of a gsm8k record\)"),
-    ("empty prompt", r"q\.jsonl:2: record '1' has an empty prompt"),
-    ("unparsable reference", r"q\.jsonl:1: record '0': cannot parse a number from the reference 'lots'"),
-    ("unknown benchmark", r"unknown benchmark 'gsm9k'; choose from gsm8k, humaneval, ifeval, qa"),
-])
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("missing file", r"query file \S*nope\.jsonl does not exist"),
+        ("missing field", r"q\.jsonl:3: missing field 'answer' \(the reference of a gsm8k record\)"),
+        ("empty prompt", r"q\.jsonl:2: record '1' has an empty prompt"),
+        ("unparsable reference", r"q\.jsonl:1: record '0': cannot parse a number from the reference 'lots'"),
+        ("unknown benchmark", r"unknown benchmark 'gsm9k'; choose from gsm8k, humaneval, ifeval, qa"),
+    ],
+)
 def test_bad_workload_is_one_line_exit_two_and_nothing_written(llada_dir, tmp_path, capsys, case, message):
     from ptdlib.cli.run import main
 
@@ -223,8 +275,15 @@ def test_bad_workload_is_one_line_exit_two_and_nothing_written(llada_dir, tmp_pa
         source["benchmark"] = "gsm9k"
     _records(tmp_path / "q.jsonl", rows)
     out = tmp_path / "run"
-    config = shrunk("gsm8k.yaml", model={"path": str(llada_dir)}, sources=[source], splits={"test": 2}, train=4,
-                    calib=4, output=str(out))
+    config = shrunk(
+        "gsm8k.yaml",
+        model={"path": str(llada_dir)},
+        sources=[source],
+        splits={"test": 2},
+        train=4,
+        calib=4,
+        output=str(out),
+    )
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
     assert main([str(tmp_path / "c.yaml"), "--device", "cpu", "--no-progress"]) == 2
     err = capsys.readouterr().err.strip().splitlines()

@@ -20,19 +20,25 @@ with the hardware presets of :mod:`ptdlib.cost.hardware`; the per-query forward-
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
-from ptdlib.cost.pricing import estimate
 from ptdlib.cost.hardware import hardware
-from ptdlib.cost.shapes import ModelShape
 from ptdlib.cost.plans import query_plans, round_to_block
-from ptdlib.cost.workload import (StrategyParams, StrategyPlans, add_choice_passes, plan_strategy, strategy_run,
-                                  synthetic_workload)
+from ptdlib.cost.pricing import estimate
+from ptdlib.cost.shapes import ModelShape
+from ptdlib.cost.workload import (
+    StrategyParams,
+    StrategyPlans,
+    add_choice_passes,
+    plan_strategy,
+    strategy_run,
+    synthetic_workload,
+)
 
 #: Strategies compared, in table order (``fixed`` is the baseline every saving is relative to).
 DEPLOY_STRATEGIES = ("fixed", "oracle", "predicted", "smartcrop", "growth")
@@ -75,10 +81,12 @@ def draw_workload(profile: TrafficProfile, max_response: int) -> tuple[np.ndarra
     Each query's answer comes from the long distribution with probability ``long_fraction``.
     """
     n, seed = profile.n_sim, profile.seed
-    prompts, short = synthetic_workload(profile.prompt_mean, profile.response_mean, n, profile.spread,
-                                        max_response=max_response, seed=seed)
-    _, long = synthetic_workload(profile.prompt_mean, profile.long_response_mean, n, profile.spread,
-                                 max_response=max_response, seed=seed + 1)
+    prompts, short = synthetic_workload(
+        profile.prompt_mean, profile.response_mean, n, profile.spread, max_response=max_response, seed=seed
+    )
+    _, long = synthetic_workload(
+        profile.prompt_mean, profile.long_response_mean, n, profile.spread, max_response=max_response, seed=seed + 1
+    )
     is_long = np.random.default_rng(seed + 2).random(n) < profile.long_fraction
     return prompts, np.where(is_long, long, short)
 
@@ -94,9 +102,16 @@ def growth_plans(prompts, responses, p: StrategyParams) -> StrategyPlans:
     (:func:`ptdlib.cost.plans.eos_stop`). Truncated only where the fixed canvas is.
     """
     prompts, responses = np.asarray(prompts, dtype=int), np.asarray(responses, dtype=int)
-    runs = query_plans(prompts, np.full(len(prompts), p.canvas), responses, max_canvas=p.canvas,
-                       run=partial(strategy_run(p), window=p.growth_window), recovery="none", early_stop=True,
-                       block=p.block)
+    runs = query_plans(
+        prompts,
+        np.full(len(prompts), p.canvas),
+        responses,
+        max_canvas=p.canvas,
+        run=partial(strategy_run(p), window=p.growth_window),
+        recovery="none",
+        early_stop=True,
+        block=p.block,
+    )
     return StrategyPlans("growth", runs.plans, np.zeros(len(runs.plans), dtype=bool), runs.truncated_final)
 
 
@@ -115,8 +130,9 @@ class MeasuredArm:
         return len(self.canvas_ratio)
 
 
-def measured_arms(rows: pd.DataFrame, strategies: Sequence[str] = CARRIED, *, split: str | None = "test",
-                  round_to: int = 32) -> dict[str, MeasuredArm]:
+def measured_arms(
+    rows: pd.DataFrame, strategies: Sequence[str] = CARRIED, *, split: str | None = "test", round_to: int = 32
+) -> dict[str, MeasuredArm]:
     """Per strategy in ``rows`` (a result table, ``ptdlib.canvas.ROW_COLUMNS``), its measured canvas choices.
 
     When a strategy was run with several parameter settings (or recoveries), the one with the least mean ``flops_total``
@@ -148,8 +164,13 @@ def measured_arms(rows: pd.DataFrame, strategies: Sequence[str] = CARRIED, *, sp
         for key, value in cell.items():
             arm = arm[arm[key] == value]
         oracle = whole_blocks(arm["own_length"].to_numpy() + 1, round_to, max_canvas)
-        out[name] = MeasuredArm(name, str(cell["params"]), arm["chosen_canvas"].to_numpy() / oracle,
-                                arm["truncated"].to_numpy(dtype=bool), cell.get("recovery"))
+        out[name] = MeasuredArm(
+            name,
+            str(cell["params"]),
+            arm["chosen_canvas"].to_numpy() / oracle,
+            arm["truncated"].to_numpy(dtype=bool),
+            cell.get("recovery"),
+        )
     return out
 
 
@@ -188,14 +209,26 @@ def carried_plans(arm: MeasuredArm, prompts, responses, p: StrategyParams, seed:
     canvases = round_to_block(oracle * arm.canvas_ratio[draw], p.block, p.canvas)
     # an answer the maximum canvas cannot hold is cut on every canvas; the maximum canvas holds every other one
     first_cut = (responses >= p.canvas) | (arm.truncated[draw] & (canvases < p.canvas))
-    runs = query_plans(prompts, canvases, responses, max_canvas=p.canvas, run=strategy_run(p),
-                       recovery=arm.recovery or "max", truncated=first_cut)
+    runs = query_plans(
+        prompts,
+        canvases,
+        responses,
+        max_canvas=p.canvas,
+        run=strategy_run(p),
+        recovery=arm.recovery or "max",
+        truncated=first_cut,
+    )
     add_choice_passes(arm.strategy, prompts, runs.plans, p)
     return StrategyPlans(arm.strategy, runs.plans, runs.reruns > 0, runs.truncated_final)
 
 
-def strategy_plans(prompts, responses, p: StrategyParams, measured: Mapping[str, MeasuredArm] | None = None,
-                   strategies: Sequence[str] = DEPLOY_STRATEGIES) -> tuple[dict[str, StrategyPlans], dict[str, str]]:
+def strategy_plans(
+    prompts,
+    responses,
+    p: StrategyParams,
+    measured: Mapping[str, MeasuredArm] | None = None,
+    strategies: Sequence[str] = DEPLOY_STRATEGIES,
+) -> tuple[dict[str, StrategyPlans], dict[str, str]]:
     """(name -> plans, name -> source) for ``strategies`` on one workload.
 
     ``source`` says where a strategy's canvases come from: ``rule`` (fixed, oracle, growth follow from the
@@ -241,11 +274,16 @@ class Behaviour:
         """
         names = "/".join(CARRIED)
         if not self.measured:
-            return (f"{names} behaviour SYNTHETIC ({self.note}): estimate error sigma {p.length_error}, "
-                    f"margin {p.margin:.0%}")
+            return (
+                f"{names} behaviour SYNTHETIC ({self.note}): estimate error sigma {p.length_error}, "
+                f"margin {p.margin:.0%}"
+            )
         lines = [f"{names} behaviour MEASURED on the embedded model: {self.note}"]
-        lines += [f"  {arm.strategy} {arm.params}: {arm.n} queries, canvas/oracle mean {arm.canvas_ratio.mean():.2f}, "
-                  f"first canvas truncated {arm.truncated.mean():.1%}" for arm in self.measured.values()]
+        lines += [
+            f"  {arm.strategy} {arm.params}: {arm.n} queries, canvas/oracle mean {arm.canvas_ratio.mean():.2f}, "
+            f"first canvas truncated {arm.truncated.mean():.1%}"
+            for arm in self.measured.values()
+        ]
         return "\n".join(lines)
 
 
@@ -279,13 +317,26 @@ def choose_behaviour(results_dir: str | None, *, carry_over: bool = True) -> Beh
     missing = len(rows.attrs["missing_chunks"])
     unfinished = f"; the run is unfinished, {missing} chunks missing" if missing else ""
     if not measured:
-        return Behaviour({}, f"the result table {folder} has no predicted or smartcrop rows on the test split{unfinished}")
-    return Behaviour(measured, f"result table {folder} ({len(rows)} rows of model {rows['model_id'].iloc[0]}{unfinished})")
+        return Behaviour(
+            {}, f"the result table {folder} has no predicted or smartcrop rows on the test split{unfinished}"
+        )
+    return Behaviour(
+        measured, f"result table {folder} ({len(rows)} rows of model {rows['model_id'].iloc[0]}{unfinished})"
+    )
 
 
-def cost_table(plans: Mapping[str, StrategyPlans], shape: ModelShape, hardware_names: Sequence[str], *,
-               batch: int = 8, mfu: float | None = None, prices: Mapping[str, float] | None = None,
-               queries_per_day: float = 0.0, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+def cost_table(
+    plans: Mapping[str, StrategyPlans],
+    shape: ModelShape,
+    hardware_names: Sequence[str],
+    *,
+    batch: int = 8,
+    mfu: float | None = None,
+    prices: Mapping[str, float] | None = None,
+    queries_per_day: float = 0.0,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> pd.DataFrame:
     """One row per (hardware, strategy): :func:`ptdlib.cost.pricing.estimate` against ``plans["fixed"]``.
 
     ``mfu``: one utilisation for every device (None: each preset's assumed value); ``prices``: hardware ->
@@ -299,26 +350,46 @@ def cost_table(plans: Mapping[str, StrategyPlans], shape: ModelShape, hardware_n
         hw = hardware(hw_name)
         price = (prices or {}).get(hw_name)
         for name, ours in plans.items():
-            est = estimate(shape, hw, ours, plans["fixed"], batch=batch, mfu=mfu, price=price, n_boot=n_boot,
-                           seed=seed)
+            est = estimate(shape, hw, ours, plans["fixed"], batch=batch, mfu=mfu, price=price, n_boot=n_boot, seed=seed)
             arm = est.strategy
             gpu_h_day = arm.gpu_hours_per_million * queries_per_day / 1e6
-            rows.append({
-                "hardware": hw_name, "strategy": name, "mfu": est.mfu, "price_per_hour": est.price_per_hour,
-                "batch": batch, "flops_per_query": arm.flops_per_query,
-                "passes_per_query": arm.forward_passes_per_query, "latency_p50_s": arm.latency_p50_s,
-                "latency_p95_s": arm.latency_p95_s, "gpu_hours_per_million": arm.gpu_hours_per_million,
-                "cost_per_million": arm.cost_per_million, "saving": est.saving, "saving_low": est.saving_ci[0],
-                "saving_high": est.saving_ci[1], "rerun_rate": arm.rerun_rate, "truncation_rate": arm.truncation_rate,
-                "gpu_hours_per_day": gpu_h_day, "gpus": gpu_h_day / HOURS_PER_DAY,
-                "cost_per_day": gpu_h_day * est.price_per_hour,
-            })
+            rows.append(
+                {
+                    "hardware": hw_name,
+                    "strategy": name,
+                    "mfu": est.mfu,
+                    "price_per_hour": est.price_per_hour,
+                    "batch": batch,
+                    "flops_per_query": arm.flops_per_query,
+                    "passes_per_query": arm.forward_passes_per_query,
+                    "latency_p50_s": arm.latency_p50_s,
+                    "latency_p95_s": arm.latency_p95_s,
+                    "gpu_hours_per_million": arm.gpu_hours_per_million,
+                    "cost_per_million": arm.cost_per_million,
+                    "saving": est.saving,
+                    "saving_low": est.saving_ci[0],
+                    "saving_high": est.saving_ci[1],
+                    "rerun_rate": arm.rerun_rate,
+                    "truncation_rate": arm.truncation_rate,
+                    "gpu_hours_per_day": gpu_h_day,
+                    "gpus": gpu_h_day / HOURS_PER_DAY,
+                    "cost_per_day": gpu_h_day * est.price_per_hour,
+                }
+            )
     return pd.DataFrame(rows)
 
 
-def cost_sweep(plans: Mapping[str, StrategyPlans], shape: ModelShape, hardware_names: Sequence[str], *,
-               mfus: Sequence[float | None] = (None,), prices: Sequence[float | None] = (None,), batch: int = 8,
-               n_boot: int = 200, seed: int = 0) -> pd.DataFrame:
+def cost_sweep(
+    plans: Mapping[str, StrategyPlans],
+    shape: ModelShape,
+    hardware_names: Sequence[str],
+    *,
+    mfus: Sequence[float | None] = (None,),
+    prices: Sequence[float | None] = (None,),
+    batch: int = 8,
+    n_boot: int = 200,
+    seed: int = 0,
+) -> pd.DataFrame:
     """:func:`cost_table` over every (MFU, price) pair: sensitivity of GPU-hours and money to both.
 
     A price of None keeps each preset's price. The table gains ``mfu`` and ``price_per_hour`` as used.
@@ -327,23 +398,42 @@ def cost_sweep(plans: Mapping[str, StrategyPlans], shape: ModelShape, hardware_n
     for m in mfus:
         for price in prices:
             per_hw = None if price is None else {h: price for h in hardware_names}
-            frames.append(cost_table(plans, shape, hardware_names, batch=batch, mfu=m, prices=per_hw,
-                                     n_boot=n_boot, seed=seed))
+            frames.append(
+                cost_table(plans, shape, hardware_names, batch=batch, mfu=m, prices=per_hw, n_boot=n_boot, seed=seed)
+            )
     return pd.concat(frames, ignore_index=True)
 
 
-def mix_sweep(profile: TrafficProfile, long_fractions: Sequence[float], p: StrategyParams, shape: ModelShape,
-              hardware_name: str, *, measured: Mapping[str, MeasuredArm] | None = None,
-              strategies: Sequence[str] = DEPLOY_STRATEGIES, batch: int = 8, mfu: float | None = None,
-              price: float | None = None, n_boot: int = 200) -> pd.DataFrame:
+def mix_sweep(
+    profile: TrafficProfile,
+    long_fractions: Sequence[float],
+    p: StrategyParams,
+    shape: ModelShape,
+    hardware_name: str,
+    *,
+    measured: Mapping[str, MeasuredArm] | None = None,
+    strategies: Sequence[str] = DEPLOY_STRATEGIES,
+    batch: int = 8,
+    mfu: float | None = None,
+    price: float | None = None,
+    n_boot: int = 200,
+) -> pd.DataFrame:
     """:func:`cost_table` on one device as the share of long answers varies (the workload is redrawn)."""
     frames = []
     for f in long_fractions:
         prof = dataclasses.replace(profile, long_fraction=float(f))
         prompts, responses = draw_workload(prof, max_response=p.canvas - 1)
         plans, _ = strategy_plans(prompts, responses, p, measured, strategies)
-        frame = cost_table(plans, shape, [hardware_name], batch=batch, mfu=mfu,
-                           prices=None if price is None else {hardware_name: price}, n_boot=n_boot, seed=profile.seed)
+        frame = cost_table(
+            plans,
+            shape,
+            [hardware_name],
+            batch=batch,
+            mfu=mfu,
+            prices=None if price is None else {hardware_name: price},
+            n_boot=n_boot,
+            seed=profile.seed,
+        )
         frame.insert(0, "long_fraction", float(f))
         frame.insert(1, "mean_response", float(responses.mean()))
         frames.append(frame)

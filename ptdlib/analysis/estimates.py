@@ -10,7 +10,7 @@ Labels are the model's own lengths at the maximum canvas (docs/design.md §7). T
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -28,8 +28,9 @@ def task_groups(queries: Sequence) -> np.ndarray:
     return np.array([get_family(q.family).group for q in queries])
 
 
-def metrics_table(estimates: Mapping[str, np.ndarray], lengths, groups=None, *,
-                  meta: Mapping[str, Mapping] | None = None) -> pd.DataFrame:
+def metrics_table(
+    estimates: Mapping[str, np.ndarray], lengths, groups=None, *, meta: Mapping[str, Mapping] | None = None
+) -> pd.DataFrame:
     """One row per (estimator, group): the :data:`METRIC_COLUMNS` of its estimates against ``lengths``.
 
     ``estimates``: estimator name -> one estimate per query; ``groups``: one label per query (rows for each
@@ -51,6 +52,12 @@ def metrics_table(estimates: Mapping[str, np.ndarray], lengths, groups=None, *,
         if len(est) != len(y):
             raise ValueError(f"estimator {name!r} gave {len(est)} estimates for {len(y)} queries")
         for group, keep in subsets:
-            rows.append({"estimator": name, **dict((meta or {}).get(name, {})), "group": group,
-                         **length_metrics(est[keep], y[keep])})
+            rows.append(
+                {
+                    "estimator": name,
+                    **dict((meta or {}).get(name, {})),
+                    "group": group,
+                    **length_metrics(est[keep], y[keep]),
+                }
+            )
     return pd.DataFrame(rows)

@@ -62,8 +62,9 @@ def find_run(results_dir: str | os.PathLike) -> Path | None:
     return path if (path / RUN_FILE).exists() else None
 
 
-def load_finished_run(results_dir: str | os.PathLike, model: dict | None = None, *, device: str = "auto",
-                      split: str | None = None) -> FinishedRun:
+def load_finished_run(
+    results_dir: str | os.PathLike, model: dict | None = None, *, device: str = "auto", split: str | None = None
+) -> FinishedRun:
     """Read a finished run's rows and configuration and, when ``model`` is given, load its model.
 
     Args:
@@ -82,9 +83,11 @@ def load_finished_run(results_dir: str | os.PathLike, model: dict | None = None,
     """
     path = find_run(results_dir)
     if path is None:
-        raise FileNotFoundError(f"no run in {str(results_dir)!r} (looked for {Path(results_dir) / RUN_FILE} in the "
-                                f"working directory and the repository root): run `ptd report` (or `ptd run "
-                                f"CONFIG`) first, or set results_dir")
+        raise FileNotFoundError(
+            f"no run in {str(results_dir)!r} (looked for {Path(results_dir) / RUN_FILE} in the "
+            f"working directory and the repository root): run `ptd report` (or `ptd run "
+            f"CONFIG`) first, or set results_dir"
+        )
     rows = load_results(path)
     cfg = RunConfig.from_dict(rows.attrs["run"]["config"])
     if split is not None and split not in cfg.splits:

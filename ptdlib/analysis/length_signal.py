@@ -19,7 +19,7 @@ thresholds costs one pass per query.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -78,8 +78,9 @@ def estimator_name(rule: str, tau: float) -> str:
     return f"{rule} τ={tau:g}"
 
 
-def estimator_estimates(p_eos, rules: Sequence[str] = RULES, taus: Sequence[float] = DEFAULT_TAUS,
-                        plain_tau: float | None = PLAIN_TAU) -> tuple[dict[str, np.ndarray], dict[str, dict]]:
+def estimator_estimates(
+    p_eos, rules: Sequence[str] = RULES, taus: Sequence[float] = DEFAULT_TAUS, plain_tau: float | None = PLAIN_TAU
+) -> tuple[dict[str, np.ndarray], dict[str, dict]]:
     """(name -> length estimates, name -> {"rule", "tau"}) for every rule × tau, plus ``plain`` at ``plain_tau``.
 
     Names are ``"product τ=0.9"``-style; pass both dicts to :func:`ptdlib.analysis.estimates.metrics_table`.
@@ -133,7 +134,16 @@ def mean_curves(p_eos, lengths, edges, rule: str = "running_max") -> pd.DataFram
         if not keep.any():
             continue
         label = f"{edges[b]:g}–{edges[b + 1]:g}"
-        frames.append(pd.DataFrame({
-            "bin": label, "position": np.arange(p.shape[1]), "p_eos": p[keep].mean(0),
-            "ended": ended[keep].mean(0), "mean_length": y[keep].mean(), "n": int(keep.sum())}))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "bin": label,
+                    "position": np.arange(p.shape[1]),
+                    "p_eos": p[keep].mean(0),
+                    "ended": ended[keep].mean(0),
+                    "mean_length": y[keep].mean(),
+                    "n": int(keep.sum()),
+                }
+            )
+        )
     return pd.concat(frames, ignore_index=True)

@@ -23,8 +23,8 @@ truncation of the labels; result rows at a few margins show how far the real sam
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -58,9 +58,11 @@ def _same_length(**arrays) -> None:
 
 def _check_analytic(sampler: SamplerConfig) -> None:
     if sampler.threshold is not None or sampler.stops_after_eos_block:
-        raise ValueError("the number of passes is analytic only with a fixed schedule: got threshold="
-                         f"{sampler.threshold}, stop_after_eos_block={sampler.stop_after_eos_block}, "
-                         f"window={sampler.window!r}")
+        raise ValueError(
+            "the number of passes is analytic only with a fixed schedule: got threshold="
+            f"{sampler.threshold}, stop_after_eos_block={sampler.stop_after_eos_block}, "
+            f"window={sampler.window!r}"
+        )
 
 
 def _check_batching(batch_size: int, chunk_size: int | None) -> None:
@@ -85,13 +87,21 @@ def passes_per_canvas(canvas: int, sampler: SamplerConfig = SamplerConfig()) -> 
 def _sample_flops(idx: np.ndarray, canvases, prompt_lens, counter, sampler, batch_size, out) -> None:
     """Add to ``out`` the FLOPs of one ``sample()`` call over queries ``idx`` (the sampler's batching)."""
     _check_analytic(sampler)
-    plans = batched_plans(prompt_lens[idx].tolist(), canvases[idx].tolist(), partial(sampler_plan, sampler=sampler),
-                          batch_size)
+    plans = batched_plans(
+        prompt_lens[idx].tolist(), canvases[idx].tolist(), partial(sampler_plan, sampler=sampler), batch_size
+    )
     out[idx] += np.array([plan_flops(plan, counter) for plan in plans], dtype=np.int64)
 
 
-def sampling_flops(canvases, prompt_lens, counter, *, sampler: SamplerConfig = SamplerConfig(),
-                   batch_size: int = 32, chunk_size: int | None = None) -> np.ndarray:
+def sampling_flops(
+    canvases,
+    prompt_lens,
+    counter,
+    *,
+    sampler: SamplerConfig = SamplerConfig(),
+    batch_size: int = 32,
+    chunk_size: int | None = None,
+) -> np.ndarray:
     """Per-query FLOPs of denoising each query once at its canvas, as the sampler batches it.
 
     Queries are given in the order the run evaluates them; ``chunk_size`` consecutive queries form one
@@ -126,9 +136,20 @@ def prompt_pass_flops(prompt_lens, counter, *, batch_size: int = 64, chunk_size:
     return out
 
 
-def policy_outcome(canvases, own_lengths, prompt_lens, counter, *, limits: CanvasLimits = CanvasLimits(),
-                   sampler: SamplerConfig = SamplerConfig(), batch_size: int = 32, chunk_size: int | None = None,
-                   recovery: str = "max", truncated=None, extra_flops=0) -> pd.DataFrame:
+def policy_outcome(
+    canvases,
+    own_lengths,
+    prompt_lens,
+    counter,
+    *,
+    limits: CanvasLimits = CanvasLimits(),
+    sampler: SamplerConfig = SamplerConfig(),
+    batch_size: int = 32,
+    chunk_size: int | None = None,
+    recovery: str = "max",
+    truncated=None,
+    extra_flops=0,
+) -> pd.DataFrame:
     """Per query: truncation, re-runs, final canvas and FLOPs by kind of a policy that chose ``canvases``.
 
     ``truncated``: the first attempt's truncation flags, if measured; by default the label model
@@ -158,16 +179,27 @@ def policy_outcome(canvases, own_lengths, prompt_lens, counter, *, limits: Canva
                 _sample_flops(todo, a.canvas, P, counter, sampler, batch_size, rerun)
         final, missed, reruns = a.canvas, np.where(a.rows, a.truncated, missed), reruns + a.rows
     extra = np.broadcast_to(np.asarray(extra_flops, dtype=np.int64), c.shape)
-    return pd.DataFrame({
-        "own_length": y, "prompt_len": P, "chosen_canvas": c, "final_canvas": final, "truncated": first,
-        "truncated_final": missed, "reruns": reruns, "flops_denoise": denoise, "flops_rerun": rerun,
-        "flops_extra": extra, "flops_total": denoise + rerun + extra,
-    })
+    return pd.DataFrame(
+        {
+            "own_length": y,
+            "prompt_len": P,
+            "chosen_canvas": c,
+            "final_canvas": final,
+            "truncated": first,
+            "truncated_final": missed,
+            "reruns": reruns,
+            "flops_denoise": denoise,
+            "flops_rerun": rerun,
+            "flops_extra": extra,
+            "flops_total": denoise + rerun + extra,
+        }
+    )
 
 
 # ---------------------------------------------------------------- margins
-def margin_canvases(predictions, margin: float, limits: CanvasLimits = CanvasLimits(),
-                    scale: str = "additive") -> np.ndarray:
+def margin_canvases(
+    predictions, margin: float, limits: CanvasLimits = CanvasLimits(), scale: str = "additive"
+) -> np.ndarray:
     """Canvases of a margin rule: ``U = pred + m`` or ``(1 + pred)·e^m - 1``, then ``floor(U) + 1`` in blocks."""
     if scale not in SCALES:
         raise ValueError(f"scale must be one of {', '.join(SCALES)}, got {scale!r}")
@@ -175,22 +207,42 @@ def margin_canvases(predictions, margin: float, limits: CanvasLimits = CanvasLim
     return canvas_from_upper(bound(pred, float(margin), scale), limits.max_canvas, limits.round_to)
 
 
-def reference_flops(own_lengths, prompt_lens, counter, *, limits: CanvasLimits = CanvasLimits(),
-                    sampler: SamplerConfig = SamplerConfig(), batch_size: int = 32,
-                    chunk_size: int | None = None) -> dict[str, np.ndarray]:
+def reference_flops(
+    own_lengths,
+    prompt_lens,
+    counter,
+    *,
+    limits: CanvasLimits = CanvasLimits(),
+    sampler: SamplerConfig = SamplerConfig(),
+    batch_size: int = 32,
+    chunk_size: int | None = None,
+) -> dict[str, np.ndarray]:
     """Per-query FLOPs of the two references: the fixed maximum canvas and the oracle (own length + EOS)."""
     y = _int_array(own_lengths, "own_lengths")
     fixed = np.full(len(y), limits.max_canvas)
     oracle = canvas_from_upper(y, limits.max_canvas, limits.round_to)
     kw = dict(sampler=sampler, batch_size=batch_size, chunk_size=chunk_size)
-    return {"fixed": sampling_flops(fixed, prompt_lens, counter, **kw),
-            "oracle": sampling_flops(oracle, prompt_lens, counter, **kw)}
+    return {
+        "fixed": sampling_flops(fixed, prompt_lens, counter, **kw),
+        "oracle": sampling_flops(oracle, prompt_lens, counter, **kw),
+    }
 
 
-def sweep_margins(predictions, own_lengths, prompt_lens, margins, counter, *,
-                  limits: CanvasLimits = CanvasLimits(), sampler: SamplerConfig = SamplerConfig(),
-                  batch_size: int = 32, chunk_size: int | None = None, scale: str = "additive",
-                  recovery: str = "max", extra_flops=0) -> pd.DataFrame:
+def sweep_margins(
+    predictions,
+    own_lengths,
+    prompt_lens,
+    margins,
+    counter,
+    *,
+    limits: CanvasLimits = CanvasLimits(),
+    sampler: SamplerConfig = SamplerConfig(),
+    batch_size: int = 32,
+    chunk_size: int | None = None,
+    scale: str = "additive",
+    recovery: str = "max",
+    extra_flops=0,
+) -> pd.DataFrame:
     """One row per margin: mean canvas, truncation before recovery, re-run rate, FLOPs (label model).
 
     Columns: ``margin``, ``mean_canvas``, ``truncation`` (share with own length ≥ canvas), ``rerun_rate``
@@ -208,15 +260,31 @@ def sweep_margins(predictions, own_lengths, prompt_lens, margins, counter, *,
         c = margin_canvases(predictions, margin, limits, scale)
         out = policy_outcome(c, own_lengths, prompt_lens, counter, recovery=recovery, extra_flops=extra_flops, **kw)
         total = out["flops_total"].sum()
-        rows.append({"margin": float(margin), "mean_canvas": out["chosen_canvas"].mean(),
-                     "truncation": out["truncated"].mean(), "rerun_rate": (out["reruns"] > 0).mean(),
-                     "truncated_final": out["truncated_final"].mean(), "flops": out["flops_total"].mean(),
-                     "flops_vs_fixed": total / ref["fixed"].sum(), "flops_vs_oracle": total / ref["oracle"].sum()})
+        rows.append(
+            {
+                "margin": float(margin),
+                "mean_canvas": out["chosen_canvas"].mean(),
+                "truncation": out["truncated"].mean(),
+                "rerun_rate": (out["reruns"] > 0).mean(),
+                "truncated_final": out["truncated_final"].mean(),
+                "flops": out["flops_total"].mean(),
+                "flops_vs_fixed": total / ref["fixed"].sum(),
+                "flops_vs_oracle": total / ref["oracle"].sum(),
+            }
+        )
     return pd.DataFrame(rows)
 
 
-def conformal_sweep(calib_predictions, calib_lengths, predictions, own_lengths, alphas, *,
-                    limits: CanvasLimits = CanvasLimits(), scale: str = "additive") -> pd.DataFrame:
+def conformal_sweep(
+    calib_predictions,
+    calib_lengths,
+    predictions,
+    own_lengths,
+    alphas,
+    *,
+    limits: CanvasLimits = CanvasLimits(),
+    scale: str = "additive",
+) -> pd.DataFrame:
     """Nominal level vs realised miss rate of split conformal margins fitted on calib, applied to a test set.
 
     One row per ``alpha``: the conformal quantile ``margin`` (Lei et al. 2018; Angelopoulos & Bates 2021),
@@ -232,10 +300,17 @@ def conformal_sweep(calib_predictions, calib_lengths, predictions, own_lengths, 
         rule = ConformalMargin.fit(calib_predictions, calib_lengths, alpha=float(alpha), scale=scale)
         upper = rule.upper(pred)
         canvas = canvas_from_upper(upper, limits.max_canvas, limits.round_to)
-        rows.append({"alpha": float(alpha), "margin": rule.margin, "n_calib": rule.n,
-                     "lower_bound": max(0.0, float(alpha) - 1.0 / (rule.n + 1)),
-                     "miss_rate": float(np.mean(y > upper)), "truncation": float(np.mean(y >= canvas)),
-                     "mean_canvas": float(canvas.mean())})
+        rows.append(
+            {
+                "alpha": float(alpha),
+                "margin": rule.margin,
+                "n_calib": rule.n,
+                "lower_bound": max(0.0, float(alpha) - 1.0 / (rule.n + 1)),
+                "miss_rate": float(np.mean(y > upper)),
+                "truncation": float(np.mean(y >= canvas)),
+                "mean_canvas": float(canvas.mean()),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -244,10 +319,13 @@ def flop_cost(counter, sampler: SamplerConfig = SamplerConfig()) -> Callable:
 
     ``S(L) · F(P + L)`` elementwise: the measured counterpart of ``quadratic_cost``.
     """
+
     def cost(canvas, prompt_len):
         c, P = np.broadcast_arrays(np.asarray(canvas, dtype=float), np.asarray(prompt_len, dtype=float))
-        flat = [passes_per_canvas(int(ci), sampler) * counter.forward_flops(int(ci + pi))
-                for ci, pi in zip(c.ravel(), P.ravel())]
+        flat = [
+            passes_per_canvas(int(ci), sampler) * counter.forward_flops(int(ci + pi))
+            for ci, pi in zip(c.ravel(), P.ravel())
+        ]
         return np.asarray(flat, dtype=float).reshape(c.shape)
 
     return cost
@@ -260,8 +338,11 @@ def pareto_front(cost, loss) -> np.ndarray:
     """
     x, y = np.asarray(cost, dtype=float), np.asarray(loss, dtype=float)
     _same_length(cost=x, loss=y)
-    dominated = ((x[None, :] <= x[:, None]) & (y[None, :] <= y[:, None])
-                 & ((x[None, :] < x[:, None]) | (y[None, :] < y[:, None]))).any(axis=1)
+    dominated = (
+        (x[None, :] <= x[:, None])
+        & (y[None, :] <= y[:, None])
+        & ((x[None, :] < x[:, None]) | (y[None, :] < y[:, None]))
+    ).any(axis=1)
     return ~dominated
 
 
@@ -271,8 +352,10 @@ def predicted_cell(cfg, margin: str | None = None):
     cells = [c for c in cfg.cells if c.name == "predicted" and (margin is None or c.kwargs.get("margin") == margin)]
     if not cells:
         have = sorted({c.label for c in cfg.cells})
-        raise ValueError(f"the run has no predicted strategy{'' if margin is None else f' with margin {margin!r}'}; "
-                         f"its strategies: {', '.join(have)}")
+        raise ValueError(
+            f"the run has no predicted strategy{'' if margin is None else f' with margin {margin!r}'}; "
+            f"its strategies: {', '.join(have)}"
+        )
     return cells[0]
 
 
@@ -286,16 +369,18 @@ def run_predictions(run: dict, lm, splits, *, cell=None, progress: bool = False)
     ``calib``/``train`` size); splits the run did not evaluate are labelled here (the labelling run is cached
     and shared). Rows are in the split's query order.
     """
-    from ptdlib.experiment.labels import model_fingerprint
     from ptdlib.experiment.config import RunConfig
+    from ptdlib.experiment.labels import model_fingerprint
     from ptdlib.experiment.runner import Workbench
     from ptdlib.tasks import make_split
 
     cfg = RunConfig.from_dict(run["config"])
     fingerprint = model_fingerprint(lm)
     if fingerprint != run["model"]["fingerprint"]:
-        raise ValueError(f"the model {lm.model_id!r} (weights {fingerprint}) is not the run's model "
-                         f"{run['model']['id']!r} (weights {run['model']['fingerprint']}); pass its model spec")
+        raise ValueError(
+            f"the model {lm.model_id!r} (weights {fingerprint}) is not the run's model "
+            f"{run['model']['id']!r} (weights {run['model']['fingerprint']}); pass its model spec"
+        )
     bench = Workbench(lm, cfg, progress=progress)
     policy = bench.policy(cell or predicted_cell(cfg))
     counter = None
@@ -312,15 +397,24 @@ def run_predictions(run: dict, lm, splits, *, cell=None, progress: bool = False)
                 from ptdlib.cost.flops import FlopCounter
 
                 counter = FlopCounter(lm)
-            extra = prompt_pass_flops(P, counter, batch_size=policy.predictor.config.features.batch_size,
-                                      chunk_size=cfg.chunk)
+            extra = prompt_pass_flops(
+                P, counter, batch_size=policy.predictor.config.features.batch_size, chunk_size=cfg.chunk
+            )
         else:
             extra = np.zeros(len(queries), dtype=np.int64)
-        frames.append(pd.DataFrame({
-            "split": split, "qid": [q.qid for q in queries], "family": [q.family for q in queries],
-            "prompt_len": P, "own_length": [own[q.qid] for q in queries],
-            "prediction": policy.predictor.predict_prompts(queries, lm), "flops_predictor": extra,
-        }))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "split": split,
+                    "qid": [q.qid for q in queries],
+                    "family": [q.family for q in queries],
+                    "prompt_len": P,
+                    "own_length": [own[q.qid] for q in queries],
+                    "prediction": policy.predictor.predict_prompts(queries, lm),
+                    "flops_predictor": extra,
+                }
+            )
+        )
     return pd.concat(frames, ignore_index=True)
 
 
@@ -362,23 +456,42 @@ def label_model_check(rows: pd.DataFrame, counter, cfg) -> pd.DataFrame:
         if recovery not in ANALYTIC_RECOVERIES or edits(strategy):
             continue
         if (strategy, params) not in cells:
-            raise ValueError(f"rows of {strategy} {params} are not of a cell of the run config; its cells: "
-                             f"{', '.join(sorted(c.label for c in cells.values()))}")
+            raise ValueError(
+                f"rows of {strategy} {params} are not of a cell of the run config; its cells: "
+                f"{', '.join(sorted(c.label for c in cells.values()))}"
+            )
         cell = cells[strategy, params]
         sampler = make_policy(cell.name, **cell.kwargs).sampler_config(cfg.sampler)  # the arm's, as the runner's
         if sampler.stops_after_eos_block or sampler.threshold is not None:
             continue  # rows leave a batch's passes as they finish: not analytic
         g = g.sort_values("qid")
         extra = (g["flops_probe"] + g["flops_predictor"]).to_numpy()
-        sim = policy_outcome(g["chosen_canvas"], g["own_length"], g["prompt_len"], counter, limits=cfg.limits,
-                             sampler=sampler, batch_size=cfg.batch_size,
-                             chunk_size=cfg.batch_size if (strategy, params) in online else cfg.chunk,
-                             recovery=recovery, truncated=g["truncated"].to_numpy(), extra_flops=extra)
-        out.append({"split": split, "strategy": strategy, "params": params, "recovery": recovery, "seed": seed,
-                    "n": len(g),
-                    "flops_exact": float(np.mean(sim["flops_total"].to_numpy() == g["flops_total"].to_numpy())),
-                    "truncation": g["truncated"].mean(),
-                    "truncation_labels": float(np.mean(g["own_length"].to_numpy() >= g["chosen_canvas"].to_numpy()))})
+        sim = policy_outcome(
+            g["chosen_canvas"],
+            g["own_length"],
+            g["prompt_len"],
+            counter,
+            limits=cfg.limits,
+            sampler=sampler,
+            batch_size=cfg.batch_size,
+            chunk_size=cfg.batch_size if (strategy, params) in online else cfg.chunk,
+            recovery=recovery,
+            truncated=g["truncated"].to_numpy(),
+            extra_flops=extra,
+        )
+        out.append(
+            {
+                "split": split,
+                "strategy": strategy,
+                "params": params,
+                "recovery": recovery,
+                "seed": seed,
+                "n": len(g),
+                "flops_exact": float(np.mean(sim["flops_total"].to_numpy() == g["flops_total"].to_numpy())),
+                "truncation": g["truncated"].mean(),
+                "truncation_labels": float(np.mean(g["own_length"].to_numpy() >= g["chosen_canvas"].to_numpy())),
+            }
+        )
     table = pd.DataFrame(out)
     if not table.empty:
         table.insert(1, "arm", short_arm_labels(table))

@@ -136,8 +136,10 @@ def check_notebook(name: str, namespace: MutableMapping[str, Any]) -> None:
 #: parameters every notebook that loads a model shares
 _MODEL = {"model": Param(dict), "device": Param(str)}
 _FIGURES = {"figures_dir": Param(str, optional=True)}
-_BLOCKS = Rule(lambda p: p["max_canvas"] % 32 == 0,
-               "parameter 'max_canvas' must be a multiple of the block length 32, got {max_canvas}")
+_BLOCKS = Rule(
+    lambda p: p["max_canvas"] % 32 == 0,
+    "parameter 'max_canvas' must be a multiple of the block length 32, got {max_canvas}",
+)
 _FEATURES = ["text", "hidden", "text+hidden"]
 
 
@@ -145,41 +147,83 @@ def _tour() -> NotebookParams:
     from ptdlib.tasks import FAMILIES
 
     return NotebookParams(
-        {"smoke": Param(bool), **_MODEL, **_FIGURES, "family": Param(str, choices=list(FAMILIES)),
-         "query_index": Param(int, 0), "max_canvas": Param(int, 8), "steps": Param(int, 1, optional=True),
-         "tau": Param(float, 1e-6, 1), "rule": Param(str, choices=["running_max", "product"]),
-         "alpha": Param(float, 1e-3, 0.999), "features": Param(str, choices=_FEATURES), "n_train": Param(int, 8),
-         "n_calib": Param(int, 4), "show_positions": Param(int, 1), "seed": Param(int, 0),
-         "torch_threads": Param(int, 1)},
+        {
+            "smoke": Param(bool),
+            **_MODEL,
+            **_FIGURES,
+            "family": Param(str, choices=list(FAMILIES)),
+            "query_index": Param(int, 0),
+            "max_canvas": Param(int, 8),
+            "steps": Param(int, 1, optional=True),
+            "tau": Param(float, 1e-6, 1),
+            "rule": Param(str, choices=["running_max", "product"]),
+            "alpha": Param(float, 1e-3, 0.999),
+            "features": Param(str, choices=_FEATURES),
+            "n_train": Param(int, 8),
+            "n_calib": Param(int, 4),
+            "show_positions": Param(int, 1),
+            "seed": Param(int, 0),
+            "torch_threads": Param(int, 1),
+        },
         rules=[_BLOCKS],  # seconds, not minutes: short canvases, few denoising steps, few training queries
-        smoke=lambda p: {"max_canvas": 64, "steps": 16, "n_train": 24, "n_calib": 12, "features": "text"})
+        smoke=lambda p: {"max_canvas": 64, "steps": 16, "n_train": 24, "n_calib": 12, "features": "text"},
+    )
 
 
 def _length_signal() -> NotebookParams:
     from ptdlib.tasks import SPLITS
 
     return NotebookParams(
-        {"smoke": Param(bool), **_MODEL, **_FIGURES, "split": Param(str, choices=list(SPLITS)),
-         "n_queries": Param(int, 2), "max_canvas": Param(int, 8), "steps": Param(int, 1, optional=True),
-         "taus": Param(list, each=Param(float, 1e-6, 1)), "plain_tau": Param(float, 1e-6, 1),
-         "focus_tau": Param(float, 1e-6, 1), "n_bins": Param(int, 1, 10), "seed": Param(int, 0),
-         "torch_threads": Param(int, 1)},
-        rules=[Rule(lambda p: p["focus_tau"] in p["taus"],
-                    "parameter 'focus_tau' must be one of taus {taus}, got {focus_tau}"), _BLOCKS],
-        smoke=lambda p: {"n_queries": 16, "max_canvas": 64, "steps": 16})  # a few queries, a short canvas
+        {
+            "smoke": Param(bool),
+            **_MODEL,
+            **_FIGURES,
+            "split": Param(str, choices=list(SPLITS)),
+            "n_queries": Param(int, 2),
+            "max_canvas": Param(int, 8),
+            "steps": Param(int, 1, optional=True),
+            "taus": Param(list, each=Param(float, 1e-6, 1)),
+            "plain_tau": Param(float, 1e-6, 1),
+            "focus_tau": Param(float, 1e-6, 1),
+            "n_bins": Param(int, 1, 10),
+            "seed": Param(int, 0),
+            "torch_threads": Param(int, 1),
+        },
+        rules=[
+            Rule(
+                lambda p: p["focus_tau"] in p["taus"],
+                "parameter 'focus_tau' must be one of taus {taus}, got {focus_tau}",
+            ),
+            _BLOCKS,
+        ],
+        smoke=lambda p: {"n_queries": 16, "max_canvas": 64, "steps": 16},
+    )  # a few queries, a short canvas
 
 
 def _predictor() -> NotebookParams:
     from ptdlib.predictor import REGRESSORS
 
     return NotebookParams(
-        {"smoke": Param(bool), **_MODEL, **_FIGURES, "n_train": Param(int, 8), "n_calib": Param(int, 4),
-         "n_test": Param(int, 4), "max_canvas": Param(int, 8), "steps": Param(int, 1, optional=True),
-         "regressor": Param(str, choices=list(REGRESSORS)), "features": Param(str, choices=_FEATURES),
-         "alpha": Param(float, 1e-3, 0.999), "smartcrop_tau": Param(float, 1e-6, 1),
-         "cost_target": Param(float, 0, 1), "seed": Param(int, 0), "torch_threads": Param(int, 1)},
+        {
+            "smoke": Param(bool),
+            **_MODEL,
+            **_FIGURES,
+            "n_train": Param(int, 8),
+            "n_calib": Param(int, 4),
+            "n_test": Param(int, 4),
+            "max_canvas": Param(int, 8),
+            "steps": Param(int, 1, optional=True),
+            "regressor": Param(str, choices=list(REGRESSORS)),
+            "features": Param(str, choices=_FEATURES),
+            "alpha": Param(float, 1e-3, 0.999),
+            "smartcrop_tau": Param(float, 1e-6, 1),
+            "cost_target": Param(float, 0, 1),
+            "seed": Param(int, 0),
+            "torch_threads": Param(int, 1),
+        },
         rules=[_BLOCKS],
-        smoke=lambda p: {"n_train": 32, "n_calib": 12, "n_test": 12, "max_canvas": 64, "steps": 16})
+        smoke=lambda p: {"n_train": 32, "n_calib": 12, "n_test": 12, "max_canvas": 64, "steps": 16},
+    )
 
 
 def _evaluable_splits() -> list[str]:
@@ -190,35 +234,70 @@ def _evaluable_splits() -> list[str]:
 
 def _margin_tradeoffs() -> NotebookParams:
     return NotebookParams(
-        {"smoke": Param(bool), **_MODEL, "results_dir": Param(str), **_FIGURES,
-         "split": Param(str, choices=_evaluable_splits()), "margin_min": Param(float, -128, 128),
-         "margin_max": Param(float, -128, 512), "n_margins": Param(int, 2, 10_000),
-         "alphas": Param(list, each=Param(float, 1e-6, 1 - 1e-6)), "torch_threads": Param(int, 1, 256)},
-        rules=[Rule(lambda p: p["margin_max"] > p["margin_min"],
-                    "parameter 'margin_max' ({margin_max}) must exceed 'margin_min' ({margin_min})")],
-        smoke=lambda p: {"n_margins": 9, "alphas": p["alphas"][:3]})
+        {
+            "smoke": Param(bool),
+            **_MODEL,
+            "results_dir": Param(str),
+            **_FIGURES,
+            "split": Param(str, choices=_evaluable_splits()),
+            "margin_min": Param(float, -128, 128),
+            "margin_max": Param(float, -128, 512),
+            "n_margins": Param(int, 2, 10_000),
+            "alphas": Param(list, each=Param(float, 1e-6, 1 - 1e-6)),
+            "torch_threads": Param(int, 1, 256),
+        },
+        rules=[
+            Rule(
+                lambda p: p["margin_max"] > p["margin_min"],
+                "parameter 'margin_max' ({margin_max}) must exceed 'margin_min' ({margin_min})",
+            )
+        ],
+        smoke=lambda p: {"n_margins": 9, "alphas": p["alphas"][:3]},
+    )
 
 
 def _distribution_shift() -> NotebookParams:
     evaluable = _evaluable_splits()
     return NotebookParams(
-        {"smoke": Param(bool), **_MODEL, "results_dir": Param(str), **_FIGURES,
-         "shift_splits": Param(list, choices=evaluable), "n_shift": Param(int, 1, 5000),
-         "alpha": Param(float, 1e-3, 0.999), "percentile": Param(float, 0, 100),
-         "alphas": Param(list, each=Param(float, 1e-3, 0.999)), "stream_order": Param(list, choices=evaluable),
-         "aci_gamma": Param(float, 1e-6, 1), "aci_window": Param(int, 1, 100_000),
-         "running_window": Param(int, 1, 100_000), "torch_threads": Param(int, 1, 256)},
-        smoke=lambda p: {"n_shift": min(p["n_shift"], 6), "alphas": p["alphas"][:2],
-                         "running_window": min(p["running_window"], 4)})
+        {
+            "smoke": Param(bool),
+            **_MODEL,
+            "results_dir": Param(str),
+            **_FIGURES,
+            "shift_splits": Param(list, choices=evaluable),
+            "n_shift": Param(int, 1, 5000),
+            "alpha": Param(float, 1e-3, 0.999),
+            "percentile": Param(float, 0, 100),
+            "alphas": Param(list, each=Param(float, 1e-3, 0.999)),
+            "stream_order": Param(list, choices=evaluable),
+            "aci_gamma": Param(float, 1e-6, 1),
+            "aci_window": Param(int, 1, 100_000),
+            "running_window": Param(int, 1, 100_000),
+            "torch_threads": Param(int, 1, 256),
+        },
+        smoke=lambda p: {
+            "n_shift": min(p["n_shift"], 6),
+            "alphas": p["alphas"][:2],
+            "running_window": min(p["running_window"], 4),
+        },
+    )
 
 
 def _quality_significance() -> NotebookParams:
     return NotebookParams(
-        {"smoke": Param(bool), "results_dir": Param(str), **_FIGURES,
-         "correction": Param(str, choices=["holm", "fdr_bh"]), "quality_delta": Param(str, choices=["points", "relative"]),
-         "ni_margin": Param(float, 0, 1), "confidence": Param(float, 0.5, 0.999), "test_level": Param(float, 1e-4, 0.5),
-         "n_resamples": Param(int, 99, 1_000_000)},
-        smoke=lambda p: {"n_resamples": min(p["n_resamples"], 199)})  # fewer bootstrap resamples
+        {
+            "smoke": Param(bool),
+            "results_dir": Param(str),
+            **_FIGURES,
+            "correction": Param(str, choices=["holm", "fdr_bh"]),
+            "quality_delta": Param(str, choices=["points", "relative"]),
+            "ni_margin": Param(float, 0, 1),
+            "confidence": Param(float, 0.5, 0.999),
+            "test_level": Param(float, 1e-4, 0.5),
+            "n_resamples": Param(int, 99, 1_000_000),
+        },
+        smoke=lambda p: {"n_resamples": min(p["n_resamples"], 199)},
+    )  # fewer bootstrap resamples
 
 
 def _deployment_cost() -> NotebookParams:
@@ -226,27 +305,60 @@ def _deployment_cost() -> NotebookParams:
     from ptdlib.cost.shapes import PRESETS
 
     return NotebookParams(
-        {"smoke": Param(bool), **_FIGURES, "results_dir": Param(str, optional=True), "carry_over": Param(bool),
-         "preset": Param(str, choices=list(PRESETS)), "hardware_names": Param(list, choices=list(HARDWARE)),
-         "queries_per_day": Param(float, 0), "prompt_mean": Param(float, 1), "response_mean": Param(float, 1),
-         "long_response_mean": Param(float, 1), "long_fraction": Param(float, 0, 1), "spread": Param(float, 0, 5),
-         "canvas": Param(int, 1), "block": Param(int, 1), "batch": Param(int, 1),
-         "mfu": Param(float, 1e-3, 1, optional=True),
-         "prices": Param(dict, choices=list(HARDWARE), each=Param(float, 0)),  # hardware name -> USD per GPU-hour
-         "margin": Param(float, 0), "length_error": Param(float, 0), "n_sim": Param(int, 10), "n_boot": Param(int, 10),
-         "mfu_grid": Param(list, each=Param(float, 1e-3, 1)), "price_grid": Param(list, each=Param(float, 0)),
-         "long_fraction_grid": Param(list, each=Param(float, 0, 1)), "seed": Param(int, 0)},
-        rules=[Rule(lambda p: len(p["hardware_names"]) > 0,
-                    "parameter 'hardware_names' must name at least one hardware preset"),
-               Rule(lambda p: p["canvas"] % p["block"] == 0,
-                    "parameter 'canvas' ({canvas}) must be a multiple of 'block' ({block})")],
-        smoke=lambda p: {"n_sim": 200, "n_boot": 50, "mfu_grid": p["mfu_grid"][::3], "price_grid": p["price_grid"][::3],
-                         "long_fraction_grid": p["long_fraction_grid"][::3]})  # few simulated queries, short grids
+        {
+            "smoke": Param(bool),
+            **_FIGURES,
+            "results_dir": Param(str, optional=True),
+            "carry_over": Param(bool),
+            "preset": Param(str, choices=list(PRESETS)),
+            "hardware_names": Param(list, choices=list(HARDWARE)),
+            "queries_per_day": Param(float, 0),
+            "prompt_mean": Param(float, 1),
+            "response_mean": Param(float, 1),
+            "long_response_mean": Param(float, 1),
+            "long_fraction": Param(float, 0, 1),
+            "spread": Param(float, 0, 5),
+            "canvas": Param(int, 1),
+            "block": Param(int, 1),
+            "batch": Param(int, 1),
+            "mfu": Param(float, 1e-3, 1, optional=True),
+            "prices": Param(dict, choices=list(HARDWARE), each=Param(float, 0)),  # hardware name -> USD per GPU-hour
+            "margin": Param(float, 0),
+            "length_error": Param(float, 0),
+            "n_sim": Param(int, 10),
+            "n_boot": Param(int, 10),
+            "mfu_grid": Param(list, each=Param(float, 1e-3, 1)),
+            "price_grid": Param(list, each=Param(float, 0)),
+            "long_fraction_grid": Param(list, each=Param(float, 0, 1)),
+            "seed": Param(int, 0),
+        },
+        rules=[
+            Rule(
+                lambda p: len(p["hardware_names"]) > 0,
+                "parameter 'hardware_names' must name at least one hardware preset",
+            ),
+            Rule(
+                lambda p: p["canvas"] % p["block"] == 0,
+                "parameter 'canvas' ({canvas}) must be a multiple of 'block' ({block})",
+            ),
+        ],
+        smoke=lambda p: {
+            "n_sim": 200,
+            "n_boot": 50,
+            "mfu_grid": p["mfu_grid"][::3],
+            "price_grid": p["price_grid"][::3],
+            "long_fraction_grid": p["long_fraction_grid"][::3],
+        },
+    )  # few simulated queries, short grids
 
 
 #: notebook (file name without .ipynb) -> its parameters' declaration
 NOTEBOOKS: dict[str, Callable[[], NotebookParams]] = {
-    "01_tour": _tour, "02_length_signal": _length_signal, "03_predictor": _predictor,
-    "04_margin_tradeoffs": _margin_tradeoffs, "05_distribution_shift": _distribution_shift,
-    "06_quality_significance": _quality_significance, "07_deployment_cost": _deployment_cost,
+    "01_tour": _tour,
+    "02_length_signal": _length_signal,
+    "03_predictor": _predictor,
+    "04_margin_tradeoffs": _margin_tradeoffs,
+    "05_distribution_shift": _distribution_shift,
+    "06_quality_significance": _quality_significance,
+    "07_deployment_cost": _deployment_cost,
 }

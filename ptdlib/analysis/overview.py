@@ -19,8 +19,21 @@ import pandas as pd
 from ptdlib.stats.summary import params_label
 
 #: Columns the overview needs from result rows.
-OVERVIEW_COLUMNS = ("split", "qid", "seed", "strategy", "params", "recovery", "chosen_canvas", "final_canvas",
-                    "truncated", "truncated_final", "reruns", "flops_total", "score")
+OVERVIEW_COLUMNS = (
+    "split",
+    "qid",
+    "seed",
+    "strategy",
+    "params",
+    "recovery",
+    "chosen_canvas",
+    "final_canvas",
+    "truncated",
+    "truncated_final",
+    "reruns",
+    "flops_total",
+    "score",
+)
 
 
 def arm_label(strategy: str, params: str, recovery: str | None = None) -> str:
@@ -40,11 +53,14 @@ def short_arm_labels(frame: pd.DataFrame) -> list[str]:
         mine = [p for p, s in zip(params, frame["strategy"]) if s == strategy]
         distinct = {json.dumps(p, sort_keys=True) for p in mine}
         keys = set().union(*mine) if mine else set()
-        shared[strategy] = set() if len(distinct) < 2 else {
-            k for k in keys if len({json.dumps(p.get(k)) for p in mine}) == 1}
+        shared[strategy] = (
+            set() if len(distinct) < 2 else {k for k in keys if len({json.dumps(p.get(k)) for p in mine}) == 1}
+        )
     recoveries = frame["recovery"] if "recovery" in frame else [None] * len(frame)
-    return [arm_label(s, {k: v for k, v in p.items() if k not in shared[s]}, r)
-            for s, p, r in zip(frame["strategy"], params, recoveries)]
+    return [
+        arm_label(s, {k: v for k, v in p.items() if k not in shared[s]}, r)
+        for s, p, r in zip(frame["strategy"], params, recoveries)
+    ]
 
 
 def _reference(rows: pd.DataFrame, strategy: str, params: dict | None) -> pd.DataFrame | None:
@@ -74,13 +90,21 @@ def strategy_overview(rows: pd.DataFrame, max_canvas: int) -> pd.DataFrame:
         raise ValueError(f"strategy_overview: result rows lack column(s) {missing}")
     refs = {"fixed": _reference(rows, "fixed", {"L": int(max_canvas)}), "oracle": _reference(rows, "oracle", None)}
     out = []
-    for (split, strategy, params, recovery), g in rows.groupby(["split", "strategy", "params", "recovery"],
-                                                               sort=False):
-        rec = {"split": split, "strategy": strategy, "params": params,
-               "recovery": recovery, "n": len(g), "mean_canvas": g["chosen_canvas"].mean(),
-               "mean_final_canvas": g["final_canvas"].mean(), "truncation": g["truncated"].mean(),
-               "rerun_rate": (g["reruns"] > 0).mean(), "truncated_final": g["truncated_final"].mean(),
-               "flops_mean": g["flops_total"].mean(), "score": g["score"].mean()}
+    for (split, strategy, params, recovery), g in rows.groupby(["split", "strategy", "params", "recovery"], sort=False):
+        rec = {
+            "split": split,
+            "strategy": strategy,
+            "params": params,
+            "recovery": recovery,
+            "n": len(g),
+            "mean_canvas": g["chosen_canvas"].mean(),
+            "mean_final_canvas": g["final_canvas"].mean(),
+            "truncation": g["truncated"].mean(),
+            "rerun_rate": (g["reruns"] > 0).mean(),
+            "truncated_final": g["truncated_final"].mean(),
+            "flops_mean": g["flops_total"].mean(),
+            "score": g["score"].mean(),
+        }
         keys = pd.MultiIndex.from_frame(g[["split", "qid", "seed"]])
         for name, ref in refs.items():
             if ref is None:
@@ -97,16 +121,20 @@ def strategy_overview(rows: pd.DataFrame, max_canvas: int) -> pd.DataFrame:
 
 def overview_markdown(overview: pd.DataFrame, digits: int = 2) -> str:
     """The overview as a Markdown table (percentages for rates and score, ratios for FLOPs)."""
-    shown = pd.DataFrame({
-        "split": overview["split"], "strategy": overview["arm"], "n": overview["n"].astype(int).astype(str),
-        "mean canvas": overview["mean_canvas"].map(lambda v: f"{v:.1f}"),
-        "FLOPs / fixed": overview["flops_vs_fixed"].map(lambda v: "—" if pd.isna(v) else f"{v:.{digits}f}"),
-        "FLOPs / oracle": overview["flops_vs_oracle"].map(lambda v: "—" if pd.isna(v) else f"{v:.{digits}f}"),
-        "truncated %": (100 * overview["truncation"]).map(lambda v: f"{v:.1f}"),
-        "re-run %": (100 * overview["rerun_rate"]).map(lambda v: f"{v:.1f}"),
-        "truncated after recovery %": (100 * overview["truncated_final"]).map(lambda v: f"{v:.1f}"),
-        "score %": (100 * overview["score"]).map(lambda v: f"{v:.1f}"),
-    })
+    shown = pd.DataFrame(
+        {
+            "split": overview["split"],
+            "strategy": overview["arm"],
+            "n": overview["n"].astype(int).astype(str),
+            "mean canvas": overview["mean_canvas"].map(lambda v: f"{v:.1f}"),
+            "FLOPs / fixed": overview["flops_vs_fixed"].map(lambda v: "—" if pd.isna(v) else f"{v:.{digits}f}"),
+            "FLOPs / oracle": overview["flops_vs_oracle"].map(lambda v: "—" if pd.isna(v) else f"{v:.{digits}f}"),
+            "truncated %": (100 * overview["truncation"]).map(lambda v: f"{v:.1f}"),
+            "re-run %": (100 * overview["rerun_rate"]).map(lambda v: f"{v:.1f}"),
+            "truncated after recovery %": (100 * overview["truncated_final"]).map(lambda v: f"{v:.1f}"),
+            "score %": (100 * overview["score"]).map(lambda v: f"{v:.1f}"),
+        }
+    )
     return shown.to_markdown(index=False, disable_numparse=True) + "\n"
 
 
@@ -159,7 +187,15 @@ def noninferiority_reading(table: pd.DataFrame, alpha: float = 0.05) -> pd.DataF
         else:
             verdict = "inconclusive"
         verdicts.append(verdict)
-    return pd.DataFrame({"split": t["split"], "strategy": short_arm_labels(t),
-                         "quality_delta": t["quality_delta"], "low": t["quality_delta_low"],
-                         "high": t["quality_delta_high"], "p_adjusted": t["p_adjusted"],
-                         "ni_p_adjusted": t["ni_p_adjusted"], "verdict": verdicts}).reset_index(drop=True)
+    return pd.DataFrame(
+        {
+            "split": t["split"],
+            "strategy": short_arm_labels(t),
+            "quality_delta": t["quality_delta"],
+            "low": t["quality_delta_low"],
+            "high": t["quality_delta_high"],
+            "p_adjusted": t["p_adjusted"],
+            "ni_p_adjusted": t["ni_p_adjusted"],
+            "verdict": verdicts,
+        }
+    ).reset_index(drop=True)

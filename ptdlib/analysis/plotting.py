@@ -17,8 +17,7 @@ import matplotlib
 
 # Headless Linux (CI, papermill, servers): draw with Agg and never try to open a window. Jupyter sets
 # MPLBACKEND to its inline backend, and an explicit MPLBACKEND always wins.
-_HEADLESS = sys.platform.startswith("linux") and not (os.environ.get("DISPLAY")
-                                                      or os.environ.get("WAYLAND_DISPLAY"))
+_HEADLESS = sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 if _HEADLESS and not os.environ.get("MPLBACKEND"):
     matplotlib.use("Agg")
 
@@ -39,8 +38,9 @@ def use_style() -> None:
 
     Call it once at the top of a notebook or script; calling it again re-applies the same theme.
     """
-    sns.set_theme(context="paper", style="whitegrid", palette="colorblind",
-                  rc={"figure.dpi": 100, "savefig.bbox": "tight"})
+    sns.set_theme(
+        context="paper", style="whitegrid", palette="colorblind", rc={"figure.dpi": 100, "savefig.bbox": "tight"}
+    )
 
 
 def resolve_figures_dir(figures_dir: str | os.PathLike | None = None) -> Path:
@@ -57,10 +57,11 @@ def save(fig: plt.Figure, name: str, figures_dir: str | os.PathLike | None = Non
     ``name`` is a bare file stem (letters, digits, ``_``, ``-``, ``.``; no folder and no extension of a saved
     format), so every figure lands in the one figures folder.
     """
-    if not isinstance(name, str) or not _NAME.fullmatch(name) or name.lower().endswith(
-            tuple("." + f for f in FORMATS)):
-        raise ValueError(f"figure name must be a bare stem such as 'margin_tradeoff' (letters, digits, '_', '-', "
-                         f"'.'; no path separators or extension), got {name!r}")
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or name.lower().endswith(tuple("." + f for f in FORMATS)):
+        raise ValueError(
+            f"figure name must be a bare stem such as 'margin_tradeoff' (letters, digits, '_', '-', "
+            f"'.'; no path separators or extension), got {name!r}"
+        )
     out = resolve_figures_dir(figures_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / f"{name}.{fmt}" for fmt in FORMATS]
@@ -69,4 +70,3 @@ def save(fig: plt.Figure, name: str, figures_dir: str | os.PathLike | None = Non
         metadata = {"CreationDate": None} if path.suffix == ".pdf" else None
         fig.savefig(path, dpi=DPI, bbox_inches="tight", metadata=metadata)
     return paths
-

@@ -22,15 +22,15 @@ labelling run's answer standing in for the cropped run's; :func:`generation_flop
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from functools import partial
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
 from ptdlib.canvas import CanvasLimits, HeuristicCanvas
-from ptdlib.cost.plans import plan_flops, query_plans, sampler_plan
 from ptdlib.cost.flops import FlopLedger
+from ptdlib.cost.plans import plan_flops, query_plans, sampler_plan
 from ptdlib.predictor import FeatureSet, LengthPredictor, PredictorConfig, predictor_cost_report
 from ptdlib.predictor.training import length_metrics
 from ptdlib.sampling.sampler import SamplerConfig
@@ -53,9 +53,16 @@ def heuristic_estimates(lm, train: Sequence, train_lengths, queries: Sequence) -
     return np.clip(intercept + slope * prompt_lengths(lm, queries), 0.0, None)
 
 
-def feature_ablation(lm, train: Sequence, train_lengths, test: Sequence, test_lengths,
-                     features: Sequence[tuple[str, ...]] = ABLATION_FEATURES,
-                     regressors: Sequence[str] = ABLATION_REGRESSORS, seed: int = 0) -> tuple[pd.DataFrame, dict]:
+def feature_ablation(
+    lm,
+    train: Sequence,
+    train_lengths,
+    test: Sequence,
+    test_lengths,
+    features: Sequence[tuple[str, ...]] = ABLATION_FEATURES,
+    regressors: Sequence[str] = ABLATION_REGRESSORS,
+    seed: int = 0,
+) -> tuple[pd.DataFrame, dict]:
     """Fit a predictor per (feature set, regressor) on ``train``; score it on ``test``.
 
     Returns (table, predictions): one table row per predictor with the metrics of
@@ -74,14 +81,23 @@ def feature_ablation(lm, train: Sequence, train_lengths, test: Sequence, test_le
             pred = predictor.predict_prompts(test, lm)
             name = f"{'+'.join(groups)} / {regressor}"
             predictions[name] = pred
-            rows.append({"predictor": name, "features": "+".join(groups), "regressor": regressor,
-                         **length_metrics(pred, test_lengths), "n_features": predictor.n_features,
-                         "model_flops": predictor.model_flops()["model_flops"], "fit_s": fit_s})
+            rows.append(
+                {
+                    "predictor": name,
+                    "features": "+".join(groups),
+                    "regressor": regressor,
+                    **length_metrics(pred, test_lengths),
+                    "n_features": predictor.n_features,
+                    "model_flops": predictor.model_flops()["model_flops"],
+                    "fit_s": fit_s,
+                }
+            )
     return pd.DataFrame(rows), predictions
 
 
-def generation_flops(counter, prompt_lens, canvases, own_lengths, max_canvas: int,
-                     sampler: SamplerConfig = SamplerConfig()) -> np.ndarray:
+def generation_flops(
+    counter, prompt_lens, canvases, own_lengths, max_canvas: int, sampler: SamplerConfig = SamplerConfig()
+) -> np.ndarray:
     """Per query: FLOPs of denoising its canvas, plus a re-run on ``max_canvas`` if its own length does not fit.
 
     The passes are the plan of :func:`ptdlib.cost.plans.sampler_plan` for each attempt, one query at a time (no
@@ -108,13 +124,29 @@ def generation_flops(counter, prompt_lens, canvases, own_lengths, max_canvas: in
     y = np.asarray(own_lengths, dtype=int)
     if not len(p) == len(c) == len(y):
         raise ValueError(f"need one prompt length, canvas and own length per query, got {len(p)}, {len(c)}, {len(y)}")
-    runs = query_plans(p, c, y, max_canvas=max_canvas, run=partial(sampler_plan, sampler=sampler), recovery="max",
-                       early_stop=sampler.stops_after_eos_block, block=sampler.block_length)
+    runs = query_plans(
+        p,
+        c,
+        y,
+        max_canvas=max_canvas,
+        run=partial(sampler_plan, sampler=sampler),
+        recovery="max",
+        early_stop=sampler.stops_after_eos_block,
+        block=sampler.block_length,
+    )
     return np.array([plan_flops(plan, counter) for plan in runs.plans], dtype=float)
 
 
-def predictor_cost(lm, policy, queries: Sequence, own_lengths, counter, *, limits: CanvasLimits = CanvasLimits(),
-                   sampler: SamplerConfig = SamplerConfig()) -> dict:
+def predictor_cost(
+    lm,
+    policy,
+    queries: Sequence,
+    own_lengths,
+    counter,
+    *,
+    limits: CanvasLimits = CanvasLimits(),
+    sampler: SamplerConfig = SamplerConfig(),
+) -> dict:
     """The fitted ``predicted`` policy's cost against the generation FLOPs it saves vs the fixed maximum canvas.
 
     The policy chooses canvases for ``queries`` with a :class:`~ptdlib.cost.flops.FlopLedger` attached, which
@@ -130,12 +162,17 @@ def predictor_cost(lm, policy, queries: Sequence, own_lengths, counter, *, limit
     prompt_pass = np.array([per_query.get(q.qid, {}).get("predictor", 0) for q in queries], dtype=float)
     regressor = float(policy.predictor.model_flops()["model_flops"])
     lens, own = prompt_lengths(lm, queries), np.asarray(own_lengths, dtype=int)
-    baseline = generation_flops(counter, lens, np.full(len(queries), limits.max_canvas), own, limits.max_canvas,
-                                sampler)
+    baseline = generation_flops(
+        counter, lens, np.full(len(queries), limits.max_canvas), own, limits.max_canvas, sampler
+    )
     strategy = generation_flops(counter, lens, canvases, own, limits.max_canvas, sampler)
     report = predictor_cost_report(prompt_pass + regressor, baseline, strategy)
-    report.update(prompt_pass_flops=float(prompt_pass.mean()), regressor_flops=regressor,
-                  baseline_flops=float(baseline.mean()), strategy_flops=float(strategy.mean()),
-                  rerun_rate=float(np.mean((own >= canvases) & (canvases < limits.max_canvas))),
-                  canvases=canvases)
+    report.update(
+        prompt_pass_flops=float(prompt_pass.mean()),
+        regressor_flops=regressor,
+        baseline_flops=float(baseline.mean()),
+        strategy_flops=float(strategy.mean()),
+        rerun_rate=float(np.mean((own >= canvases) & (canvases < limits.max_canvas))),
+        canvases=canvases,
+    )
     return report

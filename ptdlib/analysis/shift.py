@@ -43,14 +43,14 @@ def _check_queries(frame: pd.DataFrame, what: str) -> pd.DataFrame:
     return frame
 
 
-def static_rules(calib: pd.DataFrame, *, alpha: float = 0.05, percentile: float = 90.0,
-                 methods=STATIC_METHODS) -> dict:
+def static_rules(calib: pd.DataFrame, *, alpha: float = 0.05, percentile: float = 90.0, methods=STATIC_METHODS) -> dict:
     """Margin rules fitted on calib predictions and own lengths: {method: MarginRule}."""
     _check_queries(calib, "calib")
     bad = [m for m in methods if m not in STATIC_METHODS]
     if bad or not methods:
-        raise ValueError(f"static methods must be a non-empty subset of {', '.join(STATIC_METHODS)}, "
-                         f"got {list(methods)}")
+        raise ValueError(
+            f"static methods must be a non-empty subset of {', '.join(STATIC_METHODS)}, got {list(methods)}"
+        )
     out = {}
     for m in methods:
         params = {k: v for k, v in (("percentile", percentile), ("alpha", alpha)) if k in margin_parameters(m)}
@@ -58,9 +58,17 @@ def static_rules(calib: pd.DataFrame, *, alpha: float = 0.05, percentile: float 
     return out
 
 
-def evaluate_rules(rules: dict, queries: pd.DataFrame, counter, *, limits: CanvasLimits = CanvasLimits(),
-                   sampler: SamplerConfig = SamplerConfig(), batch_size: int = 32, chunk_size: int | None = None,
-                   recovery: str = "max") -> pd.DataFrame:
+def evaluate_rules(
+    rules: dict,
+    queries: pd.DataFrame,
+    counter,
+    *,
+    limits: CanvasLimits = CanvasLimits(),
+    sampler: SamplerConfig = SamplerConfig(),
+    batch_size: int = 32,
+    chunk_size: int | None = None,
+    recovery: str = "max",
+) -> pd.DataFrame:
     """One row per (split, method): truncation, re-run rate, mean canvas and FLOPs of serving the split.
 
     ``flops_vs_fixed`` and ``flops_vs_oracle`` divide the method's total FLOPs (re-runs and the predictor
@@ -75,13 +83,23 @@ def evaluate_rules(rules: dict, queries: pd.DataFrame, counter, *, limits: Canva
         extra = g["flops_predictor"].to_numpy() if "flops_predictor" in g else 0
         for method, rule in rules.items():
             c = rule.canvas(g["prediction"].to_numpy(), limits.max_canvas, limits.round_to)
-            out = policy_outcome(c, g["own_length"], g["prompt_len"], counter, recovery=recovery, extra_flops=extra,
-                                 **kw)
+            out = policy_outcome(
+                c, g["own_length"], g["prompt_len"], counter, recovery=recovery, extra_flops=extra, **kw
+            )
             total = out["flops_total"].sum()
-            rows.append({"split": split, "method": method, "alpha": getattr(rule, "alpha", np.nan),
-                         "n": len(g), "truncation": out["truncated"].mean(), "rerun_rate": (out["reruns"] > 0).mean(),
-                         "mean_canvas": out["chosen_canvas"].mean(), "flops_vs_fixed": total / ref["fixed"].sum(),
-                         "flops_vs_oracle": total / ref["oracle"].sum()})
+            rows.append(
+                {
+                    "split": split,
+                    "method": method,
+                    "alpha": getattr(rule, "alpha", np.nan),
+                    "n": len(g),
+                    "truncation": out["truncated"].mean(),
+                    "rerun_rate": (out["reruns"] > 0).mean(),
+                    "mean_canvas": out["chosen_canvas"].mean(),
+                    "flops_vs_fixed": total / ref["fixed"].sum(),
+                    "flops_vs_oracle": total / ref["oracle"].sum(),
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -94,8 +112,9 @@ def drift_stream(queries: pd.DataFrame, order) -> pd.DataFrame:
     order = list(order)
     unknown = [s for s in order if s not in set(queries["split"])]
     if not order or unknown:
-        raise ValueError(f"stream order must name splits present in the queries ({sorted(set(queries['split']))}), "
-                         f"got {order}")
+        raise ValueError(
+            f"stream order must name splits present in the queries ({sorted(set(queries['split']))}), got {order}"
+        )
     stream = pd.concat([queries[queries["split"] == s] for s in order], ignore_index=True)
     stream.insert(0, "t", np.arange(len(stream)))
     return stream
@@ -113,8 +132,12 @@ def serve_stream(stream: pd.DataFrame, rule, *, limits: CanvasLimits = CanvasLim
     _check_queries(stream, "stream")
     pred, y = stream["prediction"].to_numpy(dtype=float), stream["own_length"].to_numpy(dtype=float)
     online = isinstance(rule, AdaptiveConformalMargin)
-    canvas, miss, margin, level = (np.zeros(len(stream), dtype=np.int64), np.zeros(len(stream), dtype=bool),
-                                   np.zeros(len(stream)), np.zeros(len(stream)))
+    canvas, miss, margin, level = (
+        np.zeros(len(stream), dtype=np.int64),
+        np.zeros(len(stream), dtype=bool),
+        np.zeros(len(stream)),
+        np.zeros(len(stream)),
+    )
     for t in range(len(stream)):
         c = int(rule.canvas(pred[t : t + 1], limits.max_canvas, limits.round_to)[0])
         canvas[t], miss[t] = c, y[t] >= c
@@ -122,8 +145,16 @@ def serve_stream(stream: pd.DataFrame, rule, *, limits: CanvasLimits = CanvasLim
         level[t] = rule.alpha_t if online else getattr(rule, "alpha", np.nan)
         if online:
             rule.update(pred[t], y[t], canvas=c)
-    return pd.DataFrame({"t": stream["t"] if "t" in stream else np.arange(len(stream)), "split": stream["split"],
-                         "canvas": canvas, "miss": miss, "margin": margin, "level": level})
+    return pd.DataFrame(
+        {
+            "t": stream["t"] if "t" in stream else np.arange(len(stream)),
+            "split": stream["split"],
+            "canvas": canvas,
+            "miss": miss,
+            "margin": margin,
+            "level": level,
+        }
+    )
 
 
 def running_rate(miss, window: int) -> np.ndarray:
@@ -137,9 +168,16 @@ def running_rate(miss, window: int) -> np.ndarray:
     return (c[idx] - c[lo]) / (idx - lo)
 
 
-def stream_table(served: dict, stream: pd.DataFrame, counter, *, limits: CanvasLimits = CanvasLimits(),
-                 sampler: SamplerConfig = SamplerConfig(), batch_size: int = 32,
-                 chunk_size: int | None = None) -> pd.DataFrame:
+def stream_table(
+    served: dict,
+    stream: pd.DataFrame,
+    counter,
+    *,
+    limits: CanvasLimits = CanvasLimits(),
+    sampler: SamplerConfig = SamplerConfig(),
+    batch_size: int = 32,
+    chunk_size: int | None = None,
+) -> pd.DataFrame:
     """One row per (method, split) and per method over the whole stream (split ``"all"``): truncation and FLOPs.
 
     ``served`` maps a method name to the output of :func:`serve_stream` on ``stream``.
@@ -155,16 +193,31 @@ def stream_table(served: dict, stream: pd.DataFrame, counter, *, limits: CanvasL
         out["split"] = stream["split"].to_numpy()
         for split, g in [("all", out), *out.groupby("split", sort=False)]:
             sel = g.index
-            rows.append({"method": method, "split": split, "n": len(g), "truncation": g["truncated"].mean(),
-                         "rerun_rate": (g["reruns"] > 0).mean(), "mean_canvas": g["chosen_canvas"].mean(),
-                         "flops_vs_fixed": g["flops_total"].sum() / ref["fixed"][sel].sum(),
-                         "flops_vs_oracle": g["flops_total"].sum() / ref["oracle"][sel].sum()})
+            rows.append(
+                {
+                    "method": method,
+                    "split": split,
+                    "n": len(g),
+                    "truncation": g["truncated"].mean(),
+                    "rerun_rate": (g["reruns"] > 0).mean(),
+                    "mean_canvas": g["chosen_canvas"].mean(),
+                    "flops_vs_fixed": g["flops_total"].sum() / ref["fixed"][sel].sum(),
+                    "flops_vs_oracle": g["flops_total"].sum() / ref["oracle"][sel].sum(),
+                }
+            )
     return pd.DataFrame(rows)
 
 
-def aci_rule(calib: pd.DataFrame, *, alpha: float = 0.05, gamma: float = 0.02, window: int = 300,
-             scale: str = "additive") -> AdaptiveConformalMargin:
+def aci_rule(
+    calib: pd.DataFrame, *, alpha: float = 0.05, gamma: float = 0.02, window: int = 300, scale: str = "additive"
+) -> AdaptiveConformalMargin:
     """A fresh :class:`AdaptiveConformalMargin` started from the calib scores."""
     _check_queries(calib, "calib")
-    return AdaptiveConformalMargin.from_calibration(calib["prediction"].to_numpy(), calib["own_length"].to_numpy(),
-                                                    alpha=alpha, gamma=gamma, window=window, scale=scale)
+    return AdaptiveConformalMargin.from_calibration(
+        calib["prediction"].to_numpy(),
+        calib["own_length"].to_numpy(),
+        alpha=alpha,
+        gamma=gamma,
+        window=window,
+        scale=scale,
+    )

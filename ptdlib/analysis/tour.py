@@ -9,15 +9,14 @@ counted by the same :class:`~ptdlib.cost.flops.FlopLedger` as in every experimen
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 import numpy as np
 import pandas as pd
 
 from ptdlib.canvas import CanvasLimits, CanvasPolicy, evaluate_strategy
-from ptdlib.sampling.events import FORWARD_KINDS
-from ptdlib.sampling.events import TraceRecorder
+from ptdlib.sampling.events import FORWARD_KINDS, TraceRecorder
 from ptdlib.sampling.sampler import SamplerConfig
 from ptdlib.tasks import get_family, iter_split
 
@@ -62,9 +61,17 @@ def committed_tokens(recorder: TraceRecorder, query_id, canvas_length: int) -> l
     return out
 
 
-def trace_strategies(lm, query, policies: Mapping[str, CanvasPolicy], counter, *, limits: CanvasLimits = CanvasLimits(),
-                     sampler: SamplerConfig = SamplerConfig(), recovery: str = "max", seed: int = 0
-                     ) -> list[TourRun]:
+def trace_strategies(
+    lm,
+    query,
+    policies: Mapping[str, CanvasPolicy],
+    counter,
+    *,
+    limits: CanvasLimits = CanvasLimits(),
+    sampler: SamplerConfig = SamplerConfig(),
+    recovery: str = "max",
+    seed: int = 0,
+) -> list[TourRun]:
     """Run ``query`` with each policy (label -> fitted policy); one :class:`TourRun` each, in order.
 
     A truncated run is recovered with ``recovery`` as in every experiment; the trace shows the final run
@@ -76,8 +83,18 @@ def trace_strategies(lm, query, policies: Mapping[str, CanvasPolicy], counter, *
     runs = []
     for label, policy in policies.items():
         recorder = TraceRecorder()
-        (row,) = evaluate_strategy(lm, [query], policy, counter, recovery=recovery, sampler=sampler, limits=limits,
-                                   seed=seed, batch_size=1, callbacks=[recorder])
+        (row,) = evaluate_strategy(
+            lm,
+            [query],
+            policy,
+            counter,
+            recovery=recovery,
+            sampler=sampler,
+            limits=limits,
+            seed=seed,
+            batch_size=1,
+            callbacks=[recorder],
+        )
         L = row["final_canvas"]
         steps = np.array(recorder.commit_steps(query.qid, L))
         runs.append(TourRun(label, row, steps, committed_tokens(recorder, query.qid, L), int(steps.max()) + 1))
@@ -119,10 +136,20 @@ def flops_frame(runs: list[TourRun], reference: str | None = None) -> pd.DataFra
     rows = []
     for run in runs:
         r = run.row
-        rows.append({"strategy": run.label, "chosen_canvas": r["chosen_canvas"], "final_canvas": r["final_canvas"],
-                     "truncated": r["truncated"], "reruns": r["reruns"], "forward_passes": r["forward_passes"],
-                     **{f"flops_{k}": r[f"flops_{k}"] for k in FORWARD_KINDS}, "flops_total": r["flops_total"],
-                     "length": r["length"], "response": r["response"]})
+        rows.append(
+            {
+                "strategy": run.label,
+                "chosen_canvas": r["chosen_canvas"],
+                "final_canvas": r["final_canvas"],
+                "truncated": r["truncated"],
+                "reruns": r["reruns"],
+                "forward_passes": r["forward_passes"],
+                **{f"flops_{k}": r[f"flops_{k}"] for k in FORWARD_KINDS},
+                "flops_total": r["flops_total"],
+                "length": r["length"],
+                "response": r["response"],
+            }
+        )
     frame = pd.DataFrame(rows)
     ref = reference or runs[0].label
     if ref not in set(frame["strategy"]):

@@ -83,8 +83,10 @@ def summarise_arms(rows: pd.DataFrame) -> pd.DataFrame:
     from ptdlib.tasks import get_family
 
     rows = rows.assign(policy=[policy_name(s, json.loads(p)) for s, p in zip(rows["strategy"], rows["params"])])
-    rows = rows.assign(arm=rows["model"] + "/" + rows["policy"] + "/" + rows["cache"],
-                       group=[get_family(f).group for f in rows["family"]])
+    rows = rows.assign(
+        arm=rows["model"] + "/" + rows["policy"] + "/" + rows["cache"],
+        group=[get_family(f).group for f in rows["family"]],
+    )
     lines = []
     for arm, g in rows.groupby("arm", sort=False):
         model = g["model"].iloc[0]
@@ -93,26 +95,47 @@ def summarise_arms(rows: pd.DataFrame) -> pd.DataFrame:
         fixed = ref[ref["policy"] == "fixed-128"].set_index("qid")
         paired = fixed.loc[g["qid"]]
         is_reference = g["policy"].iloc[0] == "fixed-128" and g["cache"].iloc[0] == CACHE_NAMES["none"]
-        test, p = ("reference", np.nan) if is_reference else _paired(g["score"].to_numpy(float),
-                                                                     paired["score"].to_numpy(float))
+        test, p = (
+            ("reference", np.nan)
+            if is_reference
+            else _paired(g["score"].to_numpy(float), paired["score"].to_numpy(float))
+        )
         animals = g[g["family"] == RANDOM_FAMILY]["score"]
         follows = g[g["group"] == FOLLOWS_GROUP]["score"]
-        lines.append({
-            "arm": arm, "n": len(g), "flops_vs_oracle": g["flops_total"].mean() / oracle,
-            "flops_vs_fixed": g["flops_total"].mean() / fixed["flops_total"].mean(),
-            "truncation": g["truncated"].mean(), "final_truncation": g["truncated_final"].mean(),
-            "score": g["score"].mean(), "delta_vs_fixed": g["score"].mean() - paired["score"].mean(),
-            "test": test, "p_value": p, "wall_s": g["wall_s"].mean(), "passes": g["forward_passes"].mean(),
-            "animals_validity": animals.mean() if len(animals) else np.nan,
-            "follows_exact_match": follows.mean() if len(follows) else np.nan,
-        })
+        lines.append(
+            {
+                "arm": arm,
+                "n": len(g),
+                "flops_vs_oracle": g["flops_total"].mean() / oracle,
+                "flops_vs_fixed": g["flops_total"].mean() / fixed["flops_total"].mean(),
+                "truncation": g["truncated"].mean(),
+                "final_truncation": g["truncated_final"].mean(),
+                "score": g["score"].mean(),
+                "delta_vs_fixed": g["score"].mean() - paired["score"].mean(),
+                "test": test,
+                "p_value": p,
+                "wall_s": g["wall_s"].mean(),
+                "passes": g["forward_passes"].mean(),
+                "animals_validity": animals.mean() if len(animals) else np.nan,
+                "follows_exact_match": follows.mean() if len(follows) else np.nan,
+            }
+        )
     table = pd.DataFrame(lines).set_index("arm")
     table["p_holm"] = adjust_pvalues(table["p_value"].to_numpy(), "holm")
     return table
 
 
-def run_arms(models: list[str], caches: list[str], out: str | Path, *, n_test: int, n_train: int, n_calib: int,
-             grid: str = "full", batch_size: int | None = None) -> tuple[pd.DataFrame, float]:
+def run_arms(
+    models: list[str],
+    caches: list[str],
+    out: str | Path,
+    *,
+    n_test: int,
+    n_train: int,
+    n_calib: int,
+    grid: str = "full",
+    batch_size: int | None = None,
+) -> tuple[pd.DataFrame, float]:
     """Run grid ``grid`` of :data:`ARM_GRIDS` for every (model, cache mode).
 
     Each model's uncached run is always included (the reference of every ratio and test).
@@ -120,10 +143,10 @@ def run_arms(models: list[str], caches: list[str], out: str | Path, *, n_test: i
     Returns:
         All result rows, with ``model`` and ``cache`` columns, and the seconds spent.
     """
-    from ptdlib.sampling.kvcache import check_cache_mode
-    from ptdlib.experiment.results import load_results
     from ptdlib.experiment.config import RunConfig
+    from ptdlib.experiment.results import load_results
     from ptdlib.experiment.runner import run
+    from ptdlib.sampling.kvcache import check_cache_mode
 
     for c in caches:
         check_cache_mode(c)
@@ -134,8 +157,15 @@ def run_arms(models: list[str], caches: list[str], out: str | Path, *, n_test: i
     for model in models:
         for cache in modes:
             where = run_dir(out, model, cache)
-            spec = {"model": {"path": model}, "splits": {"test": n_test}, "train": n_train, "calib": n_calib,
-                    "strategies": ARM_GRIDS[grid], "sampler": {"cache": cache}, "output": str(where)}
+            spec = {
+                "model": {"path": model},
+                "splits": {"test": n_test},
+                "train": n_train,
+                "calib": n_calib,
+                "strategies": ARM_GRIDS[grid],
+                "sampler": {"cache": cache},
+                "output": str(where),
+            }
             if batch_size:
                 spec["batch_size"] = batch_size
             stats = run(RunConfig.from_dict(spec))

@@ -29,11 +29,11 @@ def main(argv: list[str]) -> int:
         if getattr(args, name) < 2:
             p.error(f"--{name} must be at least 2, got {getattr(args, name)}")
 
+    from ptdlib.experiment.config import ModelSpec
     from ptdlib.experiment.labels import own_lengths
+    from ptdlib.models.spec import load_lm
     from ptdlib.predictor import FeatureSet, LengthPredictor, PredictorConfig
     from ptdlib.predictor.training import length_metrics
-    from ptdlib.experiment.config import ModelSpec
-    from ptdlib.models.spec import load_lm
     from ptdlib.tasks import make_split
 
     lm = load_lm(ModelSpec(path=args.model), "cpu")
@@ -41,15 +41,25 @@ def main(argv: list[str]) -> int:
     t0 = time.time()
     y_train = own_lengths(lm, train, canvas=args.canvas)
     y_test = own_lengths(lm, test, canvas=args.canvas)
-    result = {"model": lm.model_id, "train": len(train), "test": len(test), "regressor": args.regressor,
-              "label_seconds": round(time.time() - t0, 1), "features": {}}
+    result = {
+        "model": lm.model_id,
+        "train": len(train),
+        "test": len(test),
+        "regressor": args.regressor,
+        "label_seconds": round(time.time() - t0, 1),
+        "features": {},
+    }
     print(f"{'features':<14} {'n_features':>10} {'MAE':>7} {'Spearman':>9} {'under':>6}")
     for groups in FEATURE_SETS:
         cfg = PredictorConfig(regressor=args.regressor, features=FeatureSet(groups=tuple(groups.split("+"))))
         predictor = LengthPredictor(cfg).fit_prompts(train, y_train)
         m = length_metrics(predictor.predict_prompts(test), y_test)
-        result["features"][groups] = {"n_features": predictor.n_features, "mae": round(m["mae"], 3),
-                                      "spearman": round(m["spearman"], 4), "under_rate": round(m["under_rate"], 4)}
+        result["features"][groups] = {
+            "n_features": predictor.n_features,
+            "mae": round(m["mae"], 3),
+            "spearman": round(m["spearman"], 4),
+            "under_rate": round(m["under_rate"], 4),
+        }
         print(f"{groups:<14} {predictor.n_features:>10} {m['mae']:>7.2f} {m['spearman']:>9.3f} {m['under_rate']:>6.3f}")
     print(json.dumps(result))
     return 0

@@ -18,7 +18,11 @@ from ptdlib.cli.contract import ArgumentParser
 
 def main(argv: list[str]) -> int:
     p = ArgumentParser(prog="ptd bench model", description=__doc__)
-    p.add_argument("--model", default=None, help="embedded-architecture model directory (default: the shipped model); this bench measures the synthetic suite, so it is for the embedded family only")
+    p.add_argument(
+        "--model",
+        default=None,
+        help="embedded-architecture model directory (default: the shipped model); this bench measures the synthetic suite, so it is for the embedded family only",
+    )
     p.add_argument("--n", type=int, default=600, help="test queries")
     p.add_argument("--canvas", type=int, default=128, help="canvas of the accuracy and length-signal passes")
     p.add_argument("--seed", type=int, default=0)
@@ -50,8 +54,10 @@ def main(argv: list[str]) -> int:
     print(f"\n{'family':>10} {'group':>8} {'n':>4} {'acc@0.25':>9} {'acc@1.0':>8}  (answer positions)")
     for f in families:
         sub = [q for q in queries if q.family == f]
-        accs = {str(r): round(masked_token_accuracy(model, tok, sub, r, args.canvas, seed=args.seed)["answer"], 4)
-                for r in (0.25, 1.0)}
+        accs = {
+            str(r): round(masked_token_accuracy(model, tok, sub, r, args.canvas, seed=args.seed)["answer"], 4)
+            for r in (0.25, 1.0)
+        }
         result["mask_accuracy_by_family"][f] = accs
         print(f"{f:>10} {FAMILIES[f].group:>8} {len(sub):>4} {accs['0.25']:>9.4f} {accs['1.0']:>8.4f}")
     sig = length_signal(model, tok, queries, args.canvas)

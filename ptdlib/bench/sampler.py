@@ -65,16 +65,26 @@ def timed_run(lm, prompts, canvas: int, cfg, repeats: int, desc: str) -> dict:
         outs = sample(timed, prompts, canvas, cfg, batch_size=len(prompts), callbacks=[rec], progress=True)
         wall = time.perf_counter() - t0
         seq = [e.seq_len for e in rec.forwards]
-        run = dict(wall_s=wall, forward_s=timer.seconds, passes=timer.calls, steps=max(o.steps_run for o in outs),
-                   batch=len(prompts), canvas=canvas, mean_seq_len=sum(seq) / len(seq))
+        run = dict(
+            wall_s=wall,
+            forward_s=timer.seconds,
+            passes=timer.calls,
+            steps=max(o.steps_run for o in outs),
+            batch=len(prompts),
+            canvas=canvas,
+            mean_seq_len=sum(seq) / len(seq),
+        )
         if best is None or wall < best["wall_s"]:
             best = run
     best["s_per_forward"] = best["forward_s"] / best["passes"]
     best["s_per_step"] = best["wall_s"] / best["steps"]
     best["overhead_fraction"] = (best["wall_s"] - best["forward_s"]) / best["forward_s"]
-    print(f"{desc:<28} wall {best['wall_s']:7.2f} s  forward {best['forward_s']:7.2f} s  "
-          f"{best['s_per_forward'] * 1e3:7.2f} ms/pass  {best['s_per_step'] * 1e3:7.2f} ms/step  "
-          f"overhead {100 * best['overhead_fraction']:5.1f} %  seq_len {best['mean_seq_len']:.1f}", flush=True)
+    print(
+        f"{desc:<28} wall {best['wall_s']:7.2f} s  forward {best['forward_s']:7.2f} s  "
+        f"{best['s_per_forward'] * 1e3:7.2f} ms/pass  {best['s_per_step'] * 1e3:7.2f} ms/step  "
+        f"overhead {100 * best['overhead_fraction']:5.1f} %  seq_len {best['mean_seq_len']:.1f}",
+        flush=True,
+    )
     return best
 
 
@@ -85,23 +95,36 @@ def quality(lm, n: int, seed: int, batch_size: int) -> dict:
     queries = make_split("test", n, seed)
     cfg = SamplerConfig(steps=REFERENCE_CANVAS, block_length=REFERENCE_BLOCK)
     t0 = time.perf_counter()
-    outs = sample(lm, [q.prompt for q in queries], REFERENCE_CANVAS, cfg, batch_size=batch_size,
-                  query_ids=[q.qid for q in queries], progress=True)
+    outs = sample(
+        lm,
+        [q.prompt for q in queries],
+        REFERENCE_CANVAS,
+        cfg,
+        batch_size=batch_size,
+        query_ids=[q.qid for q in queries],
+        progress=True,
+    )
     wall = time.perf_counter() - t0
     by_family = defaultdict(list)
     for q, o in zip(queries, outs):
         by_family[q.family].append(score(q, o.text))
     per_family = {f: sum(v) / len(v) for f, v in sorted(by_family.items())}
     follows = [s for f, v in by_family.items() if FAMILIES[f].group == "follows" for s in v]
-    print(f"\nquality on test (n={n}, L={REFERENCE_CANVAS}, steps={REFERENCE_CANVAS}, block={REFERENCE_BLOCK}, "
-          f"low_confidence, T=0) in {wall:.0f} s")
+    print(
+        f"\nquality on test (n={n}, L={REFERENCE_CANVAS}, steps={REFERENCE_CANVAS}, block={REFERENCE_BLOCK}, "
+        f"low_confidence, T=0) in {wall:.0f} s"
+    )
     print(f"{'family':<10} {'group':<8} {'metric':<12} {'n':>4} {'score':>6}")
     for f, s in per_family.items():
         fam = FAMILIES[f]
         print(f"{f:<10} {fam.group:<8} {fam.metric:<12} {len(by_family[f]):>4} {s:6.3f}")
-    return dict(per_family=per_family, follows_mean=sum(follows) / max(len(follows), 1),
-                mean=sum(sum(v) for v in by_family.values()) / len(outs),
-                truncated_rate=sum(o.truncated for o in outs) / len(outs), wall_s=wall)
+    return dict(
+        per_family=per_family,
+        follows_mean=sum(follows) / max(len(follows), 1),
+        mean=sum(sum(v) for v in by_family.values()) / len(outs),
+        truncated_rate=sum(o.truncated for o in outs) / len(outs),
+        wall_s=wall,
+    )
 
 
 def main(argv: list[str]) -> int:
@@ -136,28 +159,53 @@ def main(argv: list[str]) -> int:
         seq_len_ratio=short["mean_seq_len"] / bN["mean_seq_len"],
         steps_x_seq_len_ratio=(short["steps"] * short["mean_seq_len"]) / (bN["steps"] * bN["mean_seq_len"]),
     )
-    print(f"canvas {SHORT_CANVAS} vs {REFERENCE_CANVAS}: wall {ratio['wall_ratio']:.3f} "
-          f"(steps x seq_len {ratio['steps_x_seq_len_ratio']:.3f}); per pass {ratio['per_forward_ratio']:.3f} "
-          f"(seq_len {ratio['seq_len_ratio']:.3f})")
+    print(
+        f"canvas {SHORT_CANVAS} vs {REFERENCE_CANVAS}: wall {ratio['wall_ratio']:.3f} "
+        f"(steps x seq_len {ratio['steps_x_seq_len_ratio']:.3f}); per pass {ratio['per_forward_ratio']:.3f} "
+        f"(seq_len {ratio['seq_len_ratio']:.3f})"
+    )
     q = None if args.skip_quality else quality(lm, args.n, args.seed, args.batch)
 
     def keep(run):
         return {k: round(v, 5) if isinstance(v, float) else v for k, v in run.items()}
 
     result = dict(
-        bench="sampler", model=lm.model_id, source=source, threads=args.threads,
-        settings=dict(canvas=REFERENCE_CANVAS, steps=REFERENCE_CANVAS, block_length=REFERENCE_BLOCK,
-                      remasking="low_confidence", temperature=0.0),
-        quality=None if q is None else dict(
-            n=args.n, score_per_family={k: round(v, 4) for k, v in q["per_family"].items()},
-            follows_mean=round(q["follows_mean"], 4), mean=round(q["mean"], 4),
-            truncated_rate=round(q["truncated_rate"], 4), wall_s=round(q["wall_s"], 1)),
-        seconds_per_forward={"batch_1": round(b1["s_per_forward"], 5), f"batch_{args.batch}": round(bN["s_per_forward"], 5)},
+        bench="sampler",
+        model=lm.model_id,
+        source=source,
+        threads=args.threads,
+        settings=dict(
+            canvas=REFERENCE_CANVAS,
+            steps=REFERENCE_CANVAS,
+            block_length=REFERENCE_BLOCK,
+            remasking="low_confidence",
+            temperature=0.0,
+        ),
+        quality=None
+        if q is None
+        else dict(
+            n=args.n,
+            score_per_family={k: round(v, 4) for k, v in q["per_family"].items()},
+            follows_mean=round(q["follows_mean"], 4),
+            mean=round(q["mean"], 4),
+            truncated_rate=round(q["truncated_rate"], 4),
+            wall_s=round(q["wall_s"], 1),
+        ),
+        seconds_per_forward={
+            "batch_1": round(b1["s_per_forward"], 5),
+            f"batch_{args.batch}": round(bN["s_per_forward"], 5),
+        },
         seconds_per_step={"batch_1": round(b1["s_per_step"], 5), f"batch_{args.batch}": round(bN["s_per_step"], 5)},
-        overhead_fraction={"batch_1": round(b1["overhead_fraction"], 4),
-                           f"batch_{args.batch}": round(bN["overhead_fraction"], 4)},
+        overhead_fraction={
+            "batch_1": round(b1["overhead_fraction"], 4),
+            f"batch_{args.batch}": round(bN["overhead_fraction"], 4),
+        },
         canvas_ratio={k: round(v, 4) for k, v in ratio.items()},
-        runs={"batch_1": keep(b1), f"batch_{args.batch}": keep(bN), f"batch_{args.batch}_canvas_{SHORT_CANVAS}": keep(short)},
+        runs={
+            "batch_1": keep(b1),
+            f"batch_{args.batch}": keep(bN),
+            f"batch_{args.batch}_canvas_{SHORT_CANVAS}": keep(short),
+        },
     )
     print(json.dumps(result))
     return 0

@@ -97,10 +97,17 @@ def summarise(rows: pd.DataFrame, max_canvas: int = 128) -> pd.DataFrame:
     """One line per strategy arm: FLOPs ratios, truncation, re-runs, score and wall time."""
     rows = rows.assign(arm=rows.apply(label, axis=1))
     per = rows.groupby("arm", sort=False).agg(
-        n=("qid", "size"), flops=("flops_total", "mean"), flops_predictor=("flops_predictor", "mean"),
-        flops_probe=("flops_probe", "mean"), truncation=("truncated", "mean"), rerun_rate=("reruns", "mean"),
-        final_truncation=("truncated_final", "mean"), score=("score", "mean"), wall_s=("wall_s", "mean"),
-        passes=("forward_passes", "mean"), mean_canvas=("chosen_canvas", "mean"),
+        n=("qid", "size"),
+        flops=("flops_total", "mean"),
+        flops_predictor=("flops_predictor", "mean"),
+        flops_probe=("flops_probe", "mean"),
+        truncation=("truncated", "mean"),
+        rerun_rate=("reruns", "mean"),
+        final_truncation=("truncated_final", "mean"),
+        score=("score", "mean"),
+        wall_s=("wall_s", "mean"),
+        passes=("forward_passes", "mean"),
+        mean_canvas=("chosen_canvas", "mean"),
     )
     oracle = per.loc[[a for a in per.index if a.startswith("oracle")][0], "flops"]
     fixed = per.loc[f"fixed(L={max_canvas})", "flops"]
@@ -110,30 +117,61 @@ def summarise(rows: pd.DataFrame, max_canvas: int = 128) -> pd.DataFrame:
 
 
 def main(argv: list[str]) -> int:
-    p = ArgumentParser(prog="ptd bench strategies", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(
+        prog="ptd bench strategies", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     add_model_arguments(p)
     # Defaults match configs/report.yaml, so the bench and the report share their cached labelling runs.
     p.add_argument("--n-test", type=int, default=256, help="test queries")
     p.add_argument("--n-train", type=int, default=256, help="train queries the predictor and heuristic learn from")
-    p.add_argument("--n-calib", type=int, default=128,
-                   help="calib queries the margins are calibrated on (alpha=0.01 needs at least 99)")
+    p.add_argument(
+        "--n-calib",
+        type=int,
+        default=128,
+        help="calib queries the margins are calibrated on (alpha=0.01 needs at least 99)",
+    )
     p.add_argument("--out", default="runs/bench-strategies", help="run directory (resumable)")
-    p.add_argument("--models", nargs="+", default=None,
-                   help="compare arms model/policy/cache over these model directories (ptdlib.bench.arms)")
-    p.add_argument("--caches", nargs="+", default=None, choices=("none", "prefix", "dual"),
-                   help="KV-cache modes of the arm comparison (the uncached run is always included)")
-    p.add_argument("--grid", default="full", choices=("full", "core"),
-                   help="arm comparison: all policies, or all but the predictor (no train/calib labelling)")
-    p.add_argument("--round-to", type=int, default=32,
-                   help="canvas rounding and sampler block (32: the report's setting; 8: fine enough to rank estimators)")
-    p.add_argument("--config", default=str(DEFAULT_CONFIG),
-                   help="YAML file of the grids (default: configs/bench-strategies.yaml)")
-    p.add_argument("--arms", default="all",
-                   help="grid of --config to run; the default file has all (every strategy) and fine (the "
-                        "shorter rounding-8 study of the new arms)")
-    p.add_argument("--strategies", nargs="+", default=None, metavar="POLICY",
-                   help="run only the arms of these policies (fixed and oracle always run, as references)")
+    p.add_argument(
+        "--models",
+        nargs="+",
+        default=None,
+        help="compare arms model/policy/cache over these model directories (ptdlib.bench.arms)",
+    )
+    p.add_argument(
+        "--caches",
+        nargs="+",
+        default=None,
+        choices=("none", "prefix", "dual"),
+        help="KV-cache modes of the arm comparison (the uncached run is always included)",
+    )
+    p.add_argument(
+        "--grid",
+        default="full",
+        choices=("full", "core"),
+        help="arm comparison: all policies, or all but the predictor (no train/calib labelling)",
+    )
+    p.add_argument(
+        "--round-to",
+        type=int,
+        default=32,
+        help="canvas rounding and sampler block (32: the report's setting; 8: fine enough to rank estimators)",
+    )
+    p.add_argument(
+        "--config", default=str(DEFAULT_CONFIG), help="YAML file of the grids (default: configs/bench-strategies.yaml)"
+    )
+    p.add_argument(
+        "--arms",
+        default="all",
+        help="grid of --config to run; the default file has all (every strategy) and fine (the "
+        "shorter rounding-8 study of the new arms)",
+    )
+    p.add_argument(
+        "--strategies",
+        nargs="+",
+        default=None,
+        metavar="POLICY",
+        help="run only the arms of these policies (fixed and oracle always run, as references)",
+    )
     args = p.parse_args(argv)
     if args.round_to < 1 or 128 % args.round_to:
         p.error(f"--round-to must divide the maximum canvas 128, got {args.round_to}")
@@ -150,16 +188,35 @@ def main(argv: list[str]) -> int:
     from ptdlib.experiment.results import load_results
     from ptdlib.experiment.runner import run
 
-    cfg = RunConfig.from_dict({
-        "model": asdict(spec_from_args(args)), "splits": {"test": args.n_test}, "train": args.n_train,
-        "calib": args.n_calib, "strategies": select_arms(grids[args.arms], args.strategies), "output": args.out,
-        "sampler": {"block_length": args.round_to}, "limits": {"max_canvas": 128, "round_to": args.round_to},
-    })
+    cfg = RunConfig.from_dict(
+        {
+            "model": asdict(spec_from_args(args)),
+            "splits": {"test": args.n_test},
+            "train": args.n_train,
+            "calib": args.n_calib,
+            "strategies": select_arms(grids[args.arms], args.strategies),
+            "output": args.out,
+            "sampler": {"block_length": args.round_to},
+            "limits": {"max_canvas": 128, "round_to": args.round_to},
+        }
+    )
     stats = run(cfg, device=args.device)
     rows = load_results(args.out)
     per = summarise(rows, cfg.limits.max_canvas)
-    show = per[["n", "flops_vs_oracle", "flops_vs_fixed", "truncation", "rerun_rate", "final_truncation",
-                "score", "wall_s", "passes", "mean_canvas"]]
+    show = per[
+        [
+            "n",
+            "flops_vs_oracle",
+            "flops_vs_fixed",
+            "truncation",
+            "rerun_rate",
+            "final_truncation",
+            "score",
+            "wall_s",
+            "passes",
+            "mean_canvas",
+        ]
+    ]
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(show.round(3).to_string())
 
@@ -175,15 +232,23 @@ def main(argv: list[str]) -> int:
             alpha = float(arm.split("alpha=")[1].rstrip(")").split(",")[0])
             bound = alpha + 1 / (args.n_calib + 1)
             se = np.sqrt(bound * (1 - bound) / r["n"])
-            conformal[arm] = {"alpha": alpha, "realised": round(float(r["truncation"]), 4),
-                              "bound": round(bound, 4), "within_bound_plus_2se": bool(r["truncation"] <= bound + 2 * se)}
+            conformal[arm] = {
+                "alpha": alpha,
+                "realised": round(float(r["truncation"]), 4),
+                "bound": round(bound, 4),
+                "within_bound_plus_2se": bool(r["truncation"] <= bound + 2 * se),
+            }
     fixed_flops = per.loc["fixed(L=128)", "flops"]
     # The predictor's passes as a share of the FLOPs the strategy saves against fixed(128) (None: no saving).
-    pred_cost = {arm: (round(float(r["flops_predictor"] / (fixed_flops - r["flops"])), 6)
-                       if r["flops"] < fixed_flops else None)
-                 for arm, r in per.iterrows() if r["flops_predictor"] > 0}
+    pred_cost = {
+        arm: (round(float(r["flops_predictor"] / (fixed_flops - r["flops"])), 6) if r["flops"] < fixed_flops else None)
+        for arm, r in per.iterrows()
+        if r["flops_predictor"] > 0
+    }
     result = {
-        "n_test": args.n_test, "rows_written": stats.rows_written, "seconds": round(stats.seconds, 1),
+        "n_test": args.n_test,
+        "rows_written": stats.rows_written,
+        "seconds": round(stats.seconds, 1),
         "strategies": {arm: {k: round(float(v), 4) for k, v in r.items()} for arm, r in show.iterrows()},
         "best_deployable": best,
         "best_deployable_flops_vs_oracle": round(float(ok.loc[best, "flops_vs_oracle"]), 4) if best else None,
@@ -200,13 +265,28 @@ def _compare_arms(args) -> int:
     """``--models`` / ``--caches``: the arms model/policy/cache of :mod:`ptdlib.bench.arms`."""
     from ptdlib.bench.arms import run_arms, summarise_arms
 
-    rows, seconds = run_arms(args.models or ["embedded"], args.caches or ["none"], args.out, n_test=args.n_test,
-                             n_train=args.n_train, n_calib=args.n_calib, grid=args.grid)
+    rows, seconds = run_arms(
+        args.models or ["embedded"],
+        args.caches or ["none"],
+        args.out,
+        n_test=args.n_test,
+        n_train=args.n_train,
+        n_calib=args.n_calib,
+        grid=args.grid,
+    )
     table = summarise_arms(rows)
     with pd.option_context("display.width", 250, "display.max_columns", 20):
         print(table.drop(columns=["test", "p_value"]).round(3).to_string())
-    result = {"n_test": args.n_test, "seconds": round(seconds, 1),
-              "arms": {arm: {k: (None if pd.isna(v) else round(float(v), 4)) if isinstance(v, (int, float, np.number))
-                             else v for k, v in r.items()} for arm, r in table.iterrows()}}
+    result = {
+        "n_test": args.n_test,
+        "seconds": round(seconds, 1),
+        "arms": {
+            arm: {
+                k: (None if pd.isna(v) else round(float(v), 4)) if isinstance(v, (int, float, np.number)) else v
+                for k, v in r.items()
+            }
+            for arm, r in table.iterrows()
+        },
+    }
     print(json.dumps(result))
     return 0

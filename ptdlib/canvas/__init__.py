@@ -21,8 +21,17 @@ from ptdlib.validation import check_types
 
 #: name -> policy class (each class's ``name``), in the order error messages list them
 POLICIES: Registry = Registry("canvas policy")
-for _cls in (FixedCanvas, OracleCanvas, HeuristicCanvas, PredictedCanvas, SmartCrop, GrowthCanvas,
-             CalibratedSmartCrop, DaedalCanvas, RhoEosCanvas):
+for _cls in (
+    FixedCanvas,
+    OracleCanvas,
+    HeuristicCanvas,
+    PredictedCanvas,
+    SmartCrop,
+    GrowthCanvas,
+    CalibratedSmartCrop,
+    DaedalCanvas,
+    RhoEosCanvas,
+):
     POLICIES.register(_cls.name)(_cls)
 
 
@@ -64,8 +73,23 @@ def make_policy(name: str, **params) -> CanvasPolicy:
 
 
 __all__ = [
-    "POLICIES", "RECOVERIES", "ROW_COLUMNS", "CalibratedSmartCrop", "CanvasLimits", "CanvasPolicy", "DaedalCanvas", "FixedCanvas",
-    "GrowthCanvas", "RhoEosCanvas",
-    "HeuristicCanvas", "OracleCanvas", "PredictedCanvas", "SmartCrop", "evaluate_strategy", "get_policy_class",
-    "make_policy", "policy_parameters", "round_canvas",
+    "POLICIES",
+    "RECOVERIES",
+    "ROW_COLUMNS",
+    "CalibratedSmartCrop",
+    "CanvasLimits",
+    "CanvasPolicy",
+    "DaedalCanvas",
+    "FixedCanvas",
+    "GrowthCanvas",
+    "RhoEosCanvas",
+    "HeuristicCanvas",
+    "OracleCanvas",
+    "PredictedCanvas",
+    "SmartCrop",
+    "evaluate_strategy",
+    "get_policy_class",
+    "make_policy",
+    "policy_parameters",
+    "round_canvas",
 ]

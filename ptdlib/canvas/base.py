@@ -16,8 +16,9 @@ receives a valid length.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Sequence
+from typing import ClassVar
 
 import numpy as np
 
@@ -79,9 +80,17 @@ class CanvasPolicy(ABC):
             truncated: Whether that first attempt was truncated, per query.
         """
 
-    def fit(self, lm, train, train_lengths, calib=None, calib_lengths=None,
-            limits: "CanvasLimits | None" = None, recovery: str = "max",
-            sampler: SamplerConfig | None = None) -> "CanvasPolicy":
+    def fit(
+        self,
+        lm,
+        train,
+        train_lengths,
+        calib=None,
+        calib_lengths=None,
+        limits: CanvasLimits | None = None,
+        recovery: str = "max",
+        sampler: SamplerConfig | None = None,
+    ) -> CanvasPolicy:
         """Learn from ``train`` queries and their own lengths; calibrate on ``calib`` (default: nothing).
 
         Args:
@@ -124,7 +133,7 @@ class CanvasPolicy(ABC):
             ValueError: For settings this policy cannot run with.
         """
 
-    def initial_canvases(self, lm, canvases) -> "list[list[int]] | None":
+    def initial_canvases(self, lm, canvases) -> list[list[int]] | None:
         """Per query the canvas to start from (committed tokens and masks), or None for all masks (default).
 
         Args:

@@ -37,9 +37,9 @@ import torch
 
 from ptdlib.canvas.base import CanvasLimits, CanvasPolicy
 from ptdlib.canvas.recovery import check_recovery
+from ptdlib.models.batching import left_pad, with_canvas
 from ptdlib.sampling.edits import InsertMasks, StepView
 from ptdlib.sampling.events import counted_logits
-from ptdlib.models.batching import left_pad, with_canvas
 from ptdlib.sampling.sampler import SamplerConfig
 
 #: Recoveries an editing policy can run with: its canvases are not whole blocks, so only a re-run at the
@@ -64,7 +64,9 @@ def end_confidence(probs: torch.Tensor, lengths, end_ids, check: int) -> torch.T
     """
     p_end = probs[..., list(end_ids)].sum(-1)  # (rows, W)
     is_end = torch.isin(probs.argmax(-1), torch.tensor(list(end_ids), device=probs.device))
-    inside = torch.arange(probs.shape[1], device=probs.device)[None, :] < torch.as_tensor(lengths).to(probs.device)[:, None]
+    inside = (
+        torch.arange(probs.shape[1], device=probs.device)[None, :] < torch.as_tensor(lengths).to(probs.device)[:, None]
+    )
     is_end &= inside
     from_end = is_end.flip(1).cumsum(1).flip(1)  # how many end-argmax positions at or after each position
     take = is_end & (from_end <= check)
@@ -86,7 +88,7 @@ def _check_probability(name: str, value) -> float:
 class DaedalEditor:
     """DAEDAL's stage 2: replace the least confident mask of the current block by ``expand`` masks."""
 
-    def __init__(self, policy: "DaedalCanvas", max_canvas: int):
+    def __init__(self, policy: DaedalCanvas, max_canvas: int):
         self.p, self.max_canvas = policy, max_canvas
 
     def edit(self, view: StepView):
@@ -107,8 +109,8 @@ class DaedalEditor:
             if end_conf[r] >= p.insert_eos_threshold or room < 1:
                 continue
             still = (view.before[r] == view.mask_id) & (view.after[r] == view.mask_id)
-            still[:view.block_start] = False
-            still[view.block_end:] = False
+            still[: view.block_start] = False
+            still[view.block_end :] = False
             low = still & (conf[r] < p.low_confidence)
             if low.any():
                 pos = int(torch.where(low, conf[r], torch.inf).argmin())
@@ -124,9 +126,18 @@ class DaedalCanvas(CanvasPolicy):
 
     name = "daedal"
 
-    def __init__(self, initial: int = 16, grow: int | None = None, expand: int = 2, check: int = 8,
-                 eos_pad: int = 4, eos_threshold: float = 0.5, insert_eos_threshold: float = 0.9,
-                 low_confidence: float = 0.1, threshold: float | None = None):
+    def __init__(
+        self,
+        initial: int = 16,
+        grow: int | None = None,
+        expand: int = 2,
+        check: int = 8,
+        eos_pad: int = 4,
+        eos_threshold: float = 0.5,
+        insert_eos_threshold: float = 0.9,
+        low_confidence: float = 0.1,
+        threshold: float | None = None,
+    ):
         self.initial = _check_count("initial", initial)
         self.expand = _check_count("expand", expand, lowest=2)  # 1 would replace a mask by itself
         self.grow = self.expand if grow is None else _check_count("grow", grow)
@@ -165,8 +176,9 @@ class DaedalCanvas(CanvasPolicy):
                 ids, attn = left_pad(prompts, lm.pad_id)
                 ids, attn = with_canvas(ids, attn, torch.full((len(qs), L), lm.mask_id, dtype=torch.long))
                 lm.check_length(ids.shape[1])
-                logits = counted_logits(lm, ids.to(lm.device), attn.to(lm.device), "probe",
-                                        [queries[j].qid for j in qs], callbacks)
+                logits = counted_logits(
+                    lm, ids.to(lm.device), attn.to(lm.device), "probe", [queries[j].qid for j in qs], callbacks
+                )
                 conf = end_confidence(logits[:, -L:].float().softmax(-1), [L] * len(qs), lm.end_ids, self.check)
                 done = (conf >= self.eos_threshold).cpu().numpy() | (L >= limits.max_canvas)
                 for j in np.asarray(qs)[done]:
@@ -201,8 +213,10 @@ class DaedalCanvas(CanvasPolicy):
         """Only :data:`EDITING_RECOVERIES`: the canvases are off the block grid (ValueError otherwise)."""
         check_recovery(recovery)
         if recovery not in EDITING_RECOVERIES:
-            raise ValueError(f"{self.name} edits canvases off the block grid; recover with "
-                             f"{' or '.join(EDITING_RECOVERIES)}, not {recovery!r}")
+            raise ValueError(
+                f"{self.name} edits canvases off the block grid; recover with "
+                f"{' or '.join(EDITING_RECOVERIES)}, not {recovery!r}"
+            )
 
     def check_config(self, limits: CanvasLimits, sampler: SamplerConfig) -> None:
         self.sampler_config(sampler)  # refuses a fixed number of steps before anything runs
@@ -216,8 +230,10 @@ class DaedalCanvas(CanvasPolicy):
         if self.threshold is not None:
             return dataclasses.replace(base, threshold=self.threshold)
         if base.steps is not None:
-            raise ValueError(f"{self.name} decodes one token per step (steps=None) or with a threshold; the "
-                             f"sampler has steps={base.steps}")
+            raise ValueError(
+                f"{self.name} decodes one token per step (steps=None) or with a threshold; the "
+                f"sampler has steps={base.steps}"
+            )
         return base
 
     def params(self) -> dict:

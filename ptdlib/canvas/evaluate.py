@@ -15,17 +15,40 @@ import numpy as np
 
 from ptdlib.canvas.base import CanvasLimits, CanvasPolicy
 from ptdlib.canvas.recovery import check_recovery, recover
-from ptdlib.sampling.events import FORWARD_KINDS
 from ptdlib.cost.flops import FlopLedger
+from ptdlib.sampling.events import FORWARD_KINDS
 from ptdlib.sampling.sampler import SamplerConfig, sample
 from ptdlib.tasks import score_responses
 
 #: Columns of a result row, in order (the runner adds run-level provenance).
 ROW_COLUMNS = [
-    "split", "family", "qid", "seed", "strategy", "params", "recovery", "model_id", "prompt_len", "own_length",
-    "chosen_canvas", "final_canvas", "truncated", "truncated_final", "reruns", "forward_passes",
-    *[f"flops_{k}" for k in FORWARD_KINDS], "flops_total", "flop_counter", "forward_lens", "wall_s", "length",
-    "response", "score", "metric", "source", "scores",
+    "split",
+    "family",
+    "qid",
+    "seed",
+    "strategy",
+    "params",
+    "recovery",
+    "model_id",
+    "prompt_len",
+    "own_length",
+    "chosen_canvas",
+    "final_canvas",
+    "truncated",
+    "truncated_final",
+    "reruns",
+    "forward_passes",
+    *[f"flops_{k}" for k in FORWARD_KINDS],
+    "flops_total",
+    "flop_counter",
+    "forward_lens",
+    "wall_s",
+    "length",
+    "response",
+    "score",
+    "metric",
+    "source",
+    "scores",
 ]
 
 
@@ -63,10 +86,22 @@ class _Restart:
         self.clock.mark()
 
 
-def evaluate_strategy(lm, queries, policy: CanvasPolicy, counter, *, recovery: str = "max",
-                      sampler: SamplerConfig = SamplerConfig(), limits: CanvasLimits = CanvasLimits(),
-                      seed: int = 0, batch_size: int = 32, own_lengths: dict | None = None, callbacks=(),
-                      progress: bool = False, allow_code_execution: bool = False) -> list[dict]:
+def evaluate_strategy(
+    lm,
+    queries,
+    policy: CanvasPolicy,
+    counter,
+    *,
+    recovery: str = "max",
+    sampler: SamplerConfig = SamplerConfig(),
+    limits: CanvasLimits = CanvasLimits(),
+    seed: int = 0,
+    batch_size: int = 32,
+    own_lengths: dict | None = None,
+    callbacks=(),
+    progress: bool = False,
+    allow_code_execution: bool = False,
+) -> list[dict]:
     """Run ``policy`` on ``queries``: choose canvases, sample, recover truncations, score, price every pass.
 
     ``forward_lens`` lists the padded sequence length of every pass the query took part in, so
@@ -114,16 +149,35 @@ def evaluate_strategy(lm, queries, policy: CanvasPolicy, counter, *, recovery: s
         c = np.asarray(policy.choose(lm, queries[part], limits, cbs), dtype=int)
         clock.mark()
         # an editing policy (DAEDAL, rho-EOS) may start from committed tokens and change canvases as it goes
-        outs = sample(lm, prompts[part], c.tolist(), cfg, seed=seed, callbacks=cbs, query_ids=qids[part],
-                      batch_size=batch_size, progress=progress, init_canvas=policy.initial_canvases(lm, c.tolist()),
-                      editor=policy.editor(limits))
+        outs = sample(
+            lm,
+            prompts[part],
+            c.tolist(),
+            cfg,
+            seed=seed,
+            callbacks=cbs,
+            query_ids=qids[part],
+            batch_size=batch_size,
+            progress=progress,
+            init_canvas=policy.initial_canvases(lm, c.tolist()),
+            editor=policy.editor(limits),
+        )
         first_truncated = [o.truncated for o in outs]
 
         def resample(indices, canvases, init, offset=start):
             clock.mark()
-            return sample(lm, [prompts[offset + i] for i in indices], canvases, cfg, seed=seed, callbacks=cbs,
-                          kind="rerun", query_ids=[qids[offset + i] for i in indices], batch_size=batch_size,
-                          init_canvas=init)
+            return sample(
+                lm,
+                [prompts[offset + i] for i in indices],
+                canvases,
+                cfg,
+                seed=seed,
+                callbacks=cbs,
+                kind="rerun",
+                query_ids=[qids[offset + i] for i in indices],
+                batch_size=batch_size,
+                init_canvas=init,
+            )
 
         outs, f, r = recover(recovery, outs, c, limits.max_canvas, lm.mask_id, resample)
         policy.observe(queries[part], [o.length for o in outs], c, first_truncated)
@@ -139,20 +193,35 @@ def evaluate_strategy(lm, queries, policy: CanvasPolicy, counter, *, recovery: s
     rows = []
     for i, (q, o) in enumerate(zip(queries, outputs)):
         f = {k: int(flops.get(q.qid, {}).get(k, 0)) for k in FORWARD_KINDS}
-        rows.append({
-            "split": q.split, "family": q.family, "qid": q.qid, "seed": seed, "strategy": policy.name,
-            "params": params, "recovery": recovery, "model_id": lm.model_id,
-            "prompt_len": len(lm.encode_prompt(q.prompt)),
-            "own_length": (own_lengths or {}).get(q.qid, np.nan),
-            "chosen_canvas": int(chosen[i]), "final_canvas": int(final[i]),
-            "truncated": bool(truncated[i]), "truncated_final": bool(o.truncated), "reruns": int(reruns[i]),
-            "forward_passes": len(ledger.forward_lengths(q.qid)),
-            **{f"flops_{k}": v for k, v in f.items()}, "flops_total": sum(f.values()),
-            "flop_counter": ledger.method,  # fvcore, flop_counter_mode or analytic (ptdlib.cost.flops.COUNTER_METHODS)
-            "forward_lens": json.dumps(ledger.forward_lengths(q.qid)),  # JSON list: every pass's length
-            "wall_s": clock.seconds[q.qid], "length": o.length, "response": o.text,
-            "score": scored[i]["score"], "metric": scored[i]["metric"],
-            "source": q.source,  # "synthetic" or the file source's name
-            "scores": json.dumps(scored[i]["scores"], sort_keys=True),  # every metric of the query's benchmark
-        })
+        rows.append(
+            {
+                "split": q.split,
+                "family": q.family,
+                "qid": q.qid,
+                "seed": seed,
+                "strategy": policy.name,
+                "params": params,
+                "recovery": recovery,
+                "model_id": lm.model_id,
+                "prompt_len": len(lm.encode_prompt(q.prompt)),
+                "own_length": (own_lengths or {}).get(q.qid, np.nan),
+                "chosen_canvas": int(chosen[i]),
+                "final_canvas": int(final[i]),
+                "truncated": bool(truncated[i]),
+                "truncated_final": bool(o.truncated),
+                "reruns": int(reruns[i]),
+                "forward_passes": len(ledger.forward_lengths(q.qid)),
+                **{f"flops_{k}": v for k, v in f.items()},
+                "flops_total": sum(f.values()),
+                "flop_counter": ledger.method,  # fvcore, flop_counter_mode or analytic (ptdlib.cost.flops.COUNTER_METHODS)
+                "forward_lens": json.dumps(ledger.forward_lengths(q.qid)),  # JSON list: every pass's length
+                "wall_s": clock.seconds[q.qid],
+                "length": o.length,
+                "response": o.text,
+                "score": scored[i]["score"],
+                "metric": scored[i]["metric"],
+                "source": q.source,  # "synthetic" or the file source's name
+                "scores": json.dumps(scored[i]["scores"], sort_keys=True),  # every metric of the query's benchmark
+            }
+        )
     return rows

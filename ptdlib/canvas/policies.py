@@ -6,14 +6,14 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 
 from ptdlib.canvas.base import CanvasLimits, CanvasPolicy, round_canvas
-from ptdlib.sampling.events import counted_logits
 from ptdlib.models.batching import left_pad, with_canvas
+from ptdlib.sampling.events import counted_logits
 from ptdlib.sampling.sampler import WINDOWS, SamplerConfig
 
 
@@ -47,9 +47,11 @@ class FixedCanvas(CanvasPolicy):
         if self.L > limits.max_canvas:
             raise ValueError(f"fixed canvas L={self.L} exceeds limits.max_canvas {limits.max_canvas}")
         if self.L % limits.round_to:
-            raise ValueError(f"fixed canvas L={self.L} is not a multiple of limits.round_to {limits.round_to} "
-                             f"(canvases are whole blocks): use {round_canvas([self.L], limits)[0]} or "
-                             f"{max(limits.round_to, self.L // limits.round_to * limits.round_to)}")
+            raise ValueError(
+                f"fixed canvas L={self.L} is not a multiple of limits.round_to {limits.round_to} "
+                f"(canvases are whole blocks): use {round_canvas([self.L], limits)[0]} or "
+                f"{max(limits.round_to, self.L // limits.round_to * limits.round_to)}"
+            )
 
     def choose(self, lm, queries, limits: CanvasLimits, callbacks=()) -> np.ndarray:
         """``L`` for every query (see :meth:`CanvasPolicy.choose`); ValueError if ``L`` does not fit ``limits``."""
@@ -73,7 +75,7 @@ class OracleCanvas(CanvasPolicy):
     def __init__(self):
         self.own: dict = {}
 
-    def with_labels(self, labels: dict) -> "OracleCanvas":
+    def with_labels(self, labels: dict) -> OracleCanvas:
         """Give the oracle the own lengths of the queries it will be asked about (qid -> length)."""
         self.own = dict(labels)
         return self
@@ -100,8 +102,9 @@ class HeuristicCanvas(CanvasPolicy):
         self.margin = float(margin)
         self.coef: tuple[float, float] | None = None
 
-    def fit(self, lm, train, train_lengths, calib=None, calib_lengths=None, limits=None,
-            recovery: str = "max", sampler=None) -> "HeuristicCanvas":
+    def fit(
+        self, lm, train, train_lengths, calib=None, calib_lengths=None, limits=None, recovery: str = "max", sampler=None
+    ) -> HeuristicCanvas:
         """Fit ``length ≈ a + b · (prompt tokens)`` by least squares on ``train``.
 
         Raises:

@@ -35,9 +35,16 @@ class PredictedCanvas(CanvasPolicy):
 
     name = "predicted"
 
-    def __init__(self, margin: str = "conformal", alpha: float = 0.05, percentile: float = 90.0,
-                 regressor: str = "ridge_log", features: str = "text", early_stop: bool = False,
-                 gamma: float = 0.005):
+    def __init__(
+        self,
+        margin: str = "conformal",
+        alpha: float = 0.05,
+        percentile: float = 90.0,
+        regressor: str = "ridge_log",
+        features: str = "text",
+        early_stop: bool = False,
+        gamma: float = 0.005,
+    ):
         MARGIN_METHODS.check(margin)
         self.margin, self.alpha, self.percentile = margin, float(alpha), float(percentile)
         self.regressor, self.features, self.early_stop = regressor, features, bool(early_stop)
@@ -54,8 +61,9 @@ class PredictedCanvas(CanvasPolicy):
         if "percentile" in self._takes and not 0 <= percentile <= 100:
             raise ValueError(f"percentile must be in [0, 100], got {percentile}")
 
-    def _margin_params(self, limits: CanvasLimits, prompt_lengths, recovery: str,
-                       sampler: SamplerConfig | None) -> dict:
+    def _margin_params(
+        self, limits: CanvasLimits, prompt_lengths, recovery: str, sampler: SamplerConfig | None
+    ) -> dict:
         """The policy's settings that the margin's fit function takes (:func:`margin_parameters`).
 
         An early stop is priced as the sampler this policy runs with (:meth:`sampler_config` of the run's
@@ -67,9 +75,17 @@ class PredictedCanvas(CanvasPolicy):
         else:
             runs_with = self.sampler_config(sampler)
             early_stop, block = runs_with.stops_after_eos_block, runs_with.block_length
-        settings = {"percentile": self.percentile, "alpha": self.alpha, "gamma": self.gamma,
-                    "max_canvas": limits.max_canvas, "round_to": limits.round_to, "prompt_lengths": prompt_lengths,
-                    "recovery": recovery, "early_stop": early_stop, "block": block}
+        settings = {
+            "percentile": self.percentile,
+            "alpha": self.alpha,
+            "gamma": self.gamma,
+            "max_canvas": limits.max_canvas,
+            "round_to": limits.round_to,
+            "prompt_lengths": prompt_lengths,
+            "recovery": recovery,
+            "early_stop": early_stop,
+            "block": block,
+        }
         return {k: v for k, v in settings.items() if k in self._takes}
 
     @property
@@ -77,9 +93,17 @@ class PredictedCanvas(CanvasPolicy):
         """True with the ``aci`` margin."""
         return self.margin == "aci"
 
-    def fit(self, lm, train, train_lengths, calib=None, calib_lengths=None,
-            limits: CanvasLimits = CanvasLimits(), recovery: str = "max",
-            sampler: SamplerConfig | None = None) -> "PredictedCanvas":
+    def fit(
+        self,
+        lm,
+        train,
+        train_lengths,
+        calib=None,
+        calib_lengths=None,
+        limits: CanvasLimits = CanvasLimits(),
+        recovery: str = "max",
+        sampler: SamplerConfig | None = None,
+    ) -> PredictedCanvas:
         """Fit the predictor on ``train`` and the margin on ``calib`` (their passes are training cost, not counted).
 
         Args:
@@ -105,8 +129,13 @@ class PredictedCanvas(CanvasPolicy):
         self.predictor.fit_prompts(train, train_lengths, lm)
         pred = self.predictor.predict_prompts(calib, lm)
         prompt_lengths = np.array([len(lm.encode_prompt(q.prompt)) for q in calib])
-        self.rule = calibrate(self.margin, pred, calib_lengths, calib_queries=calib,
-                              **self._margin_params(limits, prompt_lengths, recovery, sampler))
+        self.rule = calibrate(
+            self.margin,
+            pred,
+            calib_lengths,
+            calib_queries=calib,
+            **self._margin_params(limits, prompt_lengths, recovery, sampler),
+        )
         self._calib = list(calib)
         return self
 

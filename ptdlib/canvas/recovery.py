@@ -12,7 +12,7 @@ Every re-run's forward passes are reported with kind ``rerun`` so the ledger cou
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -20,8 +20,14 @@ import numpy as np
 from ptdlib.cost.plans import RECOVERIES, check_recovery, next_canvas  # noqa: F401  (RECOVERIES re-exported)
 
 
-def recover(name: str, outputs: list, canvases: np.ndarray, max_canvas: int, mask_id: int,
-            resample: Callable[[list[int], list[int], list | None], list]) -> tuple[list, np.ndarray, np.ndarray]:
+def recover(
+    name: str,
+    outputs: list,
+    canvases: np.ndarray,
+    max_canvas: int,
+    mask_id: int,
+    resample: Callable[[list[int], list[int], list | None], list],
+) -> tuple[list, np.ndarray, np.ndarray]:
     """Apply recovery ``name`` to the truncated entries of ``outputs``.
 
     Args:

@@ -94,7 +94,7 @@ def eos_density(before: torch.Tensor, pred: torch.Tensor, length: int, mask_id: 
 class RhoEosEditor:
     """ρ-EOS's length control as a :class:`~ptdlib.sampling.edits.CanvasEditor`."""
 
-    def __init__(self, policy: "RhoEosCanvas", max_canvas: int):
+    def __init__(self, policy: RhoEosCanvas, max_canvas: int):
         self.p, self.max_canvas = policy, max_canvas
         self.steps = defaultdict(int)  # query id -> steps seen
         self.log = []  # (query id, step, density, action, K) of every decision, for plots and tests
@@ -106,7 +106,7 @@ class RhoEosEditor:
         That is past the last committed non-end token, plus one position for its end token (at least 1). The
         reference's cut may drop committed answer tokens; see the module docstring.
         """
-        tokens = view.after[r, :view.lengths[r]]
+        tokens = view.after[r, : view.lengths[r]]
         ends = torch.tensor(list(view.end_ids), device=tokens.device)
         content = ((tokens != view.mask_id) & ~torch.isin(tokens, ends)).nonzero()
         return int(content.max()) + 2 if len(content) else 1
@@ -150,8 +150,15 @@ class RhoEosCanvas(CanvasPolicy):
 
     name = "rho_eos"
 
-    def __init__(self, initial: int = 16, rho_low: float = 0.4, rho_high: float = 0.6, expand: int = 2,
-                 adjust_steps: int = 16, threshold: float | None = None):
+    def __init__(
+        self,
+        initial: int = 16,
+        rho_low: float = 0.4,
+        rho_high: float = 0.6,
+        expand: int = 2,
+        adjust_steps: int = 16,
+        threshold: float | None = None,
+    ):
         self.initial = _check_count("initial", initial)
         self.rho_low = _check_probability("rho_low", rho_low)
         self.rho_high = _check_probability("rho_high", rho_high)

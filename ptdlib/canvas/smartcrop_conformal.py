@@ -66,7 +66,7 @@ class CalibratedSmartCrop(CanvasPolicy):
         self.margin: ConformalMargin | None = None
         self._calib: list = []
 
-    def calibrate(self, p_eos_calib, calib_lengths) -> "CalibratedSmartCrop":
+    def calibrate(self, p_eos_calib, calib_lengths) -> CalibratedSmartCrop:
         """Fit the conformal pad from calibration EOS curves and the queries' own lengths.
 
         Args:
@@ -76,8 +76,9 @@ class CalibratedSmartCrop(CanvasPolicy):
         Returns:
             The policy itself.
         """
-        self.margin = ConformalMargin.fit(crossing_estimate(p_eos_calib, self.tau, self.rule), calib_lengths,
-                                          alpha=self.alpha)
+        self.margin = ConformalMargin.fit(
+            crossing_estimate(p_eos_calib, self.tau, self.rule), calib_lengths, alpha=self.alpha
+        )
         return self
 
     def canvases(self, p_eos, limits: CanvasLimits) -> np.ndarray:
@@ -97,8 +98,17 @@ class CalibratedSmartCrop(CanvasPolicy):
             raise ValueError("smartcrop_conformal is not calibrated: call fit() with a calib split first")
         return self.margin.canvas(crossing_estimate(p_eos, self.tau, self.rule), limits.max_canvas, limits.round_to)
 
-    def fit(self, lm, train, train_lengths, calib=None, calib_lengths=None,
-            limits: CanvasLimits = CanvasLimits(), recovery: str = "max", sampler=None) -> "CalibratedSmartCrop":
+    def fit(
+        self,
+        lm,
+        train,
+        train_lengths,
+        calib=None,
+        calib_lengths=None,
+        limits: CanvasLimits = CanvasLimits(),
+        recovery: str = "max",
+        sampler=None,
+    ) -> CalibratedSmartCrop:
         """Calibrate the pad on probe passes over ``calib`` (``train`` is not used).
 
         Raises:

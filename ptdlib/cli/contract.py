@@ -23,14 +23,13 @@ import math
 import os
 import sys
 import traceback
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 #: exit codes of the contract
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 #: exceptions that mean "the user's input is wrong" (exit 2); everything else is a failure (exit 1)
-BAD_INPUT = (ValueError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError,
-             FileExistsError)
+BAD_INPUT = (ValueError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError, FileExistsError)
 
 DEBUG_FLAG = "--debug"
 DEBUG_ENV = "PTD_DEBUG"
@@ -118,8 +117,11 @@ def one_line(message: object) -> str:
 
 
 def _message(err: BaseException) -> str:
-    if isinstance(err, (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError, FileExistsError)) \
-            and err.filename is not None and err.strerror:  # OSError's str() is "[Errno 2] ..."
+    if (
+        isinstance(err, (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError, FileExistsError))
+        and err.filename is not None
+        and err.strerror
+    ):  # OSError's str() is "[Errno 2] ..."
         return f"{err.strerror}: {err.filename}"
     if isinstance(err, KeyError):  # str(KeyError) quotes its argument
         return str(err.args[0]) if err.args else type(err).__name__

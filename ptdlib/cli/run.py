@@ -11,9 +11,12 @@ from ptdlib.cli.contract import ArgumentParser, command
 def parser() -> ArgumentParser:
     from ptdlib.experiment import runner
 
-    p = ArgumentParser(prog="ptd run", description=runner.__doc__.split("\n\n")[0],
-                       formatter_class=argparse.RawDescriptionHelpFormatter,
-                       epilog="Example: ptd run configs/example.yaml --shard 0/4   (see docs/runner.md)")
+    p = ArgumentParser(
+        prog="ptd run",
+        description=runner.__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Example: ptd run configs/example.yaml --shard 0/4   (see docs/runner.md)",
+    )
     p.add_argument("config", help="run configuration (.yaml, .yml or .toml)")
     p.add_argument("--shard", default="0/1", help="run shard i of n (i/n; default 0/1: everything)")
     p.add_argument("--output", help="run directory (default: the config's output)")
@@ -21,12 +24,20 @@ def parser() -> ArgumentParser:
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--dry-run", action="store_true", help="print the grid and this shard's work; run nothing")
-    p.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
-                   help="run the chunks on Ray workers (one per GPU, else per CPU): no ADDRESS starts a local "
-                        "instance, 'auto' joins this machine's cluster (needs pip install 'ptdlib[ray]')")
-    p.add_argument("--allow-code-execution", action="store_true",
-                   help="let sources that opted in (allow_code_execution: true, e.g. HumanEval) run generated code, "
-                        "in a separate time-limited process")
+    p.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        metavar="ADDRESS",
+        help="run the chunks on Ray workers (one per GPU, else per CPU): no ADDRESS starts a local "
+        "instance, 'auto' joins this machine's cluster (needs pip install 'ptdlib[ray]')",
+    )
+    p.add_argument(
+        "--allow-code-execution",
+        action="store_true",
+        help="let sources that opted in (allow_code_execution: true, e.g. HumanEval) run generated code, "
+        "in a separate time-limited process",
+    )
     return p
 
 
@@ -51,7 +62,14 @@ def main(argv: list[str]) -> int:
     if args.dry_run:
         print(describe(cfg, Path(args.output or cfg.output), shard))
         return 0
-    stats = run(cfg, output=args.output, shard=shard, device=args.device, progress=not args.no_progress,
-                allow_code_execution=args.allow_code_execution, ray=args.ray)
+    stats = run(
+        cfg,
+        output=args.output,
+        shard=shard,
+        device=args.device,
+        progress=not args.no_progress,
+        allow_code_execution=args.allow_code_execution,
+        ray=args.ray,
+    )
     print(stats.line())
     return 1 if stats.failed else 0  # chunks that kept failing were listed above; a re-run retries only them

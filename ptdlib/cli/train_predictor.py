@@ -26,7 +26,9 @@ def parser() -> ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the splits and the labelling run")
     p.add_argument("--canvas", type=int, default=128, help="maximum canvas of the labelling run (default 128)")
     p.add_argument("--regressor", default="ridge_log", choices=REGRESSORS, help="regressor (default ridge_log)")
-    p.add_argument("--features", default="text", help="feature groups, comma-separated: text, hidden or text,hidden (default text)")
+    p.add_argument(
+        "--features", default="text", help="feature groups, comma-separated: text, hidden or text,hidden (default text)"
+    )
     p.add_argument("--quantile", type=float, default=0.5, help="gbm_quantile's target quantile (default 0.5)")
     p.add_argument("--out", default=None, help="output directory (default data/predictors/<model name>/)")
     return p
@@ -36,13 +38,13 @@ def parser() -> ArgumentParser:
 def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
     from ptdlib.experiment.labels import own_lengths  # needs the sampler; imported only when labelling
-    from ptdlib.models.embedded import DATA_DIR
-    from ptdlib.models.embedded import load_embedded
+    from ptdlib.models.embedded import DATA_DIR, load_embedded
     from ptdlib.tasks import make_split
 
     groups = tuple(g.strip() for g in args.features.split(",") if g.strip())
-    config = PredictorConfig(regressor=args.regressor, quantile=args.quantile, seed=args.seed,
-                             features=FeatureSet(groups=groups))
+    config = PredictorConfig(
+        regressor=args.regressor, quantile=args.quantile, seed=args.seed, features=FeatureSet(groups=groups)
+    )
     lm = load_embedded(args.model)
     train, calib = make_split("train", args.n_train, args.seed), make_split("calib", args.n_calib, args.seed)
     t0 = time.perf_counter()
@@ -50,8 +52,9 @@ def main(argv: list[str]) -> int:
     y_calib = own_lengths(lm, calib, canvas=args.canvas, seed=args.seed)
     label_s = time.perf_counter() - t0
     predictor, metrics, calib_pred = fit_and_evaluate(lm, train, y_train, calib, y_calib, config)
-    metrics.update(label_seconds=label_s, label_canvas=args.canvas, seed=args.seed,
-                   n_train=args.n_train, n_calib=args.n_calib)
+    metrics.update(
+        label_seconds=label_s, label_canvas=args.canvas, seed=args.seed, n_train=args.n_train, n_calib=args.n_calib
+    )
     out = Path(args.out) if args.out else DATA_DIR / "predictors" / lm.model_id
     save_run(predictor, metrics, out, calib, calib_pred, y_calib)
     c = metrics["calib"]
@@ -61,6 +64,14 @@ def main(argv: list[str]) -> int:
         m = metrics[split]
         print(f"{split:<6} {m['n']:>5} {m['mae']:>7.2f} {m['spearman']:>9.3f} {m['under_rate']:>7.3f}")
     print(f"saved to {out}")
-    print(json.dumps({"out": str(out), "calib_mae": c["mae"], "calib_spearman": c["spearman"],
-                      "calib_under_rate": c["under_rate"]}))
+    print(
+        json.dumps(
+            {
+                "out": str(out),
+                "calib_mae": c["mae"],
+                "calib_spearman": c["spearman"],
+                "calib_under_rate": c["under_rate"],
+            }
+        )
+    )
     return 0

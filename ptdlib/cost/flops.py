@@ -25,14 +25,23 @@ from __future__ import annotations
 import math
 import warnings
 from collections import defaultdict
+from collections.abc import Hashable
 from pathlib import Path
-from typing import Hashable
 
 import torch
 from torch import nn
 
-from ptdlib.cost.shapes import (FLOPS_PER_MAC, AnalyticCounter, FlopSource, ModelShape, analytic_flops, check_positive,
-                           check_seq_len, model_shape, shape_from_config)
+from ptdlib.cost.shapes import (
+    FLOPS_PER_MAC,
+    AnalyticCounter,
+    FlopSource,
+    ModelShape,
+    analytic_flops,
+    check_positive,
+    check_seq_len,
+    model_shape,
+    shape_from_config,
+)
 
 #: fvcore's name for the fused attention op in a traced graph.
 SDPA_JIT_OP = "aten::scaled_dot_product_attention"
@@ -83,9 +92,16 @@ def _matrix_product_handles() -> dict:
     """The fvcore handles (1 per multiply-add) of matrix products and attention, nothing elementwise."""
     from fvcore.nn import jit_handles as h
 
-    return {"aten::linear": h.linear_flop_jit, "aten::matmul": h.matmul_flop_jit, "aten::mm": h.matmul_flop_jit,
-            "aten::addmm": h.addmm_flop_jit, "aten::bmm": h.bmm_flop_jit, "aten::einsum": h.einsum_flop_jit,
-            "aten::_convolution": h.conv_flop_jit, SDPA_JIT_OP: _sdpa_fvcore_handle}
+    return {
+        "aten::linear": h.linear_flop_jit,
+        "aten::matmul": h.matmul_flop_jit,
+        "aten::mm": h.matmul_flop_jit,
+        "aten::addmm": h.addmm_flop_jit,
+        "aten::bmm": h.bmm_flop_jit,
+        "aten::einsum": h.einsum_flop_jit,
+        "aten::_convolution": h.conv_flop_jit,
+        SDPA_JIT_OP: _sdpa_fvcore_handle,
+    }
 
 
 class _LogitsOnly(nn.Module):
@@ -131,8 +147,9 @@ def _traced(network: nn.Module, seq_len: int, batch: int, token_id: int, query_l
     return _LogitsOnly(network, cache, start), (_input_ids(network, query_len, batch, token_id),)
 
 
-def count_with_fvcore(network: nn.Module, seq_len: int, batch: int = 1, token_id: int = 0,
-                      query_len: int | None = None) -> dict[str, int]:
+def count_with_fvcore(
+    network: nn.Module, seq_len: int, batch: int = 1, token_id: int = 0, query_len: int | None = None
+) -> dict[str, int]:
     """FLOPs (2 per multiply-add) of one forward pass by operator, counted by fvcore with the SDPA handle.
 
     Only matrix products and attention are counted (module docstring, "Not counted").
@@ -168,8 +185,9 @@ def _sdpa_torch_formula(q_shape, k_shape, v_shape, *args, out_shape=None, **kwar
     return FLOPS_PER_MAC * sdpa_macs(q_shape, k_shape, v_shape)
 
 
-def count_with_torch(network: nn.Module, seq_len: int, batch: int = 1, token_id: int = 0,
-                     query_len: int | None = None) -> dict[str, int]:
+def count_with_torch(
+    network: nn.Module, seq_len: int, batch: int = 1, token_id: int = 0, query_len: int | None = None
+) -> dict[str, int]:
     """FLOPs (2 per multiply-add) of one forward pass by operator, counted by ``FlopCounterMode``.
 
     Args:
@@ -223,8 +241,11 @@ class FlopCounter:
         if not isinstance(self.network, nn.Module):
             raise ValueError(f"expected a DiffusionLM or torch.nn.Module, got {type(network_or_lm).__name__}")
         config = getattr(self.network, "config", None)
-        self.max_positions = max_positions or (lm.max_positions if lm is not None else None) or getattr(
-            config, "max_position_embeddings", None)
+        self.max_positions = (
+            max_positions
+            or (lm.max_positions if lm is not None else None)
+            or getattr(config, "max_position_embeddings", None)
+        )
         # A token every model's embedding has; the mask token is what a D-LLM canvas is made of.
         self.token_id = lm.mask_id if lm is not None else 0
         self.name = lm.model_id if lm is not None else type(self.network).__name__
@@ -253,10 +274,16 @@ class FlopCounter:
         if shape.mlp != "swiglu":
             return AnalyticCounter(shape)  # the LLaMA stand-in only has a SwiGLU MLP
         config = LlamaConfig(
-            vocab_size=shape.vocab_size, hidden_size=shape.d_model, intermediate_size=shape.mlp_hidden,
-            num_hidden_layers=shape.n_layers, num_attention_heads=shape.n_heads,
-            num_key_value_heads=shape.n_kv_heads, head_dim=shape.hd, max_position_embeddings=shape.max_positions,
-            tie_word_embeddings=shape.tied_head, hidden_act="silu",
+            vocab_size=shape.vocab_size,
+            hidden_size=shape.d_model,
+            intermediate_size=shape.mlp_hidden,
+            num_hidden_layers=shape.n_layers,
+            num_attention_heads=shape.n_heads,
+            num_key_value_heads=shape.n_kv_heads,
+            head_dim=shape.hd,
+            max_position_embeddings=shape.max_positions,
+            tie_word_embeddings=shape.tied_head,
+            hidden_act="silu",
         )
         with torch.device("meta"):
             network = LlamaForCausalLM(config).eval()
@@ -315,15 +342,18 @@ class FlopCounter:
                 failures.append(f"{self.method} failed ({type(e).__name__}: {message})")
                 position = COUNTER_METHODS.index(self.method) + 1
                 if position == len(COUNTER_METHODS):
-                    raise RuntimeError(f"no FLOP counter could price {self.name} at {seq_len} tokens: "
-                                       + "; ".join(self.fallback_reasons + failures)) from e
+                    raise RuntimeError(
+                        f"no FLOP counter could price {self.name} at {seq_len} tokens: "
+                        + "; ".join(self.fallback_reasons + failures)
+                    ) from e
                 self.method = COUNTER_METHODS[position]
         if failures:
             self.fallback_reasons += failures
             self._cache.clear()  # one counter prices every length
             what = f"the analytic model of {self.fallback.name}" if self.method == "analytic" else self.method
-            warnings.warn(f"FLOP counting of {self.name}: {'; '.join(failures)}; counting with {what} instead",
-                          stacklevel=4)
+            warnings.warn(
+                f"FLOP counting of {self.name}: {'; '.join(failures)}; counting with {what} instead", stacklevel=4
+            )
         return counts
 
     def forward_flops(self, seq_len: int, batch: int = 1, query_len: int | None = None) -> int:
@@ -349,7 +379,9 @@ class FlopCounter:
         return tuple(sorted(k for k in self._cache if isinstance(k, int)))
 
 
-def cross_check(network: nn.Module, shape: ModelShape, seq_lens, token_id: int = 0, query_len: int | None = None) -> list[dict]:
+def cross_check(
+    network: nn.Module, shape: ModelShape, seq_lens, token_id: int = 0, query_len: int | None = None
+) -> list[dict]:
     """fvcore, FlopCounterMode and the analytic model at each length, with their largest relative gap.
 
     Args:
@@ -447,8 +479,11 @@ class FlopLedger:
         """A tidy pandas frame: one row per (query_id, kind) with ``flops`` and ``forward_passes``."""
         import pandas as pd
 
-        rows = [{"query_id": q, "kind": k, "flops": n, "forward_passes": passes[k]}
-                for q, (flops, passes) in self._priced().items() for k, n in flops.items()]
+        rows = [
+            {"query_id": q, "kind": k, "flops": n, "forward_passes": passes[k]}
+            for q, (flops, passes) in self._priced().items()
+            for k, n in flops.items()
+        ]
         return pd.DataFrame(rows, columns=["query_id", "kind", "flops", "forward_passes"])
 
     def reset(self) -> None:
@@ -476,6 +511,14 @@ def counter_for(model) -> FlopSource:
 
 
 __all__ = [
-    "COUNTER_METHODS", "AnalyticCounter", "FlopCounter", "FlopLedger", "FlopSource", "count_with_fvcore",
-    "count_with_torch", "counter_for", "cross_check", "sdpa_macs",
+    "COUNTER_METHODS",
+    "AnalyticCounter",
+    "FlopCounter",
+    "FlopLedger",
+    "FlopSource",
+    "count_with_fvcore",
+    "count_with_torch",
+    "counter_for",
+    "cross_check",
+    "sdpa_macs",
 ]

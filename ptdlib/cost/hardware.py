@@ -95,9 +95,16 @@ def _guess_hardware(device_name: str) -> Hardware | None:
     return None
 
 
-def measure_mfu(shape: ModelShape = LLADA_8B, batch_sizes=(1, 8), seq_lens=(256, 512, 1024, 2048),
-                hw: Hardware | str | None = None, device: str | None = None, dtype=None, warmup: int = 2,
-                iters: int = 5) -> list[dict]:
+def measure_mfu(
+    shape: ModelShape = LLADA_8B,
+    batch_sizes=(1, 8),
+    seq_lens=(256, 512, 1024, 2048),
+    hw: Hardware | str | None = None,
+    device: str | None = None,
+    dtype=None,
+    warmup: int = 2,
+    iters: int = 5,
+) -> list[dict]:
     """Time a bf16 forward pass of a ``shape``-sized embedded-architecture model with random weights.
 
     The model is the project's bidirectional LLaDA-style architecture (SDPA attention), so the timed work is
@@ -128,19 +135,29 @@ def measure_mfu(shape: ModelShape = LLADA_8B, batch_sizes=(1, 8), seq_lens=(256,
 
     device = device or ("cuda" if torch.cuda.is_available() else None)
     if device is None:
-        raise RuntimeError("measure_mfu needs a CUDA GPU and none is available; the cost model uses the "
-                           f"assumed MFU {ASSUMED_MFU} instead")
+        raise RuntimeError(
+            "measure_mfu needs a CUDA GPU and none is available; the cost model uses the "
+            f"assumed MFU {ASSUMED_MFU} instead"
+        )
     if shape.n_kv_heads != shape.n_heads or shape.mlp != "swiglu" or shape.head_dim is not None:
-        raise ValueError(f"measure_mfu builds the embedded architecture (no grouped-query attention, SwiGLU, "
-                         f"head_dim = d_model / n_heads); {shape.name} does not fit it")
+        raise ValueError(
+            f"measure_mfu builds the embedded architecture (no grouped-query attention, SwiGLU, "
+            f"head_dim = d_model / n_heads); {shape.name} does not fit it"
+        )
     if isinstance(hw, str):
         hw = hardware(hw)
     if hw is None:
         hw = _guess_hardware(torch.cuda.get_device_name()) if device.startswith("cuda") else None
     dtype = dtype or (torch.bfloat16 if device.startswith("cuda") else torch.float32)
-    config = PtdLladaConfig(vocab_size=shape.vocab_size, d_model=shape.d_model, n_layers=shape.n_layers,
-                            n_heads=shape.n_heads, mlp_hidden=shape.mlp_hidden,
-                            max_position_embeddings=shape.max_positions, learned_positions=False)
+    config = PtdLladaConfig(
+        vocab_size=shape.vocab_size,
+        d_model=shape.d_model,
+        n_layers=shape.n_layers,
+        n_heads=shape.n_heads,
+        mlp_hidden=shape.mlp_hidden,
+        max_position_embeddings=shape.max_positions,
+        learned_positions=False,
+    )
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)  # build directly in bf16: an fp32 LLaDA-8B would need 32 GB
     try:
@@ -168,8 +185,15 @@ def measure_mfu(shape: ModelShape = LLADA_8B, batch_sizes=(1, 8), seq_lens=(256,
                         times.append(time.perf_counter() - start)
             seconds = statistics.median(times)
             flops = analytic_flops(shape, t, batch)["total"]
-            rows.append({"batch": batch, "seq_len": t, "seconds": seconds, "flops": flops,
-                         "flops_per_s": flops / seconds,
-                         "mfu": flops / seconds / hw.peak_flops if hw is not None else None,
-                         "hardware": hw.name if hw is not None else device})
+            rows.append(
+                {
+                    "batch": batch,
+                    "seq_len": t,
+                    "seconds": seconds,
+                    "flops": flops,
+                    "flops_per_s": flops / seconds,
+                    "mfu": flops / seconds / hw.peak_flops if hw is not None else None,
+                    "hardware": hw.name if hw is not None else device,
+                }
+            )
     return rows

@@ -140,8 +140,16 @@ class Attempt:
     truncated: np.ndarray  # bool: the attempt holds no EOS (the answer does not fit its canvas)
 
 
-def attempts(canvases, lengths, *, max_canvas: int, recovery: str = "max", early_stop: bool = False,
-             block: int | None = None, truncated=None) -> list[Attempt]:
+def attempts(
+    canvases,
+    lengths,
+    *,
+    max_canvas: int,
+    recovery: str = "max",
+    early_stop: bool = False,
+    block: int | None = None,
+    truncated=None,
+) -> list[Attempt]:
     """The attempts of queries given their first canvases: the first, then the re-runs their truncations cause.
 
     A query is truncated when its length is at least its canvas (the label model), or as ``truncated`` says for
@@ -207,7 +215,9 @@ def sampler_steps(canvas: int, block: int, steps: int | None = None) -> tuple[in
     if steps > L:
         raise ValueError(f"steps {steps} must be at most the canvas length {L} (at least one token per step)")
     if steps % n_blocks:
-        raise ValueError(f"steps {steps} must be divisible by the number of blocks {n_blocks} (canvas {L} / block {block})")
+        raise ValueError(
+            f"steps {steps} must be divisible by the number of blocks {n_blocks} (canvas {L} / block {block})"
+        )
     return n_blocks, steps // n_blocks
 
 
@@ -240,8 +250,18 @@ def block_plan(seq_len: int, block_start: int, block: int, steps: int, cache: st
     return plan
 
 
-def run_plan(prompt_len: int, canvas: int, *, block: int, steps_per_token: float | Fraction = 1, start: int = 0,
-             end: int | None = None, window: str = "full", cache: str = "none", passes_per_step: int = 1) -> Counter:
+def run_plan(
+    prompt_len: int,
+    canvas: int,
+    *,
+    block: int,
+    steps_per_token: float | Fraction = 1,
+    start: int = 0,
+    end: int | None = None,
+    window: str = "full",
+    cache: str = "none",
+    passes_per_step: int = 1,
+) -> Counter:
     """The passes of one attempt decoding canvas positions ``start … end`` block by block.
 
     Without a cache or an early stop (``end`` None) on the full window a fresh canvas is one entry of
@@ -285,8 +305,9 @@ def run_plan(prompt_len: int, canvas: int, *, block: int, steps_per_token: float
     return plan
 
 
-def canvas_plan(prompt_len: int, canvas: int, steps_per_token: float = 1.0, *, cache: str = "none",
-                block: int = 32) -> Counter:
+def canvas_plan(
+    prompt_len: int, canvas: int, steps_per_token: float = 1.0, *, cache: str = "none", block: int = 32
+) -> Counter:
     """The passes of one fresh D-LLM run on ``canvas`` tokens after ``prompt_len`` (:func:`run_plan`).
 
     Args:
@@ -302,8 +323,9 @@ def canvas_plan(prompt_len: int, canvas: int, steps_per_token: float = 1.0, *, c
     return run_plan(prompt_len, canvas, block=block, steps_per_token=steps_per_token, cache=cache)
 
 
-def sampler_plan(prompt_len: int, canvas: int, sampler, *, start: int = 0, end: int | None = None,
-                 length: int | None = None) -> Counter:
+def sampler_plan(
+    prompt_len: int, canvas: int, sampler, *, start: int = 0, end: int | None = None, length: int | None = None
+) -> Counter:
     """The passes :func:`ptdlib.sampling.sampler.sample` makes on one attempt of one batch.
 
     Args:
@@ -322,18 +344,29 @@ def sampler_plan(prompt_len: int, canvas: int, sampler, *, start: int = 0, end: 
             ``length``, or a canvas the sampler refuses (:func:`sampler_steps`).
     """
     if sampler.threshold is not None:
-        raise ValueError(f"the number of passes is not known in advance with a threshold rule (threshold="
-                         f"{sampler.threshold}); use threshold None")
+        raise ValueError(
+            f"the number of passes is not known in advance with a threshold rule (threshold="
+            f"{sampler.threshold}); use threshold None"
+        )
     if sampler.stops_after_eos_block and end is None:
         if length is None:
-            raise ValueError("the sampler stops after the block holding EOS (stop_after_eos_block or a growing "
-                             "window): its passes need the answer's length")
+            raise ValueError(
+                "the sampler stops after the block holding EOS (stop_after_eos_block or a growing "
+                "window): its passes need the answer's length"
+            )
         end = int(eos_stop(canvas, length, sampler.block_length))
     _, per_block = sampler_steps(int(canvas), sampler.block_length, sampler.steps)
-    return run_plan(prompt_len, canvas, block=sampler.block_length,
-                    steps_per_token=Fraction(per_block, sampler.block_length), start=start,
-                    end=end if sampler.stops_after_eos_block else None, window=sampler.window, cache=sampler.cache,
-                    passes_per_step=2 if sampler.cfg_scale > 0 else 1)
+    return run_plan(
+        prompt_len,
+        canvas,
+        block=sampler.block_length,
+        steps_per_token=Fraction(per_block, sampler.block_length),
+        start=start,
+        end=end if sampler.stops_after_eos_block else None,
+        window=sampler.window,
+        cache=sampler.cache,
+        passes_per_step=2 if sampler.cfg_scale > 0 else 1,
+    )
 
 
 # ---------------------------------------------------------------- all attempts of many queries
@@ -347,9 +380,18 @@ class QueryPlans:
     truncated_final: np.ndarray  # bool: the last attempt holds no EOS
 
 
-def query_plans(prompt_lens, canvases, lengths, *, max_canvas: int, run: Callable[..., Counter],
-                recovery: str = "max", early_stop: bool = False, block: int | None = None,
-                truncated=None) -> QueryPlans:
+def query_plans(
+    prompt_lens,
+    canvases,
+    lengths,
+    *,
+    max_canvas: int,
+    run: Callable[..., Counter],
+    recovery: str = "max",
+    early_stop: bool = False,
+    block: int | None = None,
+    truncated=None,
+) -> QueryPlans:
     """Plans of queries run one by one (no batching): every attempt :func:`attempts` gives, planned by ``run``.
 
     Args:
@@ -368,13 +410,21 @@ def query_plans(prompt_lens, canvases, lengths, *, max_canvas: int, run: Callabl
         A :class:`QueryPlans`.
     """
     P = np.asarray(prompt_lens)
-    rounds = attempts(canvases, lengths, max_canvas=max_canvas, recovery=recovery, early_stop=early_stop,
-                      block=block, truncated=truncated)
+    rounds = attempts(
+        canvases,
+        lengths,
+        max_canvas=max_canvas,
+        recovery=recovery,
+        early_stop=early_stop,
+        block=block,
+        truncated=truncated,
+    )
     plans = [Counter() for _ in range(len(P))]
     for a in rounds:
         for i in np.flatnonzero(a.rows):
-            plans[i] += run(int(P[i]), int(a.canvas[i]), start=int(a.start[i]),
-                            end=int(a.end[i]) if early_stop else None)
+            plans[i] += run(
+                int(P[i]), int(a.canvas[i]), start=int(a.start[i]), end=int(a.end[i]) if early_stop else None
+            )
     final, cut = rounds[0].canvas, rounds[0].truncated
     for a in rounds[1:]:
         final, cut = np.where(a.rows, a.canvas, final), np.where(a.rows, a.truncated, cut)
@@ -400,11 +450,12 @@ def sampler_batches(prompt_lens: Sequence[int], canvases: Sequence[int], batch_s
     groups: dict = {}
     for i in sorted(range(len(prompt_lens)), key=lambda i: -prompt_lens[i]):
         groups.setdefault(canvases[i], []).append(i)
-    return [g[j:j + batch_size] for g in groups.values() for j in range(0, len(g), batch_size)]
+    return [g[j : j + batch_size] for g in groups.values() for j in range(0, len(g), batch_size)]
 
 
-def batched_plans(prompt_lens: Sequence[int], canvases: Sequence[int], run: Callable[[int, int], Counter],
-                  batch_size: int) -> list[Counter]:
+def batched_plans(
+    prompt_lens: Sequence[int], canvases: Sequence[int], run: Callable[[int, int], Counter], batch_size: int
+) -> list[Counter]:
     """Per query, the passes of one sampler call over fresh canvases: each row pays its batch's plan.
 
     Every row of a batch takes part in every pass (fresh canvases, no early stop), padded to the batch's
@@ -439,6 +490,8 @@ def plan_flops(plan: Counter, counter) -> int:
     """
     total = 0
     for key, n in plan.items():
-        flops = counter.forward_flops(key[0], query_len=key[1]) if isinstance(key, tuple) else counter.forward_flops(key)
+        flops = (
+            counter.forward_flops(key[0], query_len=key[1]) if isinstance(key, tuple) else counter.forward_flops(key)
+        )
         total += n * flops
     return total

@@ -52,8 +52,9 @@ class ArmCost:
     truncation_rate: float  # fraction of answers cut in their final run (nan if unknown)
 
 
-def price_plans(plans, shape: ModelShape, hw: Hardware, batch: int = 1, mfu: float | None = None,
-                counter: FlopSource | None = None) -> dict[str, np.ndarray]:
+def price_plans(
+    plans, shape: ModelShape, hw: Hardware, batch: int = 1, mfu: float | None = None, counter: FlopSource | None = None
+) -> dict[str, np.ndarray]:
     """Price plans: FLOPs, forward passes, latency and GPU time per query (see module docstring).
 
     Args:
@@ -79,14 +80,20 @@ def price_plans(plans, shape: ModelShape, hw: Hardware, batch: int = 1, mfu: flo
     counter = counter or AnalyticCounter(shape)
     memory_s = BYTES_PER_PARAM * shape.n_params / hw.mem_bandwidth
     step_s, flops = {}, {}
-    for t in {t for plan in plans for t in plan}:  # T (a full pass) or (T, T_q) (a KV-cached pass; ptdlib.cost.workload)
+    for t in {
+        t for plan in plans for t in plan
+    }:  # T (a full pass) or (T, T_q) (a KV-cached pass; ptdlib.cost.workload)
         keys, queries = t if isinstance(t, tuple) else (t, None)
         if keys > shape.max_positions:
-            raise ValueError(f"a forward pass over {keys} tokens exceeds {shape.name}'s {shape.max_positions} positions")
+            raise ValueError(
+                f"a forward pass over {keys} tokens exceeds {shape.name}'s {shape.max_positions} positions"
+            )
         if keys <= 0:
             flops[t] = 0
         else:
-            flops[t] = counter.forward_flops(keys) if queries is None else counter.forward_flops(keys, query_len=queries)
+            flops[t] = (
+                counter.forward_flops(keys) if queries is None else counter.forward_flops(keys, query_len=queries)
+            )
         step_s[t] = max(batch * flops[t] / (hw.peak_flops * mfu), memory_s)
     out = {k: np.zeros(len(plans)) for k in ("flops", "passes", "latency_s")}
     for i, plan in enumerate(plans):
@@ -100,19 +107,22 @@ def price_plans(plans, shape: ModelShape, hw: Hardware, batch: int = 1, mfu: flo
 def _arm(plans: StrategyPlans, priced: dict, price: float) -> ArmCost:
     gpu_h = 1e6 * priced["gpu_s"].mean() / 3600
     return ArmCost(
-        strategy=plans.name, flops_per_query=float(priced["flops"].mean()),
+        strategy=plans.name,
+        flops_per_query=float(priced["flops"].mean()),
         forward_passes_per_query=float(priced["passes"].mean()),
         gpu_seconds_per_query=float(priced["gpu_s"].mean()),
         latency_p50_s=float(np.percentile(priced["latency_s"], 50)),
         latency_p95_s=float(np.percentile(priced["latency_s"], 95)),
-        gpu_hours_per_million=gpu_h, cost_per_million=gpu_h * price,
+        gpu_hours_per_million=gpu_h,
+        cost_per_million=gpu_h * price,
         rerun_rate=float(np.mean(plans.reruns)),
         truncation_rate=float(np.mean(plans.truncated)) if plans.truncated is not None else math.nan,
     )
 
 
-def bootstrap_saving(strategy: np.ndarray, baseline: np.ndarray, n_boot: int = 2000, confidence: float = 0.95,
-                     seed: int = 0) -> tuple[float, float, float]:
+def bootstrap_saving(
+    strategy: np.ndarray, baseline: np.ndarray, n_boot: int = 2000, confidence: float = 0.95, seed: int = 0
+) -> tuple[float, float, float]:
     """The saving 1 - mean(strategy)/mean(baseline) and its paired percentile-bootstrap interval over queries.
 
     Args:
@@ -167,20 +177,29 @@ class CostEstimate:
 
     def table(self) -> str:
         """A plain-text table of both arms and the savings with their intervals."""
-        head = (f"{'strategy':<10} {'FLOP/q':>9} {'passes/q':>9} {'GPU-s/q':>9} {'p50 s':>9} {'p95 s':>9} "
-                f"{'GPU-h/1M':>9} {'$/1M':>9} {'re-run':>7} {'cut':>6}")
-        lines = [f"model {self.model} on {self.hardware}: MFU {self.mfu:.2f}, ${self.price_per_hour:.2f}/GPU-h, "
-                 f"batch {self.batch}, {self.n_queries} queries", head, "-" * len(head)]
+        head = (
+            f"{'strategy':<10} {'FLOP/q':>9} {'passes/q':>9} {'GPU-s/q':>9} {'p50 s':>9} {'p95 s':>9} "
+            f"{'GPU-h/1M':>9} {'$/1M':>9} {'re-run':>7} {'cut':>6}"
+        )
+        lines = [
+            f"model {self.model} on {self.hardware}: MFU {self.mfu:.2f}, ${self.price_per_hour:.2f}/GPU-h, "
+            f"batch {self.batch}, {self.n_queries} queries",
+            head,
+            "-" * len(head),
+        ]
         for arm in (self.strategy, self.baseline):
             lines.append(
                 f"{arm.strategy:<10} {_si(arm.flops_per_query):>9} {arm.forward_passes_per_query:>9.1f} "
                 f"{arm.gpu_seconds_per_query:>9.3g} {arm.latency_p50_s:>9.3g} {arm.latency_p95_s:>9.3g} "
                 f"{_num(arm.gpu_hours_per_million):>9} {_num(arm.cost_per_million):>9} {arm.rerun_rate:>7.1%} "
-                f"{arm.truncation_rate:>6.1%}")
+                f"{arm.truncation_rate:>6.1%}"
+            )
         pct = int(round(100 * self.confidence))
-        lines.append(f"saving vs fixed: {self.saving:.1%} of GPU time ({pct}% CI {self.saving_ci[0]:.1%} to "
-                     f"{self.saving_ci[1]:.1%}); FLOPs {self.flop_saving:.1%} ({self.flop_saving_ci[0]:.1%} to "
-                     f"{self.flop_saving_ci[1]:.1%})")
+        lines.append(
+            f"saving vs fixed: {self.saving:.1%} of GPU time ({pct}% CI {self.saving_ci[0]:.1%} to "
+            f"{self.saving_ci[1]:.1%}); FLOPs {self.flop_saving:.1%} ({self.flop_saving_ci[0]:.1%} to "
+            f"{self.flop_saving_ci[1]:.1%})"
+        )
         return "\n".join(lines)
 
 
@@ -197,9 +216,20 @@ def _si(x: float) -> str:
     return f"{x:.3g}"
 
 
-def estimate(shape: ModelShape, hw: Hardware, ours: StrategyPlans, baseline: StrategyPlans, *, batch: int = 1,
-             mfu: float | None = None, price: float | None = None, counter: FlopSource | None = None,
-             n_boot: int = 2000, confidence: float = 0.95, seed: int = 0) -> CostEstimate:
+def estimate(
+    shape: ModelShape,
+    hw: Hardware,
+    ours: StrategyPlans,
+    baseline: StrategyPlans,
+    *,
+    batch: int = 1,
+    mfu: float | None = None,
+    price: float | None = None,
+    counter: FlopSource | None = None,
+    n_boot: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> CostEstimate:
     """Cost of a strategy's plans and of the fixed-canvas baseline's plans on the same queries.
 
     Args:
@@ -225,8 +255,10 @@ def estimate(shape: ModelShape, hw: Hardware, ours: StrategyPlans, baseline: Str
             ``batch``, ``n_boot`` or ``confidence``.
     """
     if len(ours.plans) != len(baseline.plans) or not ours.plans:
-        raise ValueError(f"need the same non-empty queries in both arms: {len(ours.plans)} plans vs "
-                         f"{len(baseline.plans)} baseline plans")
+        raise ValueError(
+            f"need the same non-empty queries in both arms: {len(ours.plans)} plans vs "
+            f"{len(baseline.plans)} baseline plans"
+        )
     mfu = hw.mfu if mfu is None else mfu
     price = hw.price_per_hour if price is None else price
     check_mfu(mfu)
@@ -236,8 +268,17 @@ def estimate(shape: ModelShape, hw: Hardware, ours: StrategyPlans, baseline: Str
     saving = bootstrap_saving(a["gpu_s"], b["gpu_s"], n_boot, confidence, seed)
     flop_saving = bootstrap_saving(a["flops"], b["flops"], n_boot, confidence, seed)
     return CostEstimate(
-        model=shape.name, hardware=hw.name, mfu=mfu, price_per_hour=price, batch=batch, n_queries=len(ours.plans),
-        strategy=_arm(ours, a, price), baseline=_arm(baseline, b, price),
-        saving=saving[0], saving_ci=saving[1:], flop_saving=flop_saving[0], flop_saving_ci=flop_saving[1:],
+        model=shape.name,
+        hardware=hw.name,
+        mfu=mfu,
+        price_per_hour=price,
+        batch=batch,
+        n_queries=len(ours.plans),
+        strategy=_arm(ours, a, price),
+        baseline=_arm(baseline, b, price),
+        saving=saving[0],
+        saving_ci=saving[1:],
+        flop_saving=flop_saving[0],
+        flop_saving_ci=flop_saving[1:],
         confidence=confidence,
     )

@@ -54,8 +54,7 @@ class ModelShape:
     head_dim: int | None = None  # per-head width; None means d_model // n_heads
 
     def __post_init__(self):
-        for field_name in ("n_layers", "d_model", "n_heads", "n_kv_heads", "mlp_hidden", "vocab_size",
-                           "max_positions"):
+        for field_name in ("n_layers", "d_model", "n_heads", "n_kv_heads", "mlp_hidden", "vocab_size", "max_positions"):
             value = getattr(self, field_name)
             if not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{field_name} must be a positive integer, got {value!r}")
@@ -85,7 +84,7 @@ class ModelShape:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "ModelShape":
+    def from_dict(cls, data: dict) -> ModelShape:
         """A shape from its fields; ValueError for sizes that are not positive or do not fit together."""
         return cls(**data)
 
@@ -148,8 +147,13 @@ def uncounted_flops_estimate(shape: ModelShape, seq_len: int, batch: int = 1) ->
     """
     check_positive("seq_len", seq_len)
     d, hd = shape.d_model, shape.hd
-    per_token_layer = (2 * 4 * d + 3 * hd * (shape.n_heads + shape.n_kv_heads) + 6 * shape.n_heads * seq_len
-                       + 6 * shape.mlp_hidden + 2 * d)
+    per_token_layer = (
+        2 * 4 * d
+        + 3 * hd * (shape.n_heads + shape.n_kv_heads)
+        + 6 * shape.n_heads * seq_len
+        + 6 * shape.mlp_hidden
+        + 2 * d
+    )
     return batch * seq_len * (shape.n_layers * per_token_layer + 4 * d)
 
 
@@ -269,12 +273,30 @@ def _embedded_shape() -> ModelShape:
 
 
 #: LLaDA-8B-Instruct (Nie et al., 2025; GSAI-ML/LLaDA-8B-Instruct config.json): LLaMA-3-8B-like, untied head.
-LLADA_8B = ModelShape(name="llada-8b", n_layers=32, d_model=4096, n_heads=32, n_kv_heads=32, mlp_hidden=12288,
-                      vocab_size=126464, max_positions=4096, tied_head=False)
+LLADA_8B = ModelShape(
+    name="llada-8b",
+    n_layers=32,
+    d_model=4096,
+    n_heads=32,
+    n_kv_heads=32,
+    mlp_hidden=12288,
+    vocab_size=126464,
+    max_positions=4096,
+    tied_head=False,
+)
 #: Dream-v0-7B (Ye et al., 2025) has the shape of Qwen2.5-7B (Qwen2.5 technical report, config.json):
 #: grouped-query attention with 4 KV heads, untied head. Its q/k/v biases are additions (not counted).
-DREAM_7B = ModelShape(name="dream-7b", n_layers=28, d_model=3584, n_heads=28, n_kv_heads=4, mlp_hidden=18944,
-                      vocab_size=152064, max_positions=131072, tied_head=False)
+DREAM_7B = ModelShape(
+    name="dream-7b",
+    n_layers=28,
+    d_model=3584,
+    n_heads=28,
+    n_kv_heads=4,
+    mlp_hidden=18944,
+    vocab_size=152064,
+    max_positions=131072,
+    tied_head=False,
+)
 
 #: Preset name -> shape or a function building it (the embedded shape is read when asked for).
 PRESETS = {"embedded": _embedded_shape, "llada-8b": LLADA_8B, "dream-7b": DREAM_7B}
@@ -312,8 +334,10 @@ def model_shape(spec: str | Path) -> ModelShape:
     path = Path(spec)
     config = path / "config.json" if path.is_dir() else path
     if not config.is_file():
-        raise ValueError(f"unknown model preset {str(spec)!r} (choose from {', '.join(PRESETS)}), and not a "
-                         "config.json or a checkpoint directory holding one")
+        raise ValueError(
+            f"unknown model preset {str(spec)!r} (choose from {', '.join(PRESETS)}), and not a "
+            "config.json or a checkpoint directory holding one"
+        )
     try:
         data = json.loads(config.read_text())
     except json.JSONDecodeError as e:

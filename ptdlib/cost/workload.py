@@ -30,10 +30,22 @@ import numpy as np
 
 from ptdlib.cost.plans import CACHE_MODES, block_plan, canvas_plan, query_plans, round_to_block, run_plan
 
-__all__ = ["PLAN_CACHE_MODES", "STRATEGIES", "StrategyParams", "StrategyPlans", "add_choice_passes", "block_plan",
-           "canvas_plan",
-           "check_lengths", "plan_strategy", "plans_from_results", "read_results", "strategy_run", "strategy_rows",
-           "synthetic_workload"]
+__all__ = [
+    "PLAN_CACHE_MODES",
+    "STRATEGIES",
+    "StrategyParams",
+    "StrategyPlans",
+    "add_choice_passes",
+    "block_plan",
+    "canvas_plan",
+    "check_lengths",
+    "plan_strategy",
+    "plans_from_results",
+    "read_results",
+    "strategy_run",
+    "strategy_rows",
+    "synthetic_workload",
+]
 
 
 @dataclass(frozen=True)
@@ -74,8 +86,14 @@ def check_lengths(name: str, values) -> np.ndarray:
     return arr.astype(np.int64)
 
 
-def synthetic_workload(prompt_mean: float, response_mean: float, n: int = 2000, spread: float = 0.5,
-                       max_response: int | None = None, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def synthetic_workload(
+    prompt_mean: float,
+    response_mean: float,
+    n: int = 2000,
+    spread: float = 0.5,
+    max_response: int | None = None,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
     """(prompt lengths, response lengths) drawn log-normally with these means and coefficient of variation.
 
     Responses are the model's own lengths and are capped at ``max_response`` (a canvas leaves room for EOS).
@@ -147,8 +165,14 @@ def plan_strategy(name: str, prompts: np.ndarray, responses: np.ndarray, p: Stra
         canvases = _estimated_canvas(responses, p)
     if prompts.size != responses.size:
         raise ValueError(f"{prompts.size} prompt lengths but {responses.size} response lengths")
-    runs = query_plans(prompts, canvases, responses, max_canvas=p.canvas, run=strategy_run(p),
-                       recovery="max" if name in ("predicted", "smartcrop") else "none")
+    runs = query_plans(
+        prompts,
+        canvases,
+        responses,
+        max_canvas=p.canvas,
+        run=strategy_run(p),
+        recovery="max" if name in ("predicted", "smartcrop") else "none",
+    )
     add_choice_passes(name, prompts, runs.plans, p)
     return StrategyPlans(name, runs.plans, runs.reruns > 0, runs.truncated_final)
 
@@ -189,8 +213,9 @@ def _cell_list(cell) -> list[int]:
     return [int(x) for x in cell]
 
 
-def plans_from_results(frame, steps_per_token: float = 1.0, name: str = "table") -> tuple[np.ndarray, StrategyPlans,
-                                                                                          np.ndarray | None]:
+def plans_from_results(
+    frame, steps_per_token: float = 1.0, name: str = "table"
+) -> tuple[np.ndarray, StrategyPlans, np.ndarray | None]:
     """(prompt lengths, plans, response lengths or None) from a result table, one row per query.
 
     Needs ``prompt_len`` and, in order of preference: ``forward_lens`` (the sequence length of every
@@ -244,7 +269,9 @@ def strategy_rows(frame, strategy: str | None, source: str = "the table"):
     if strategy is not None and "strategy" in frame.columns:
         kept = frame[frame["strategy"] == strategy]
         if kept.empty:
-            raise ValueError(f"no rows of strategy {strategy!r} in {source}; it has "
-                             f"{', '.join(sorted(map(str, frame['strategy'].unique())))}")
+            raise ValueError(
+                f"no rows of strategy {strategy!r} in {source}; it has "
+                f"{', '.join(sorted(map(str, frame['strategy'].unique())))}"
+            )
         frame = kept
     return frame.reset_index(drop=True)

@@ -35,8 +35,8 @@ from ptdlib.models.spec import ModelSpec
 from ptdlib.models.spec import check_choice as _choice
 from ptdlib.sampling.sampler import SamplerConfig
 from ptdlib.tasks import SPLITS
-from ptdlib.validation import check_types
 from ptdlib.tasks.sources import SOURCE_SPLITS, SourceSpec, source_from_dict
+from ptdlib.validation import check_types
 
 #: splits used to fit and calibrate policies; never evaluated (docs/design.md §8: calibrate off the test split)
 FIT_SPLITS = ("train", "calib")
@@ -136,11 +136,15 @@ class RunConfig:
                 _positive_int(f"splits.{name}", n)
                 continue
             if name in FIT_SPLITS:
-                raise ValueError(f"split {name!r} is used to fit and calibrate policies and cannot be evaluated; "
-                                 f"evaluate one of {', '.join(EVAL_SPLITS)}")
+                raise ValueError(
+                    f"split {name!r} is used to fit and calibrate policies and cannot be evaluated; "
+                    f"evaluate one of {', '.join(EVAL_SPLITS)}"
+                )
             if name not in SPLITS:
-                raise ValueError(f"unknown split {name!r}; choose from {', '.join(EVAL_SPLITS)} "
-                                 f"({', '.join(FIT_SPLITS)} are for fitting)")
+                raise ValueError(
+                    f"unknown split {name!r}; choose from {', '.join(EVAL_SPLITS)} "
+                    f"({', '.join(FIT_SPLITS)} are for fitting)"
+                )
             _positive_int(f"splits.{name}", n)
         for key in ("train", "calib", "batch_size"):
             _positive_int(key, getattr(self, key))
@@ -154,8 +158,10 @@ class RunConfig:
             _int("seeds[]", s)
         _choice("recovery", self.recovery, RECOVERIES)
         if self.limits.round_to % self.sampler.block_length:
-            raise ValueError(f"sampler.block_length {self.sampler.block_length} must divide limits.round_to "
-                             f"{self.limits.round_to} (every canvas is a multiple of round_to)")
+            raise ValueError(
+                f"sampler.block_length {self.sampler.block_length} must divide limits.round_to "
+                f"{self.limits.round_to} (every canvas is a multiple of round_to)"
+            )
         if not self.strategies:
             raise ValueError("strategies is empty: name at least one strategy (e.g. {name: fixed, params: {L: 128}})")
         self.cells  # noqa: B018 (the property expands and validates the grid)
@@ -175,9 +181,11 @@ class RunConfig:
         for spec in self.sources:
             missing = [s for s in FIT_SPLITS if s not in spec.split_files()]
             if missing:
-                raise ValueError(f"source {spec.name!r} has no {' or '.join(missing)} part, which the strategies "
-                                 f"{', '.join(learners)} learn from; give it fractions or files for train and calib, "
-                                 f"or drop those strategies")
+                raise ValueError(
+                    f"source {spec.name!r} has no {' or '.join(missing)} part, which the strategies "
+                    f"{', '.join(learners)} learn from; give it fractions or files for train and calib, "
+                    f"or drop those strategies"
+                )
 
     def _check_runnable(self) -> None:
         """Check what would otherwise fail only after the model loaded and labels were computed.
@@ -188,8 +196,10 @@ class RunConfig:
         try:
             self.sampler.plan(self.limits.max_canvas)
         except ValueError as e:
-            raise ValueError(f"sampler does not fit limits.max_canvas {self.limits.max_canvas} (the labelling run and "
-                             f"re-runs use it): {e}") from None
+            raise ValueError(
+                f"sampler does not fit limits.max_canvas {self.limits.max_canvas} (the labelling run and "
+                f"re-runs use it): {e}"
+            ) from None
         for cell in self.cells:
             try:
                 make_policy(cell.name, **cell.kwargs).check_config(self.limits, self.sampler)
@@ -213,8 +223,10 @@ class RunConfig:
         for i, spec in enumerate(self.strategies):
             for cell in expand(spec, self.recovery, where=f"strategies[{i}]"):
                 if cell.key in seen:
-                    raise ValueError(f"strategies[{i}] repeats the cell {cell.label} of {seen[cell.key]} "
-                                     f"(parameters the policy ignores do not make a new cell)")
+                    raise ValueError(
+                        f"strategies[{i}] repeats the cell {cell.label} of {seen[cell.key]} "
+                        f"(parameters the policy ignores do not make a new cell)"
+                    )
                 seen[cell.key] = f"strategies[{i}]"
                 out.append(cell)
         return tuple(out)
@@ -232,8 +244,10 @@ class RunConfig:
             raise ValueError(f"baseline must name one parameter combination, got {len(base)}")
         arms = {(c.name, c.params) for c in self.cells}
         if (base[0].name, base[0].params) not in arms:
-            raise ValueError(f"baseline {base[0].label} is not one of the strategies; add it to strategies or set "
-                             f"baseline to one of: {', '.join(sorted({c.label for c in self.cells}))}")
+            raise ValueError(
+                f"baseline {base[0].label} is not one of the strategies; add it to strategies or set "
+                f"baseline to one of: {', '.join(sorted({c.label for c in self.cells}))}"
+            )
         return base[0].name, base[0].params
 
     def identity(self) -> dict:
@@ -247,7 +261,7 @@ class RunConfig:
 
     # ------------------------------------------------------------ parsing
     @classmethod
-    def from_dict(cls, data: Mapping) -> "RunConfig":
+    def from_dict(cls, data: Mapping) -> RunConfig:
         """Build from nested mappings (a parsed file or ``asdict`` of a config).
 
         Args:
@@ -278,9 +292,13 @@ class RunConfig:
             d["splits"] = dict(d["splits"])
         if d.get("sources") is not None:
             if not isinstance(d["sources"], (list, tuple)):
-                raise ValueError(f"sources must be a list of {{name, benchmark, path or files, ...}}, got {d['sources']!r}")
-            d["sources"] = tuple(s if isinstance(s, SourceSpec) else source_from_dict(s, f"sources[{i}]")
-                                 for i, s in enumerate(d["sources"]))
+                raise ValueError(
+                    f"sources must be a list of {{name, benchmark, path or files, ...}}, got {d['sources']!r}"
+                )
+            d["sources"] = tuple(
+                s if isinstance(s, SourceSpec) else source_from_dict(s, f"sources[{i}]")
+                for i, s in enumerate(d["sources"])
+            )
         else:
             d.pop("sources", None)
         missing = [m for m in ("splits", "strategies") if m not in d]
@@ -430,8 +448,10 @@ def _check_sources(sources, splits) -> None:
     evaluable = [s for s in SOURCE_SPLITS if s not in FIT_SPLITS]
     for name in splits:
         if name not in evaluable:
-            raise ValueError(f"split {name!r} cannot be evaluated on file sources; choose from {', '.join(evaluable)} "
-                             f"(sources are cut into {', '.join(SOURCE_SPLITS)})")
+            raise ValueError(
+                f"split {name!r} cannot be evaluated on file sources; choose from {', '.join(evaluable)} "
+                f"(sources are cut into {', '.join(SOURCE_SPLITS)})"
+            )
 
 
 def _known(cls, data, where: str) -> dict:

@@ -17,8 +17,8 @@ has, so every window and cache mode of a model shares one set of labels.
 
 from __future__ import annotations
 
-import hashlib
 import dataclasses
+import hashlib
 import json
 import os
 from dataclasses import asdict
@@ -86,14 +86,22 @@ def _cache_path(lm, canvas: int, sampler: SamplerConfig, seed: int) -> Path:
     if not (settings["confidence_eos_eot_inf"] or settings["suppress_eos"]):
         # older files keep their names; with suppress_eos (EOS only since confidence_eos_eot_inf came) a new one
         del settings["confidence_eos_eot_inf"]
-    key = json.dumps({"canvas": canvas, "sampler": settings, "seed": seed, "device": lm.device.type},
-                     sort_keys=True)
+    key = json.dumps({"canvas": canvas, "sampler": settings, "seed": seed, "device": lm.device.type}, sort_keys=True)
     name = f"{lm.model_id}-{model_fingerprint(lm)}-{hashlib.sha256(key.encode()).hexdigest()[:10]}.jsonl"
     return cache_dir() / name
 
 
-def label_queries(lm, queries, *, canvas: int = 128, sampler: SamplerConfig = SamplerConfig(), seed: int = 0,
-                  batch_size: int = 32, use_cache: bool = True, progress: bool = False) -> dict:
+def label_queries(
+    lm,
+    queries,
+    *,
+    canvas: int = 128,
+    sampler: SamplerConfig = SamplerConfig(),
+    seed: int = 0,
+    batch_size: int = 32,
+    use_cache: bool = True,
+    progress: bool = False,
+) -> dict:
     """Label every query with the model's own response at the maximum canvas (cached on disk).
 
     The labelling run stops each query after its EOS block, on the full window and without a KV cache, so its
@@ -127,10 +135,20 @@ def label_queries(lm, queries, *, canvas: int = 128, sampler: SamplerConfig = Sa
         path.parent.mkdir(parents=True, exist_ok=True)
         for i in range(0, len(todo), batch_size * 4):
             chunk = todo[i : i + batch_size * 4]
-            outs = sample(lm, [q.prompt for q in chunk], canvas, early_stop, seed=seed,
-                          query_ids=[q.qid for q in chunk], batch_size=batch_size, progress=progress)
-            recs = [{"qid": q.qid, "prompt": q.prompt, "length": o.length, "truncated": o.truncated,
-                     "text": o.text} for q, o in zip(chunk, outs)]
+            outs = sample(
+                lm,
+                [q.prompt for q in chunk],
+                canvas,
+                early_stop,
+                seed=seed,
+                query_ids=[q.qid for q in chunk],
+                batch_size=batch_size,
+                progress=progress,
+            )
+            recs = [
+                {"qid": q.qid, "prompt": q.prompt, "length": o.length, "truncated": o.truncated, "text": o.text}
+                for q, o in zip(chunk, outs)
+            ]
             if use_cache:
                 with open(path, "a") as f:
                     f.write("".join(json.dumps(r) + "\n" for r in recs))

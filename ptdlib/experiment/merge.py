@@ -27,8 +27,10 @@ def separate_recoveries(rows: pd.DataFrame) -> pd.DataFrame:
     """Add ``recovery`` to the params of (strategy, params) pairs that were run with several recoveries."""
     rows = rows.copy()
     several = rows.groupby(["strategy", "params"])["recovery"].transform("nunique") > 1
-    rows.loc[several, "params"] = [json.dumps({**json.loads(p), "recovery": r}, sort_keys=True)
-                                   for p, r in zip(rows.loc[several, "params"], rows.loc[several, "recovery"])]
+    rows.loc[several, "params"] = [
+        json.dumps({**json.loads(p), "recovery": r}, sort_keys=True)
+        for p, r in zip(rows.loc[several, "params"], rows.loc[several, "recovery"])
+    ]
     return rows
 
 
@@ -67,5 +69,7 @@ def report_missing(missing: list, total: int) -> str:
     """
     rows = sum(c.size for c in missing)
     ids = [c.id for c in missing[:_SHOWN_MISSING]] + (["..."] if len(missing) > _SHOWN_MISSING else [])
-    return (f"{len(missing)} of {total} chunks missing ({rows} rows): run the missing shards (ptd run CONFIG "
-            f"--shard i/n) or copy their chunks/ files in\n  " + "\n  ".join(ids))
+    return (
+        f"{len(missing)} of {total} chunks missing ({rows} rows): run the missing shards (ptd run CONFIG "
+        f"--shard i/n) or copy their chunks/ files in\n  " + "\n  ".join(ids)
+    )

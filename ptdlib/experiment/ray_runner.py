@@ -97,8 +97,11 @@ def _fault(chunk_id: str, stage: str) -> None:
         for spec in specs:
             if spec.get("stage", "start") not in _FAULT_STAGES:
                 raise ValueError(f"{FAULTS_ENV} stage must be one of {', '.join(_FAULT_STAGES)}, got {spec['stage']!r}")
-            if spec.get("stage", "start") == stage and spec.get("chunk", "*") in ("*", chunk_id) \
-                    and int(spec.get("times", 0)) > 0:
+            if (
+                spec.get("stage", "start") == stage
+                and spec.get("chunk", "*") in ("*", chunk_id)
+                and int(spec.get("times", 0)) > 0
+            ):
                 spec["times"] = int(spec["times"]) - 1
                 f.seek(0)
                 f.truncate()
@@ -152,8 +155,10 @@ class ChunkWorker:
         from ptdlib.experiment.work import run_chunk
 
         if self.fingerprint != fingerprint:
-            raise ValueError(f"this worker's model ({self.lm.model_id}, fingerprint {self.fingerprint}) is not the "
-                             f"run's (fingerprint {fingerprint}): every node needs the same weights at model.path")
+            raise ValueError(
+                f"this worker's model ({self.lm.model_id}, fingerprint {self.fingerprint}) is not the "
+                f"run's (fingerprint {fingerprint}): every node needs the same weights at model.path"
+            )
         key = work_ref[0].hex()
         if key not in self._work:
             self._work = {key: ray.get(work_ref[0])}
@@ -161,8 +166,9 @@ class ChunkWorker:
         if done.exists():  # a retry of a chunk whose worker died after writing it (or another process wrote it)
             return len(read_chunk(done, chunk.size))
         _fault(chunk.id, "start")
-        rows = run_chunk(self.lm, self.counter, cfg, Path(out), chunk, self._work[key],
-                         allow_code_execution=allow_code_execution)
+        rows = run_chunk(
+            self.lm, self.counter, cfg, Path(out), chunk, self._work[key], allow_code_execution=allow_code_execution
+        )
         _fault(chunk.id, "written")
         return rows
 
@@ -194,9 +200,19 @@ def worker_slots(ray, device: str = "auto") -> tuple[int, dict]:
     return cpus, {"num_cpus": 1}
 
 
-def run_on_ray(cfg, out: Path, chunks: list, work, *, address: str = LOCAL, device: str = "auto",
-               workers: int | None = None, max_attempts: int | None = None, progress: bool = True,
-               allow_code_execution: bool = False) -> tuple[int, tuple]:
+def run_on_ray(
+    cfg,
+    out: Path,
+    chunks: list,
+    work,
+    *,
+    address: str = LOCAL,
+    device: str = "auto",
+    workers: int | None = None,
+    max_attempts: int | None = None,
+    progress: bool = True,
+    allow_code_execution: bool = False,
+) -> tuple[int, tuple]:
     """Run ``chunks`` of ``cfg`` into run directory ``out`` on Ray.
 
     If this process is connected to Ray already, that connection is used.
@@ -252,8 +268,13 @@ def run_on_ray(cfg, out: Path, chunks: list, work, *, address: str = LOCAL, devi
         free, pending, running = list(range(n_workers)), deque(chunks), {}
         attempts: dict[str, int] = {}
         written, done, retried, failed = 0, [], 0, []
-        bar = tqdm(total=len(chunks), unit="chunk", disable=not progress, dynamic_ncols=True,
-                   desc=f"ray: {n_workers} {kind} workers")
+        bar = tqdm(
+            total=len(chunks),
+            unit="chunk",
+            disable=not progress,
+            dynamic_ncols=True,
+            desc=f"ray: {n_workers} {kind} workers",
+        )
         while pending or running:
             while pending and free:
                 slot, chunk = free.pop(), pending.popleft()
@@ -292,8 +313,11 @@ def run_on_ray(cfg, out: Path, chunks: list, work, *, address: str = LOCAL, devi
     present = finished_chunks(out)
     absent = [c.id for c in done if c.id not in present]
     if absent:
-        print(f"ptd run: warning: {len(absent)} chunks reported written are not in {out} (e.g. {absent[0]}): on "
-              f"several machines the run directory must be on a file system every node shares", file=sys.stderr)
+        print(
+            f"ptd run: warning: {len(absent)} chunks reported written are not in {out} (e.g. {absent[0]}): on "
+            f"several machines the run directory must be on a file system every node shares",
+            file=sys.stderr,
+        )
     return written, tuple(failed)
 
 

@@ -95,8 +95,10 @@ def package_versions() -> dict:
 
 def git_revision(repo: Path = _REPO) -> dict:
     """{"revision", "dirty"} of the checkout ptdlib runs from; "unknown" outside a git checkout."""
+
     def git(*args):
         return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=20)
+
     try:
         rev = git("rev-parse", "HEAD")
         if rev.returncode != 0:
@@ -116,7 +118,7 @@ def run_record(cfg: RunConfig, model_id: str, fingerprint: str) -> dict:
         "chunks": len(plan_chunks(cfg)),
         "packages": package_versions(),
         "git": git_revision(),
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
 
 
@@ -164,11 +166,14 @@ def check_same_run(stored: dict, cfg: RunConfig, fingerprint: str, where: str) -
     """
     diffs = _differences(RunConfig.from_dict(stored["config"]).identity(), cfg.identity())
     if stored["model"]["fingerprint"] != fingerprint:
-        diffs.append(f"model fingerprint: stored {stored['model']['fingerprint']}, now {fingerprint} "
-                     f"(the weights changed)")
+        diffs.append(
+            f"model fingerprint: stored {stored['model']['fingerprint']}, now {fingerprint} (the weights changed)"
+        )
     if diffs:
-        raise ValueError(f"{where} holds a different run; use another output directory or the stored config. "
-                         "Differences:\n  " + "\n  ".join(diffs))
+        raise ValueError(
+            f"{where} holds a different run; use another output directory or the stored config. "
+            "Differences:\n  " + "\n  ".join(diffs)
+        )
 
 
 def open_run(root: str | Path, cfg: RunConfig, model_id: str, fingerprint: str) -> Path:
@@ -207,8 +212,11 @@ def finished_chunks(root: str | Path) -> set[str]:
     folder = Path(root) / CHUNK_DIR
     if not folder.is_dir():
         return set()
-    return {p.name[: -len(CHUNK_SUFFIX)] for p in folder.iterdir()
-            if p.name.endswith(CHUNK_SUFFIX) and not p.name.startswith(".")}
+    return {
+        p.name[: -len(CHUNK_SUFFIX)]
+        for p in folder.iterdir()
+        if p.name.endswith(CHUNK_SUFFIX) and not p.name.startswith(".")
+    }
 
 
 def write_chunk(root: str | Path, chunk_id: str, rows: list[dict]) -> Path:
@@ -247,8 +255,9 @@ def read_chunk(path: Path, expected_rows: int | None = None) -> list[dict]:
     try:
         rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
     except (json.JSONDecodeError, UnicodeDecodeError) as e:  # a file cut or changed by hand (ours are atomic)
-        raise ValueError(f"chunk file {path} is damaged ({e}); delete it and re-run the config to redo the chunk") \
-            from None
+        raise ValueError(
+            f"chunk file {path} is damaged ({e}); delete it and re-run the config to redo the chunk"
+        ) from None
     chunk_id = path.name[: -len(CHUNK_SUFFIX)]
     if expected_rows is not None and len(rows) != expected_rows:
         raise ValueError(f"{path} holds {len(rows)} rows, its chunk has {expected_rows} queries")
@@ -310,8 +319,10 @@ def load_results(*dirs) -> pd.DataFrame:
     for d in dirs:
         for cid in finished_chunks(d):
             if cid not in planned:
-                raise ValueError(f"{chunk_path(d, cid)} is not a chunk of the run's config (was it written by "
-                                 f"another config or another version of ptdlib?)")
+                raise ValueError(
+                    f"{chunk_path(d, cid)} is not a chunk of the run's config (was it written by "
+                    f"another config or another version of ptdlib?)"
+                )
             found.append((planned[cid][0], str(d), cid))
     rows = []
     for _, d, cid in sorted(found):
@@ -326,14 +337,32 @@ def load_results(*dirs) -> pd.DataFrame:
     clash = df.duplicated(ROW_KEY, keep=False)
     if clash.any():
         example = df.loc[clash, ROW_KEY].iloc[0].to_dict()
-        raise ValueError(f"{int(clash.sum())} rows measure the same (query, strategy, params, seed) with different "
-                         f"results, e.g. {example}; two copies of a chunk disagree — keep one of them")
+        raise ValueError(
+            f"{int(clash.sum())} rows measure the same (query, strategy, params, seed) with different "
+            f"results, e.g. {example}; two copies of a chunk disagree — keep one of them"
+        )
     df.attrs.update(run=run, missing_chunks=[cid for cid in planned if cid not in seen])
     return df
 
 
 __all__ = [
-    "CHUNK_DIR", "COLUMNS", "LEGACY_FLOP_COUNTER", "RUN_FILE", "ROW_KEY", "atomic_write", "check_same_run",
-    "chunk_path", "finished_chunks", "git_revision", "load_results", "merged_run", "missing_chunks", "open_run",
-    "package_versions", "read_chunk", "read_run", "run_record", "write_chunk",
+    "CHUNK_DIR",
+    "COLUMNS",
+    "LEGACY_FLOP_COUNTER",
+    "RUN_FILE",
+    "ROW_KEY",
+    "atomic_write",
+    "check_same_run",
+    "chunk_path",
+    "finished_chunks",
+    "git_revision",
+    "load_results",
+    "merged_run",
+    "missing_chunks",
+    "open_run",
+    "package_versions",
+    "read_chunk",
+    "read_run",
+    "run_record",
+    "write_chunk",
 ]

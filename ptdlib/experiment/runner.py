@@ -33,6 +33,7 @@ from ptdlib.experiment.config import Cell, RunConfig, plan_chunks, shard_of
 from ptdlib.experiment.work import SharedWork, run_chunk
 from ptdlib.models.spec import load_lm
 
+
 # ---------------------------------------------------------------- labels and fitted policies
 class Workbench:
     """The queries, own-length labels and fitted policies of one run, each computed once and reused."""
@@ -87,8 +88,15 @@ class Workbench:
         """
         from ptdlib.experiment.labels import label_queries
 
-        labels = label_queries(self.lm, queries, canvas=self.cfg.limits.max_canvas, sampler=self.cfg.sampler,
-                               seed=self.cfg.label_seed, batch_size=self.cfg.batch_size, progress=self.progress)
+        labels = label_queries(
+            self.lm,
+            queries,
+            canvas=self.cfg.limits.max_canvas,
+            sampler=self.cfg.sampler,
+            seed=self.cfg.label_seed,
+            batch_size=self.cfg.batch_size,
+            progress=self.progress,
+        )
         return {qid: int(rec["length"]) for qid, rec in labels.items()}
 
     def needs_fit(self, cell: Cell) -> bool:
@@ -109,8 +117,16 @@ class Workbench:
                 if self._fit_labels is None:
                     self._fit_labels = self.own_lengths(train + calib)
                 own = self._fit_labels
-                policy.fit(self.lm, train, [own[q.qid] for q in train], calib, [own[q.qid] for q in calib],
-                           self.cfg.limits, cell.recovery, sampler=self.cfg.sampler)
+                policy.fit(
+                    self.lm,
+                    train,
+                    [own[q.qid] for q in train],
+                    calib,
+                    [own[q.qid] for q in calib],
+                    self.cfg.limits,
+                    cell.recovery,
+                    sampler=self.cfg.sampler,
+                )
             self._fitted[key] = policy
         return self._fitted[key]
 
@@ -129,8 +145,10 @@ class RunStats:
     failed: tuple = ()  # (chunk id, error) of chunks that kept failing (``--ray``: after their retries)
 
     def line(self) -> str:
-        text = (f"ptd run: {self.rows_written} rows written ({self.chunks_written} chunks), {self.rows_skipped} "
-                f"rows skipped (already present)")
+        text = (
+            f"ptd run: {self.rows_written} rows written ({self.chunks_written} chunks), {self.rows_skipped} "
+            f"rows skipped (already present)"
+        )
         if self.rows_other_shards:
             text += f", {self.rows_other_shards} rows left to other shards"
         if self.failed:
@@ -138,8 +156,16 @@ class RunStats:
         return text + f"; {self.seconds:.1f} s -> {self.output}"
 
 
-def run_chunks(lm, cfg: RunConfig, out: Path, chunks: list, work: SharedWork, *, progress: bool = True,
-               allow_code_execution: bool = False) -> int:
+def run_chunks(
+    lm,
+    cfg: RunConfig,
+    out: Path,
+    chunks: list,
+    work: SharedWork,
+    *,
+    progress: bool = True,
+    allow_code_execution: bool = False,
+) -> int:
     """Run ``chunks`` one after another in this process (one progress bar).
 
     Args:
@@ -168,8 +194,17 @@ def run_chunks(lm, cfg: RunConfig, out: Path, chunks: list, work: SharedWork, *,
     return written
 
 
-def run(cfg: RunConfig, *, output: str | Path | None = None, shard: tuple[int, int] = (0, 1), device: str = "auto",
-        lm=None, progress: bool = True, allow_code_execution: bool = False, ray: str | None = None) -> RunStats:
+def run(
+    cfg: RunConfig,
+    *,
+    output: str | Path | None = None,
+    shard: tuple[int, int] = (0, 1),
+    device: str = "auto",
+    lm=None,
+    progress: bool = True,
+    allow_code_execution: bool = False,
+    ray: str | None = None,
+) -> RunStats:
     """Execute a run config, or one shard of it (see module docstring).
 
     Chunks already written in ``output`` are skipped, so an interrupted run resumes. Own-length labels and fitted
@@ -234,8 +269,11 @@ def run(cfg: RunConfig, *, output: str | Path | None = None, shard: tuple[int, i
             say(f"fitting {cell.label} on {cfg.train} train / {cfg.calib} calib queries")
         bench.policy(cell)
 
-    work = SharedWork(queries={s: bench.queries(s) for s in {c.split for c in todo}}, own=own,
-                      policies={c.cell.key: bench.policy(c.cell) for c in todo})
+    work = SharedWork(
+        queries={s: bench.queries(s) for s in {c.split for c in todo}},
+        own=own,
+        policies={c.cell.key: bench.policy(c.cell) for c in todo},
+    )
     failed: tuple = ()
     if ray is None:
         written = run_chunks(lm, cfg, out, todo, work, progress=progress, allow_code_execution=allow_code_execution)
@@ -248,8 +286,16 @@ def run(cfg: RunConfig, *, output: str | Path | None = None, shard: tuple[int, i
 
             gc.collect()
             torch.cuda.empty_cache()
-        written, failed = run_on_ray(cfg, out, todo, work, address=ray, device=device, progress=progress,
-                                     allow_code_execution=allow_code_execution)
+        written, failed = run_on_ray(
+            cfg,
+            out,
+            todo,
+            work,
+            address=ray,
+            device=device,
+            progress=progress,
+            allow_code_execution=allow_code_execution,
+        )
     else:
         written = 0
     return RunStats(str(out), written, skipped, others, len(todo) - len(failed), time.perf_counter() - t0, failed)
@@ -272,9 +318,13 @@ def describe(cfg: RunConfig, out: Path, shard: tuple[int, int]) -> str:
     mine = [c for c in chunks if shard_of(c.id, shard[1]) == shard[0]]
     done = finished_chunks(out)
     todo = [c for c in mine if c.id not in done]
-    lines = [f"{len(cfg.cells)} cells x splits {dict(cfg.splits)} x seeds {list(cfg.seeds)}: {len(chunks)} chunks of "
-             f"up to {cfg.chunk} queries, {sum(c.size for c in chunks)} rows"]
+    lines = [
+        f"{len(cfg.cells)} cells x splits {dict(cfg.splits)} x seeds {list(cfg.seeds)}: {len(chunks)} chunks of "
+        f"up to {cfg.chunk} queries, {sum(c.size for c in chunks)} rows"
+    ]
     lines += [f"  {c.label}" for c in cfg.cells]
-    lines.append(f"shard {shard[0]}/{shard[1]}: {len(mine)} chunks, {len(mine) - len(todo)} already in {out}, "
-                 f"{len(todo)} to run ({sum(c.size for c in todo)} rows)")
+    lines.append(
+        f"shard {shard[0]}/{shard[1]}: {len(mine)} chunks, {len(mine) - len(todo)} already in {out}, "
+        f"{len(todo)} to run ({sum(c.size for c in todo)} rows)"
+    )
     return "\n".join(lines)

@@ -48,8 +48,9 @@ class SharedWork:
         return queries, policy, own
 
 
-def run_chunk(lm, counter, cfg: RunConfig, out: Path, chunk, work: SharedWork, *,
-              allow_code_execution: bool = False) -> int:
+def run_chunk(
+    lm, counter, cfg: RunConfig, out: Path, chunk, work: SharedWork, *, allow_code_execution: bool = False
+) -> int:
     """Evaluate one chunk and store its rows atomically (:func:`ptdlib.experiment.results.write_chunk`).
 
     The one unit of work of every executor (the serial loop below, :mod:`ptdlib.experiment.ray_runner`'s workers):
@@ -70,8 +71,18 @@ def run_chunk(lm, counter, cfg: RunConfig, out: Path, chunk, work: SharedWork, *
     from ptdlib.experiment.results import write_chunk
 
     queries, policy, own = work.inputs(chunk)
-    rows = evaluate_strategy(lm, queries, policy, counter, recovery=chunk.cell.recovery, sampler=cfg.sampler,
-                             limits=cfg.limits, seed=chunk.seed, batch_size=cfg.batch_size, own_lengths=own,
-                             allow_code_execution=allow_code_execution)
+    rows = evaluate_strategy(
+        lm,
+        queries,
+        policy,
+        counter,
+        recovery=chunk.cell.recovery,
+        sampler=cfg.sampler,
+        limits=cfg.limits,
+        seed=chunk.seed,
+        batch_size=cfg.batch_size,
+        own_lengths=own,
+        allow_code_execution=allow_code_execution,
+    )
     write_chunk(out, chunk.id, rows)
     return len(rows)

@@ -54,10 +54,10 @@ class DiffusionLM:
         out = None
         for n in real.unique().tolist():
             rows = (real == n).nonzero().squeeze(1)
-            part = pick(self.network(input_ids=ids[rows, T - n:], attention_mask=None, **kwargs))
+            part = pick(self.network(input_ids=ids[rows, T - n :], attention_mask=None, **kwargs))
             if out is None:
                 out = part.new_zeros((ids.shape[0], T, *part.shape[2:]))
-            out[rows, T - n:] = part
+            out[rows, T - n :] = part
         return out
 
     @torch.no_grad()
@@ -107,8 +107,9 @@ class DiffusionLM:
             return list(self.prompt_encoder(text))
         tok = self.tokenizer
         if getattr(tok, "chat_template", None):
-            ids = tok.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
-                                          tokenize=True)
+            ids = tok.apply_chat_template(
+                [{"role": "user", "content": text}], add_generation_prompt=True, tokenize=True
+            )
             return list(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids)
         return tok(text)["input_ids"]
 
@@ -134,8 +135,11 @@ class DiffusionLM:
             return self.tokenizer.decode(ids, skip_special_tokens=True)
         known = [t for t in ids if 0 <= t < size]
         if len(known) < len(ids):  # the same text each time, so Python shows it once per model
-            warnings.warn(f"{self.model_id}: token ids outside 0..{size - 1} (its tokenizer's {size} tokens) are left "
-                          "out of decoded text; the output layer has more rows than the tokenizer", stacklevel=2)
+            warnings.warn(
+                f"{self.model_id}: token ids outside 0..{size - 1} (its tokenizer's {size} tokens) are left "
+                "out of decoded text; the output layer has more rows than the tokenizer",
+                stacklevel=2,
+            )
         return self.tokenizer.decode(known, skip_special_tokens=True)
 
     def check_length(self, total: int) -> None:
@@ -148,6 +152,4 @@ class DiffusionLM:
             ValueError: If ``total`` exceeds ``max_positions``.
         """
         if total > self.max_positions:
-            raise ValueError(
-                f"prompt + canvas of {total} tokens exceeds the model's {self.max_positions} positions"
-            )
+            raise ValueError(f"prompt + canvas of {total} tokens exceeds the model's {self.max_positions} positions")

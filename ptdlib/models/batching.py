@@ -29,12 +29,14 @@ def left_pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Te
     attn = torch.zeros((len(seqs), width), dtype=torch.long)
     for i, s in enumerate(seqs):
         if s:
-            ids[i, width - len(s):] = torch.tensor(s, dtype=torch.long)
-            attn[i, width - len(s):] = 1
+            ids[i, width - len(s) :] = torch.tensor(s, dtype=torch.long)
+            attn[i, width - len(s) :] = 1
     return ids, attn
 
 
-def with_canvas(prompt_ids: torch.Tensor, prompt_attn: torch.Tensor, canvas: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def with_canvas(
+    prompt_ids: torch.Tensor, prompt_attn: torch.Tensor, canvas: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Concatenate left-padded prompts with a canvas; canvas positions attend and are attended.
 
     Args:

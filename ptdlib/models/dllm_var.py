@@ -49,7 +49,9 @@ class ResponseBatch:
     end: torch.Tensor
 
 
-def packed_row(samples: list[tuple[list[int], list[int]]], width: int, end_id: int) -> tuple[list[int], list[bool], int]:
+def packed_row(
+    samples: list[tuple[list[int], list[int]]], width: int, end_id: int
+) -> tuple[list[int], list[bool], int]:
     """Pack (prompt ids, answer ids) samples into one row of ``width`` tokens.
 
     Each sample contributes ``prompt + answer + [end_id]``; samples are taken in order while they fit; the
@@ -114,16 +116,21 @@ class DllmVarBatchSource:
 
     def _packed(self, step: int) -> ResponseBatch:
         cfg = self.cfg
-        stream = iter_split(self.split, seed=cfg.seed * 1_000_003 + 7_919 * (step + 1) + 1,
-                            family_weights=cfg.family_weights or None)
+        stream = iter_split(
+            self.split, seed=cfg.seed * 1_000_003 + 7_919 * (step + 1) + 1, family_weights=cfg.family_weights or None
+        )
         eos = self.end_ids[0]
         rows, flags = [], []
         pending = next(stream)
         for _ in range(cfg.batch_size):
             samples = []
             while sum(len(p) + len(a) + 1 for p, a in samples) <= cfg.pack_width:
-                samples.append((encode_prompt(self.tok, pending.prompt),
-                                self.tok(pending.answer, add_special_tokens=False)["input_ids"]))
+                samples.append(
+                    (
+                        encode_prompt(self.tok, pending.prompt),
+                        self.tok(pending.answer, add_special_tokens=False)["input_ids"],
+                    )
+                )
                 pending = next(stream)
             row, resp, _ = packed_row(samples, cfg.pack_width, eos)
             rows.append(row)
@@ -136,7 +143,7 @@ class DllmVarBatchSource:
         prompt_ids, prompt_attn, target = self.base.batch(step)
         ids, attn = with_canvas(prompt_ids, prompt_attn, target)
         response = torch.zeros_like(ids, dtype=torch.bool)
-        response[:, prompt_ids.shape[1]:] = True
+        response[:, prompt_ids.shape[1] :] = True
         return ResponseBatch(ids, attn, response, response & self._is_end(ids))
 
     def _is_end(self, ids: torch.Tensor) -> torch.Tensor:

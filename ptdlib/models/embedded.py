@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForMaskedLM, AutoTokenizer
 
-from ptdlib import DATA_DIR
 import ptdlib.models  # noqa: F401  (registers the architecture with the Auto classes)
+from ptdlib import DATA_DIR
 from ptdlib.models.base import DiffusionLM
 from ptdlib.models.metrics import end_token_ids
 from ptdlib.models.modeling import PtdLladaConfig, PtdLladaModel
@@ -119,9 +119,11 @@ def check_weights_match(info: dict, path) -> None:
             kind).
     """
     problems = []
-    for kind, what in (("missing_keys", "missing from the weights (would be random)"),
-                       ("unexpected_keys", "in the weights but not in the config's model"),
-                       ("mismatched_keys", "of another shape than the config's")):
+    for kind, what in (
+        ("missing_keys", "missing from the weights (would be random)"),
+        ("unexpected_keys", "in the weights but not in the config's model"),
+        ("mismatched_keys", "of another shape than the config's"),
+    ):
         keys = sorted(k if isinstance(k, str) else k[0] for k in info.get(kind) or ())
         if keys:
             shown = ", ".join(keys[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
@@ -134,6 +136,7 @@ def training_card(path: str | Path | None = None) -> dict:
     """The training card saved with a model (empty if there is none)."""
     p = (Path(path) if path is not None else DEFAULT_MODEL_DIR) / CARD_FILE
     return json.loads(p.read_text()) if p.exists() else {}
+
 
 def embedded_lm(model, tokenizer, model_id: str = "ptd-tiny") -> DiffusionLM:
     """Wrap an in-memory embedded model (e.g. one a test just built) as a DiffusionLM.
@@ -159,7 +162,9 @@ def embedded_lm(model, tokenizer, model_id: str = "ptd-tiny") -> DiffusionLM:
     )
 
 
-def load_embedded(path: str | Path | None = None, device: str = "cpu", dtype: torch.dtype = torch.float32) -> DiffusionLM:
+def load_embedded(
+    path: str | Path | None = None, device: str = "cpu", dtype: torch.dtype = torch.float32
+) -> DiffusionLM:
     """Load the embedded model as a DiffusionLM.
 
     Args:

@@ -28,9 +28,9 @@ norm, logit scaling, ...) are refused with a message naming the field, rather th
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
@@ -103,7 +103,8 @@ def llada_hf_config(config: dict) -> LlamaConfig:
         if field in config and config[field] != want:
             raise UnsupportedCheckpoint(
                 f"LLaDA config field {field}={config[field]!r} is not supported natively (published checkpoints "
-                f"use {want!r}); load it with model.trust_remote_code: true")
+                f"use {want!r}); load it with model.trust_remote_code: true"
+            )
     d_model, n_heads = _require(config, "d_model", "LLaDA"), _require(config, "n_heads", "LLaDA")
     if config.get("multi_query_attention"):
         n_kv = 1
@@ -111,8 +112,10 @@ def llada_hf_config(config: dict) -> LlamaConfig:
         n_kv = config.get("n_kv_heads") or n_heads
     bias = bool(config.get("include_bias", False))
     if bool(config.get("include_qkv_bias", False)) and not bias:
-        raise UnsupportedCheckpoint("LLaDA config include_qkv_bias without include_bias is not supported natively; "
-                                    "load it with model.trust_remote_code: true")
+        raise UnsupportedCheckpoint(
+            "LLaDA config include_qkv_bias without include_bias is not supported natively; "
+            "load it with model.trust_remote_code: true"
+        )
     hidden = config.get("mlp_hidden_size") or int(config.get("mlp_ratio", 4) * d_model)
     return LlamaConfig(
         vocab_size=config.get("embedding_size") or _require(config, "vocab_size", "LLaDA"),  # rows of wte/ff_out
@@ -133,9 +136,15 @@ def llada_hf_config(config: dict) -> LlamaConfig:
 
 #: LLaDA block weight name -> LLaMA decoder-layer weight name
 LLADA_BLOCK_NAMES = {
-    "q_proj": "self_attn.q_proj", "k_proj": "self_attn.k_proj", "v_proj": "self_attn.v_proj",
-    "attn_out": "self_attn.o_proj", "ff_proj": "mlp.gate_proj", "up_proj": "mlp.up_proj",
-    "ff_out": "mlp.down_proj", "attn_norm": "input_layernorm", "ff_norm": "post_attention_layernorm",
+    "q_proj": "self_attn.q_proj",
+    "k_proj": "self_attn.k_proj",
+    "v_proj": "self_attn.v_proj",
+    "attn_out": "self_attn.o_proj",
+    "ff_proj": "mlp.gate_proj",
+    "up_proj": "mlp.up_proj",
+    "ff_out": "mlp.down_proj",
+    "attn_norm": "input_layernorm",
+    "ff_norm": "post_attention_layernorm",
 }
 LLADA_TOP_NAMES = {"wte": "model.embed_tokens", "ln_f": "model.norm", "ff_out": "lm_head"}
 _LLADA_PREFIX = "model.transformer."
@@ -157,7 +166,7 @@ def llada_rename(name: str) -> str:
     """
     if not name.startswith(_LLADA_PREFIX):
         raise UnsupportedCheckpoint(f"unexpected LLaDA weight {name!r} (LLaDA weights start with {_LLADA_PREFIX!r})")
-    rest = name[len(_LLADA_PREFIX):]
+    rest = name[len(_LLADA_PREFIX) :]
     if rest.startswith("blocks."):
         _, layer, module, param = rest.split(".", 3)
         if module not in LLADA_BLOCK_NAMES:
@@ -183,12 +192,15 @@ def dream_hf_config(config: dict) -> Qwen2Config:
         UnsupportedCheckpoint: For a sliding window, a non-default rope scaling, or a missing required field.
     """
     if config.get("use_sliding_window"):
-        raise UnsupportedCheckpoint("Dream config use_sliding_window=true is not supported natively; load it with "
-                                    "model.trust_remote_code: true")
+        raise UnsupportedCheckpoint(
+            "Dream config use_sliding_window=true is not supported natively; load it with model.trust_remote_code: true"
+        )
     scaling = config.get("rope_scaling")
     if scaling not in (None, {}) and (scaling.get("rope_type") or scaling.get("type")) not in (None, "default"):
-        raise UnsupportedCheckpoint(f"Dream config rope_scaling={scaling!r} is not supported natively; load it with "
-                                    f"model.trust_remote_code: true")
+        raise UnsupportedCheckpoint(
+            f"Dream config rope_scaling={scaling!r} is not supported natively; load it with "
+            f"model.trust_remote_code: true"
+        )
     n_heads = _require(config, "num_attention_heads", "Dream")
     return Qwen2Config(
         vocab_size=_require(config, "vocab_size", "Dream"),
@@ -267,8 +279,10 @@ def weight_files(path: Path) -> list[Path]:
         return [path / s for s in shards]
     if (path / SAFETENSORS_SINGLE).exists():
         return [path / SAFETENSORS_SINGLE]
-    raise ValueError(f"model directory {path} holds no {SAFETENSORS_SINGLE} or {SAFETENSORS_INDEX} "
-                     f"(native loading reads safetensors only; .bin pickles are never loaded)")
+    raise ValueError(
+        f"model directory {path} holds no {SAFETENSORS_SINGLE} or {SAFETENSORS_INDEX} "
+        f"(native loading reads safetensors only; .bin pickles are never loaded)"
+    )
 
 
 class BidirectionalLM(nn.Module):
@@ -294,8 +308,7 @@ class BidirectionalLM(nn.Module):
         """The wrapped model's config."""
         return self.model.config
 
-    def forward(self, input_ids, attention_mask=None, position_ids=None, output_hidden_states: bool = False,
-                **kwargs):
+    def forward(self, input_ids, attention_mask=None, position_ids=None, output_hidden_states: bool = False, **kwargs):
         """Run the stack bidirectionally, without a KV cache.
 
         Args:
@@ -312,12 +325,23 @@ class BidirectionalLM(nn.Module):
             attention_mask = torch.ones_like(input_ids)
         if position_ids is None:
             position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-        return self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                          output_hidden_states=output_hidden_states, use_cache=False)
+        return self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            output_hidden_states=output_hidden_states,
+            use_cache=False,
+        )
 
 
-def build_native(family: Family, config: dict, *, device: str = "cpu", dtype: torch.dtype = torch.float32,
-                 weights_from: Path | None = None) -> BidirectionalLM:
+def build_native(
+    family: Family,
+    config: dict,
+    *,
+    device: str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    weights_from: Path | None = None,
+) -> BidirectionalLM:
     """The native network of ``config`` (a config.json dict), on ``device`` in ``dtype``.
 
     With ``weights_from`` (a checkpoint directory), the network is created on the meta device and its
@@ -355,14 +379,18 @@ def build_native(family: Family, config: dict, *, device: str = "cpu", dtype: to
     expected = set(model.state_dict())
     missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
     if missing or unexpected:
-        raise ValueError(f"weights in {weights_from} do not match its config.json ({family.name} family): "
-                         f"missing {missing[:5]}{' ...' if len(missing) > 5 else ''}, "
-                         f"unexpected {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}")
+        raise ValueError(
+            f"weights in {weights_from} do not match its config.json ({family.name} family): "
+            f"missing {missing[:5]}{' ...' if len(missing) > 5 else ''}, "
+            f"unexpected {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}"
+        )
     for name, tensor in state.items():
         want = model.get_parameter(name).shape
         if tuple(tensor.shape) != tuple(want):
-            raise ValueError(f"weight {name} in {weights_from} has shape {tuple(tensor.shape)} but its config.json "
-                             f"implies {tuple(want)}")
+            raise ValueError(
+                f"weight {name} in {weights_from} has shape {tuple(tensor.shape)} but its config.json "
+                f"implies {tuple(want)}"
+            )
     model.load_state_dict(state, strict=True, assign=True)
     _rebuild_buffers(model, device)
     return BidirectionalLM(model.eval())

@@ -30,18 +30,27 @@ import inspect
 from pathlib import Path
 
 import torch
-from torch import nn
 import transformers
-from transformers import (AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer,
-                          PreTrainedTokenizerFast, Qwen2Tokenizer)
+from torch import nn
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoModelForMaskedLM,
+    AutoTokenizer,
+    PreTrainedTokenizerFast,
+    Qwen2Tokenizer,
+)
 
 import ptdlib.models  # noqa: F401  (registers the embedded architecture with the Auto classes)
 from ptdlib.models.base import DiffusionLM
 from ptdlib.models.families import FAMILIES, Family, build_native, detect_family, get_family, read_config
 
 #: what an error says when loading might need the checkpoint's own code
-REMOTE_CODE_HINT = (" (if the checkpoint ships its own code, set model.trust_remote_code: true in the run config, "
-                    "or trust_remote_code=True in Python)")
+REMOTE_CODE_HINT = (
+    " (if the checkpoint ships its own code, set model.trust_remote_code: true in the run config, "
+    "or trust_remote_code=True in Python)"
+)
 #: ``family`` value that loads a checkpoint through the Auto classes even when a native family knows it
 REMOTE = "remote"
 #: style -> logits shift (positions between a logit and the token it predicts)
@@ -123,7 +132,9 @@ def _max_positions(config, path) -> int:
         value = getattr(config, name, None)
         if value:
             return int(value)
-    raise ValueError(f"config of {path} names no maximum number of positions (looked for {', '.join(POSITION_ATTRIBUTES)})")
+    raise ValueError(
+        f"config of {path} names no maximum number of positions (looked for {', '.join(POSITION_ATTRIBUTES)})"
+    )
 
 
 def _load_remote(path, config: dict, trust_remote_code: bool, dtype: torch.dtype) -> tuple[nn.Module, type]:
@@ -141,7 +152,8 @@ def _load_remote(path, config: dict, trust_remote_code: bool, dtype: torch.dtype
             raise ValueError(
                 f"the code shipped with {path} does not run under the installed transformers "
                 f"{transformers.__version__} (the checkpoint was saved with transformers {saved}): "
-                f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+                f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            ) from None
     hint = "" if trust_remote_code else REMOTE_CODE_HINT
     known = ", ".join(FAMILIES)
     raise ValueError(f"no native family ({known}) and no Auto class could load {path}{hint}: " + "; ".join(errors))
@@ -191,10 +203,19 @@ def resolve_family(config: dict, family: str = "auto") -> Family | None:
     return get_family(family)
 
 
-def load_hf_dllm(path: str | Path, *, family: str = "auto", style: str | None = None,
-                 trust_remote_code: bool = False, mask_id: int | None = None, eos_id: int | None = None,
-                 eot_id: int | None = None, device: str = "cpu", dtype: torch.dtype = torch.float32,
-                 check_padding: bool = True) -> DiffusionLM:
+def load_hf_dllm(
+    path: str | Path,
+    *,
+    family: str = "auto",
+    style: str | None = None,
+    trust_remote_code: bool = False,
+    mask_id: int | None = None,
+    eos_id: int | None = None,
+    eot_id: int | None = None,
+    device: str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    check_padding: bool = True,
+) -> DiffusionLM:
     """A local Hugging Face D-LLM checkpoint as a :class:`DiffusionLM` (see module docstring).
 
     Args:
@@ -252,8 +273,10 @@ def load_hf_dllm(path: str | Path, *, family: str = "auto", style: str | None = 
         shift = STYLES[style or "llada"]
     mask = mask_id if mask_id is not None else _mask_id(config, tokenizer)
     if mask is None:
-        raise ValueError(f"cannot find the mask token id of {path}: the config has no mask_token_id and the "
-                         f"tokenizer no mask token; pass mask_id=")
+        raise ValueError(
+            f"cannot find the mask token id of {path}: the config has no mask_token_id and the "
+            f"tokenizer no mask token; pass mask_id="
+        )
     eos = eos_id if eos_id is not None else _eos_id(config, tokenizer)
     if eos is None:
         raise ValueError(f"cannot find the EOS token id of {path} in its config or tokenizer; pass eos_id=")
@@ -267,9 +290,15 @@ def load_hf_dllm(path: str | Path, *, family: str = "auto", style: str | None = 
     if auto is AutoModel:
         _check_has_logits(network, len(tokenizer), path)
     lm = DiffusionLM(
-        network=network, tokenizer=tokenizer, mask_id=int(mask), eos_id=int(eos), end_ids=end_ids,
+        network=network,
+        tokenizer=tokenizer,
+        mask_id=int(mask),
+        eos_id=int(eos),
+        end_ids=end_ids,
         pad_id=int(eos if pad is None else pad),  # padding is never attended, any id will do
-        max_positions=max_positions, model_id=path.name, logits_shift=shift,
+        max_positions=max_positions,
+        model_id=path.name,
+        logits_shift=shift,
     )
     if check_padding:
         from ptdlib.models.padding import check_padding_invariance

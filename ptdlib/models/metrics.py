@@ -35,8 +35,9 @@ def _batches(xs, n):
 
 
 @torch.no_grad()
-def masked_token_accuracy(model, tokenizer, queries, ratio: float, canvas: int = 128, seed: int = 0,
-                          batch_size: int = 64) -> dict:
+def masked_token_accuracy(
+    model, tokenizer, queries, ratio: float, canvas: int = 128, seed: int = 0, batch_size: int = 64
+) -> dict:
     """Masked-token accuracy of the argmax at mask ratio ``ratio`` (see module docstring).
 
     Args:
@@ -67,11 +68,15 @@ def masked_token_accuracy(model, tokenizer, queries, ratio: float, canvas: int =
         order = torch.rand(len(qs), canvas, generator=gen).argsort(dim=1)
         masked = torch.zeros_like(target, dtype=torch.bool).scatter_(1, order[:, :k], True)
         ids, attn = with_canvas(p_ids, p_attn, torch.where(masked, tokenizer.mask_token_id, target))
-        pred = model(input_ids=ids.to(device), attention_mask=attn.to(device)).logits[:, p_ids.shape[1]:].argmax(-1).cpu()
+        pred = (
+            model(input_ids=ids.to(device), attention_mask=attn.to(device)).logits[:, p_ids.shape[1] :].argmax(-1).cpu()
+        )
         correct = (pred == target) & masked
         in_answer = torch.arange(canvas)[None] <= torch.tensor([len(a) for a in answers])[:, None]
-        hit_a += int((correct & in_answer).sum()); n_a += int((masked & in_answer).sum())
-        hit_c += int(correct.sum()); n_c += int(masked.sum())
+        hit_a += int((correct & in_answer).sum())
+        n_a += int((masked & in_answer).sum())
+        hit_c += int(correct.sum())
+        n_c += int(masked.sum())
     return {"answer": hit_a / max(n_a, 1), "canvas": hit_c / max(n_c, 1)}
 
 
@@ -96,7 +101,7 @@ def eos_probabilities(model, tokenizer, prompts: list[str], canvas: int = 128, b
         p_ids, p_attn = left_pad([encode_prompt(tokenizer, p) for p in ps], tokenizer.pad_token_id)
         blank = torch.full((len(ps), canvas), tokenizer.mask_token_id, dtype=torch.long)
         ids, attn = with_canvas(p_ids, p_attn, blank)
-        logits = model(input_ids=ids.to(device), attention_mask=attn.to(device)).logits[:, p_ids.shape[1]:]
+        logits = model(input_ids=ids.to(device), attention_mask=attn.to(device)).logits[:, p_ids.shape[1] :]
         out.append(logits.float().softmax(-1)[..., ends].sum(-1).cpu().numpy())
     return np.concatenate(out)
 
@@ -132,8 +137,7 @@ def length_signal(model, tokenizer, queries, canvas: int = 128, threshold: float
     est = first_crossing(p, threshold)
     true = np.array([q.answer_length for q in queries])
     rho = spearmanr(est, true).statistic
-    return {"spearman": float(rho), "mae": float(np.abs(est - true).mean()),
-            "under_rate": float((est < true).mean())}
+    return {"spearman": float(rho), "mae": float(np.abs(est - true).mean()), "under_rate": float((est < true).mean())}
 
 
 def heldout_metrics(model, tokenizer, queries, canvas: int = 128, ratios=(0.25, 0.5, 0.75, 1.0)) -> dict:
@@ -150,7 +154,8 @@ def heldout_metrics(model, tokenizer, queries, canvas: int = 128, ratios=(0.25, 
         ``{"mask_acc@<r>": ..., "length_spearman": ..., "length_mae": ..., "length_under_rate": ...}``, each
         rounded to 4 decimals.
     """
-    acc = {f"mask_acc@{r}": round(masked_token_accuracy(model, tokenizer, queries, r, canvas)["answer"], 4)
-           for r in ratios}
+    acc = {
+        f"mask_acc@{r}": round(masked_token_accuracy(model, tokenizer, queries, r, canvas)["answer"], 4) for r in ratios
+    }
     sig = length_signal(model, tokenizer, queries, canvas)
     return {**acc, **{f"length_{k}": round(v, 4) for k, v in sig.items()}}

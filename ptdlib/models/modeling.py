@@ -89,10 +89,14 @@ class KVCache:
         """Number of cached columns ``T``."""
         return int(self.key_mask.shape[1])
 
-    def select(self, rows: torch.Tensor, start: int = 0) -> "KVCache":
+    def select(self, rows: torch.Tensor, start: int = 0) -> KVCache:
         """The cache of batch rows ``rows`` from column ``start`` on (dropping padding columns no row needs)."""
-        return KVCache([k[rows, :, start:] for k in self.keys], [v[rows, :, start:] for v in self.values],
-                       self.key_mask[rows, start:], self.position_ids[rows, start:])
+        return KVCache(
+            [k[rows, :, start:] for k in self.keys],
+            [v[rows, :, start:] for v in self.values],
+            self.key_mask[rows, start:],
+            self.position_ids[rows, start:],
+        )
 
 
 @dataclass
@@ -104,6 +108,7 @@ class CachedMaskedLMOutput(MaskedLMOutput):
 
 class RMSNorm(nn.Module):
     """Root-mean-square layer norm with a learned scale (no bias, no mean subtraction), as in LLaMA and LLaDA."""
+
     def __init__(self, dim: int, eps: float):
         super().__init__()
         self.weight = nn.Parameter(torch.ones(dim))
@@ -138,6 +143,7 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
 
 class Block(nn.Module):
     """One pre-norm transformer block: bidirectional rotary attention, then a SwiGLU MLP, each residual."""
+
     def __init__(self, cfg: PtdLladaConfig):
         super().__init__()
         d, h = cfg.d_model, cfg.mlp_hidden
@@ -149,8 +155,7 @@ class Block(nn.Module):
         self.gate_up = nn.Linear(d, 2 * h, bias=False)
         self.down = nn.Linear(h, d, bias=False)
 
-    def forward(self, x, cos, sin, attn_mask, cached: tuple[torch.Tensor, torch.Tensor] | None = None,
-                start: int = 0):
+    def forward(self, x, cos, sin, attn_mask, cached: tuple[torch.Tensor, torch.Tensor] | None = None, start: int = 0):
         """One pre-norm attention + SwiGLU block.
 
         Args:
@@ -172,8 +177,8 @@ class Block(nn.Module):
         fresh = (k, v)
         if cached is not None:
             ck, cv = cached
-            k = torch.cat([ck[:, :, :start], k, ck[:, :, start + T:]], dim=2)
-            v = torch.cat([cv[:, :, :start], v, cv[:, :, start + T:]], dim=2)
+            k = torch.cat([ck[:, :, :start], k, ck[:, :, start + T :]], dim=2)
+            v = torch.cat([cv[:, :, :start], v, cv[:, :, start + T :]], dim=2)
         a = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # bidirectional: no causal mask
         x = x + self.attn_out(a.transpose(1, 2).reshape(B, T, D))
         gate, up = self.gate_up(self.mlp_norm(x)).chunk(2, dim=-1)
@@ -214,9 +219,17 @@ class PtdLladaModel(PreTrainedModel):
             for lin in (module.attn_out, module.down):
                 nn.init.normal_(lin.weight, std=std / math.sqrt(2 * self.config.n_layers))
 
-    def forward(self, input_ids, attention_mask=None, position_ids=None, output_hidden_states: bool = False,
-                use_cache: bool = False, past_key_values: KVCache | None = None, cache_start: int | None = None,
-                **kwargs) -> MaskedLMOutput:
+    def forward(
+        self,
+        input_ids,
+        attention_mask=None,
+        position_ids=None,
+        output_hidden_states: bool = False,
+        use_cache: bool = False,
+        past_key_values: KVCache | None = None,
+        cache_start: int | None = None,
+        **kwargs,
+    ) -> MaskedLMOutput:
         """Logits of every position; see the module docstring for ``use_cache`` / ``past_key_values``.
 
         Args:
@@ -264,7 +277,8 @@ class PtdLladaModel(PreTrainedModel):
         hidden[-1] = self.norm(x)  # as in transformers: the last hidden state is the normed one
         cache = KVCache(keys, values, attention_mask.bool(), position_ids) if use_cache else None
         return CachedMaskedLMOutput(
-            logits=self.lm_head(hidden[-1]), hidden_states=tuple(hidden) if output_hidden_states else None,
+            logits=self.lm_head(hidden[-1]),
+            hidden_states=tuple(hidden) if output_hidden_states else None,
             past_key_values=cache,
         )
 
@@ -272,11 +286,13 @@ class PtdLladaModel(PreTrainedModel):
         """Logits of ``input_ids`` (B, n), the tokens at columns ``start … start + n`` of the cached sequence."""
         B, n = input_ids.shape
         if start is None or not 0 <= start <= cache.seq_len - n:
-            raise ValueError(f"cache_start must place {n} tokens inside the cached {cache.seq_len} columns "
-                             f"(0 … {cache.seq_len - n}), got {start}")
+            raise ValueError(
+                f"cache_start must place {n} tokens inside the cached {cache.seq_len} columns "
+                f"(0 … {cache.seq_len - n}), got {start}"
+            )
         if cache.key_mask.shape[0] != B:
             raise ValueError(f"the cache holds {cache.key_mask.shape[0]} rows but input_ids has {B}")
-        position_ids = cache.position_ids[:, start:start + n]
+        position_ids = cache.position_ids[:, start : start + n]
         x = self.embed(input_ids)
         if self.pos_embed is not None:
             x = x + self.pos_embed(position_ids)

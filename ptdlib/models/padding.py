@@ -49,14 +49,14 @@ def padding_gap(lm) -> float:
     long = torch.randint(0, vocab, (1, long_n), generator=gen)
     dev = lm.device
     ids = torch.full((2, long_n), lm.pad_id, dtype=torch.long)
-    ids[0, long_n - short_n:], ids[1] = short[0], long[0]
+    ids[0, long_n - short_n :], ids[1] = short[0], long[0]
     attn = torch.zeros_like(ids)
-    attn[0, long_n - short_n:], attn[1] = 1, 1
+    attn[0, long_n - short_n :], attn[1] = 1, 1
     with torch.no_grad():
         out = lm.network(input_ids=short.to(dev), attention_mask=None)
         alone = (out if isinstance(out, torch.Tensor) else out.logits)[0].float()
         out = lm.network(input_ids=ids.to(dev), attention_mask=attn.to(dev))
-        together = (out if isinstance(out, torch.Tensor) else out.logits)[0, long_n - short_n:].float()
+        together = (out if isinstance(out, torch.Tensor) else out.logits)[0, long_n - short_n :].float()
     scale = alone.abs().max().clamp(min=1e-6)
     return float(((together - alone).abs().max() / scale).nan_to_num(float("inf")))
 
@@ -77,12 +77,18 @@ def check_padding_invariance(lm) -> bool:
     try:
         gap, why = padding_gap(lm), ""
     except Exception as e:  # e.g. remote code that hands a 2-D integer mask to SDPA
-        gap, why = float("inf"), f"; a padded forward failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        gap, why = (
+            float("inf"),
+            f"; a padded forward failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
+        )
     ok = gap <= RELATIVE_TOLERANCE.get(dtype, 1e-4)
     lm.batch_invariant = ok
     if not ok:
         change = f" (left padding changed its logits by {gap:.2g} of their scale)" if not why else why
         warnings.warn(
             f"{lm.model_id} does not honour its attention mask{change}: prompts of different lengths are run in "
-            f"separate forward passes, without padding or mask", PaddingWarning, stacklevel=2)
+            f"separate forward passes, without padding or mask",
+            PaddingWarning,
+            stacklevel=2,
+        )
     return ok

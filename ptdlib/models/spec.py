@@ -74,7 +74,7 @@ class ModelSpec:
             raise ValueError(f"model.path must be a path or 'embedded', got {self.path!r}")
 
     @classmethod
-    def from_dict(cls, data: dict | None) -> "ModelSpec":
+    def from_dict(cls, data: dict | None) -> ModelSpec:
         """A spec from a mapping (a run config's ``model:``, a notebook's ``model`` parameter).
 
         Args:
@@ -114,8 +114,9 @@ def resolve_device(device: str) -> str:
     try:
         torch.device(device)
     except (RuntimeError, TypeError):
-        raise ValueError(f"unknown device {device!r}; use auto, cpu, cuda, cuda:N or another torch device name") \
-            from None
+        raise ValueError(
+            f"unknown device {device!r}; use auto, cpu, cuda, cuda:N or another torch device name"
+        ) from None
     return device
 
 
@@ -145,8 +146,9 @@ def resolve_loader(spec: ModelSpec) -> tuple[str, Path]:
         model_type = json.loads((path / "config.json").read_text()).get("model_type")
         return ("embedded" if model_type == EMBEDDED_MODEL_TYPE else "hf"), path
     hint = " (train the shipped model with `ptd train-model`)" if spec.path == EMBEDDED else ""
-    raise FileNotFoundError(f"model.path {path} is neither a model directory (with config.json) nor a "
-                            f"checkpoint file{hint}")
+    raise FileNotFoundError(
+        f"model.path {path} is neither a model directory (with config.json) nor a checkpoint file{hint}"
+    )
 
 
 def load_lm(spec: ModelSpec | dict | None = None, device: str = "auto"):
@@ -171,8 +173,7 @@ def load_lm(spec: ModelSpec | dict | None = None, device: str = "auto"):
 
         return load_embedded(path, device=device, dtype=dtype)
     if loader == "checkpoint":  # a training checkpoint of the embedded model: its "model" state dict
-        from ptdlib.models.embedded import build_model
-        from ptdlib.models.embedded import embedded_lm
+        from ptdlib.models.embedded import build_model, embedded_lm
         from ptdlib.models.tokenizer import build_tokenizer
 
         tok = build_tokenizer()
@@ -181,15 +182,19 @@ def load_lm(spec: ModelSpec | dict | None = None, device: str = "auto"):
             ckpt = torch.load(path, map_location="cpu", weights_only=True)  # tensors only: no code runs
             model.load_state_dict(ckpt["model"])
         except Exception as e:
-            raise ValueError(f"cannot load the training checkpoint {path}: {type(e).__name__}: "
-                             f"{str(e).splitlines()[0] if str(e) else ''}") from None
+            raise ValueError(
+                f"cannot load the training checkpoint {path}: {type(e).__name__}: "
+                f"{str(e).splitlines()[0] if str(e) else ''}"
+            ) from None
         name = path.parent.name if path.parent.name else path.stem
-        return embedded_lm(model.to(device=device, dtype=dtype).eval(), tok,
-                           model_id=f"{name}@step{ckpt.get('step', '?')}")
+        return embedded_lm(
+            model.to(device=device, dtype=dtype).eval(), tok, model_id=f"{name}@step{ckpt.get('step', '?')}"
+        )
     from ptdlib.models.hf import load_hf_dllm
 
-    return load_hf_dllm(path, family=spec.family, style=spec.style, trust_remote_code=spec.trust_remote_code,
-                        device=device, dtype=dtype)
+    return load_hf_dllm(
+        path, family=spec.family, style=spec.style, trust_remote_code=spec.trust_remote_code, device=device, dtype=dtype
+    )
 
 
 def add_model_arguments(parser, *, what: str = "the model to evaluate") -> None:
@@ -203,13 +208,22 @@ def add_model_arguments(parser, *, what: str = "the model to evaluate") -> None:
         what: The group's description.
     """
     group = parser.add_argument_group("model", f"{what} (the fields of a run config's model: section)")
-    group.add_argument("--model", default=None, metavar="PATH",
-                       help="model directory or training checkpoint (default: the embedded model)")
-    group.add_argument("--family", default="auto", choices=FAMILY_CHOICES,
-                       help="model family (default: read from config.json; remote: the checkpoint's own code)")
+    group.add_argument(
+        "--model",
+        default=None,
+        metavar="PATH",
+        help="model directory or training checkpoint (default: the embedded model)",
+    )
+    group.add_argument(
+        "--family",
+        default="auto",
+        choices=FAMILY_CHOICES,
+        help="model family (default: read from config.json; remote: the checkpoint's own code)",
+    )
     group.add_argument("--dtype", default="float32", choices=DTYPES, help="weights dtype (default: float32)")
-    group.add_argument("--trust-remote-code", action="store_true",
-                       help="let a checkpoint of an unknown family run its own Python code")
+    group.add_argument(
+        "--trust-remote-code", action="store_true", help="let a checkpoint of an unknown family run its own Python code"
+    )
     group.add_argument("--device", default="auto", help="torch device (default: cuda if available, else cpu)")
 
 
@@ -222,5 +236,9 @@ def spec_from_args(args) -> ModelSpec:
     Returns:
         The spec (``--device`` is not part of it).
     """
-    return ModelSpec(path=args.model or EMBEDDED, family=args.family, dtype=args.dtype,
-                     trust_remote_code=bool(args.trust_remote_code))
+    return ModelSpec(
+        path=args.model or EMBEDDED,
+        family=args.family,
+        dtype=args.dtype,
+        trust_remote_code=bool(args.trust_remote_code),
+    )

@@ -32,7 +32,11 @@ def build_tokenizer(words: list[str] | None = None) -> PreTrainedTokenizerFast:
     core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     tok = PreTrainedTokenizerFast(
         tokenizer_object=core,
-        pad_token=PAD, mask_token=MASK, bos_token=BOS, eos_token=EOS, unk_token=UNK,
+        pad_token=PAD,
+        mask_token=MASK,
+        bos_token=BOS,
+        eos_token=EOS,
+        unk_token=UNK,
         additional_special_tokens=[EOT, USER, ASSISTANT],
         padding_side="left",  # prompts are left-padded: the canvas always starts right after the prompt
     )

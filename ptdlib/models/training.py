@@ -65,7 +65,7 @@ class TrainConfig:
     snapshot_every: int = 0  # steps between saved model snapshots in work_dir/step-NNNNNN (0: none), to choose on calib
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
+    def from_dict(cls, d: dict) -> TrainConfig:
         """A config from a mapping of its fields.
 
         Raises:
@@ -73,7 +73,9 @@ class TrainConfig:
         """
         unknown = set(d) - set(cls.__dataclass_fields__)
         if unknown:
-            raise ValueError(f"unknown training settings {sorted(unknown)}; allowed: {sorted(cls.__dataclass_fields__)}")
+            raise ValueError(
+                f"unknown training settings {sorted(unknown)}; allowed: {sorted(cls.__dataclass_fields__)}"
+            )
         return cls(**d)
 
     def __post_init__(self):
@@ -171,7 +173,7 @@ def diffusion_loss(model, prompt_ids, prompt_attn, target, mask_id: int, eps: fl
     masked = torch.rand(B, L, generator=gen) < t
     canvas = torch.where(masked, torch.full_like(target, mask_id), target)
     ids, attn = with_canvas(prompt_ids, prompt_attn, canvas)
-    logits = model(input_ids=ids, attention_mask=attn).logits[:, prompt_ids.shape[1]:]
+    logits = model(input_ids=ids, attention_mask=attn).logits[:, prompt_ids.shape[1] :]
     ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), target.reshape(-1), reduction="none")
     return ((ce.view(B, L) * masked) / t).sum() / (B * L)
 
@@ -193,10 +195,16 @@ def lineage(card: dict, init_card: dict, init_from: str) -> dict:
     prev_steps = init_card.get("steps_total", init_card.get("steps_done", 0))
     prev_seconds = init_card.get("train_seconds_total", init_card.get("train_seconds", 0.0))
     prev_card = {k: v for k, v in init_card.items() if k != "history"}
-    return {"initialised_from": {"path": init_from, "steps_total": prev_steps, "train_seconds_total": prev_seconds,
-                                 "card": prev_card},
-            "steps_total": prev_steps + card["steps_done"],
-            "train_seconds_total": round(prev_seconds + card["train_seconds"], 1)}
+    return {
+        "initialised_from": {
+            "path": init_from,
+            "steps_total": prev_steps,
+            "train_seconds_total": prev_seconds,
+            "card": prev_card,
+        },
+        "steps_total": prev_steps + card["steps_done"],
+        "train_seconds_total": round(prev_seconds + card["train_seconds"], 1),
+    }
 
 
 def load_checkpoint(path: str | Path) -> dict:
@@ -272,7 +280,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, work_dir: str | Path | None = N
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     opt = torch.optim.AdamW(
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=cfg.lr, betas=(0.9, 0.95),
+        lr=cfg.lr,
+        betas=(0.9, 0.95),
     )
     ckpt_path = work_dir / "checkpoint.pt"
     start, elapsed, history = 0, 0.0, []
@@ -289,15 +298,18 @@ def train(cfg: TrainConfig, out_dir: str | Path, work_dir: str | Path | None = N
         from ptdlib.models.metrics import end_token_ids
 
         if cfg.pack_width > model.config.max_position_embeddings:
-            raise ValueError(f"pack_width {cfg.pack_width} exceeds the model's "
-                             f"{model.config.max_position_embeddings} positions")
+            raise ValueError(
+                f"pack_width {cfg.pack_width} exceeds the model's {model.config.max_position_embeddings} positions"
+            )
         var_source = DllmVarBatchSource(tok, cfg, source, tuple(end_token_ids(model, tok)))
 
         def step_loss(step, gen):
             return dllm_var_loss(model, var_source.batch(step), tok.mask_token_id, cfg.mask_eps, gen)
     else:
+
         def step_loss(step, gen):
             return diffusion_loss(model, *source.batch(step), tok.mask_token_id, cfg.mask_eps, gen)
+
     model.train()
     t0 = time.time() - elapsed
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="train", dynamic_ncols=True)
@@ -325,8 +337,14 @@ def train(cfg: TrainConfig, out_dir: str | Path, work_dir: str | Path | None = N
             save_model(model, tok, work_dir / f"step-{done:06d}", {"step": done, "config": asdict(cfg)})
         if done % cfg.checkpoint_every == 0 or done == cfg.steps or timed_out:
             _atomic_save(
-                {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": done,
-                 "elapsed_s": time.time() - t0, "history": history, "config": asdict(cfg)},
+                {
+                    "model": model.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "step": done,
+                    "elapsed_s": time.time() - t0,
+                    "history": history,
+                    "config": asdict(cfg),
+                },
                 ckpt_path,
             )
         if timed_out:

@@ -28,16 +28,26 @@ lives in :mod:`ptdlib.predictor.conformal` and is re-exported here. The rules ar
 from __future__ import annotations
 
 import numbers
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from inspect import signature
-from typing import Callable, Sequence
 
 import numpy as np
 
 from ptdlib.cost.plans import RERUN_RECOVERIES, attempts
 from ptdlib.predictor.conformal import (  # noqa: F401  (re-exported: the margin API's names live here too)
-    SCALES, ConformalMargin, MarginRule, bound, calibration_pair, canvas_from_upper, check_alpha,
-    check_canvas_args, check_predictions, conformal_quantile, conformal_scores, truncation_rate,
+    SCALES,
+    ConformalMargin,
+    MarginRule,
+    bound,
+    calibration_pair,
+    canvas_from_upper,
+    check_alpha,
+    check_canvas_args,
+    check_predictions,
+    conformal_quantile,
+    conformal_scores,
+    truncation_rate,
 )
 from ptdlib.predictor.online import AdaptiveConformalMargin
 from ptdlib.predictor.regressors import check_lengths
@@ -77,7 +87,7 @@ class PercentileMargin(AdditiveMargin):
     n_positive: int = 0  # of which under-predicted (length > prediction)
 
     @classmethod
-    def fit(cls, predictions, lengths, percentile: float = 90.0) -> "PercentileMargin":
+    def fit(cls, predictions, lengths, percentile: float = 90.0) -> PercentileMargin:
         """``np.percentile`` (linear interpolation) of ``{length - pred : length > pred}``; 0 if none."""
         if not isinstance(percentile, numbers.Real) or not 0 <= percentile <= 100:
             raise ValueError(f"percentile must be in [0, 100], got {percentile!r}")
@@ -116,9 +126,20 @@ class CostOptimalMargin(AdditiveMargin):
     expected_costs: tuple[float, ...] = ()  # mean cost per query at each grid margin (same units as cost_fn)
 
     @classmethod
-    def fit(cls, predictions, lengths, *, max_canvas: int, round_to: int = 1, prompt_lengths=None,
-            cost_fn: Callable = quadratic_cost, recovery: str = "max", early_stop: bool = False,
-            block: int | None = None, margins=None) -> "CostOptimalMargin":
+    def fit(
+        cls,
+        predictions,
+        lengths,
+        *,
+        max_canvas: int,
+        round_to: int = 1,
+        prompt_lengths=None,
+        cost_fn: Callable = quadratic_cost,
+        recovery: str = "max",
+        early_stop: bool = False,
+        block: int | None = None,
+        margins=None,
+    ) -> CostOptimalMargin:
         """Search ``margins`` for the least :func:`expected_cost` on calib.
 
         Args:
@@ -153,8 +174,21 @@ class CostOptimalMargin(AdditiveMargin):
         grid = grid.reshape(-1)
         if grid.size == 0 or not np.all(np.isfinite(grid)) or np.any(grid < 0):
             raise ValueError(f"margins must be a non-empty grid of finite values >= 0, got {grid[:5].tolist()}")
-        costs = np.array([expected_cost(canvas_from_upper(pred + m, max_canvas, round_to), y, P, cost_fn,
-                                        max_canvas, recovery, early_stop, block) for m in grid])
+        costs = np.array(
+            [
+                expected_cost(
+                    canvas_from_upper(pred + m, max_canvas, round_to),
+                    y,
+                    P,
+                    cost_fn,
+                    max_canvas,
+                    recovery,
+                    early_stop,
+                    block,
+                )
+                for m in grid
+            ]
+        )
         best = int(np.argmin(costs))  # first minimum: the smallest margin among ties
         return cls(float(grid[best]), recovery, bool(early_stop), tuple(grid.tolist()), tuple(costs.tolist()))
 
@@ -162,14 +196,23 @@ class CostOptimalMargin(AdditiveMargin):
 def check_priced_recovery(recovery: str) -> str:
     """``recovery`` if its re-runs can be priced in FLOPs (:data:`PRICED_RECOVERIES`); ValueError otherwise."""
     if recovery not in PRICED_RECOVERIES:
-        raise ValueError(f"the cost-optimal margin cannot price recovery {recovery!r} (a truncation then costs "
-                         f"score, not FLOPs); choose from {', '.join(PRICED_RECOVERIES)}")
+        raise ValueError(
+            f"the cost-optimal margin cannot price recovery {recovery!r} (a truncation then costs "
+            f"score, not FLOPs); choose from {', '.join(PRICED_RECOVERIES)}"
+        )
     return recovery
 
 
-def expected_cost(canvases, lengths, prompt_lengths, cost_fn: Callable = quadratic_cost,
-                  max_canvas: int = 128, recovery: str = "max", early_stop: bool = False,
-                  block: int | None = None) -> float:
+def expected_cost(
+    canvases,
+    lengths,
+    prompt_lengths,
+    cost_fn: Callable = quadratic_cost,
+    max_canvas: int = 128,
+    recovery: str = "max",
+    early_stop: bool = False,
+    block: int | None = None,
+) -> float:
     """Mean over queries of the first attempt's cost plus the re-runs its truncation causes.
 
     ``cost_fn(L, P)`` is the cost of decoding a fresh canvas of ``L`` in ``L`` passes (``S = L``), so one
@@ -213,8 +256,10 @@ def check_disjoint(calib: Sequence, test: Sequence, closed_families: Sequence[st
         raise ValueError("empty calibration data: no calibration queries")
     shared_ids = _ids(calib) & _ids(test)
     if shared_ids:
-        raise ValueError(f"calibration split overlaps test: {len(shared_ids)} shared query ids, "
-                         f"e.g. {sorted(map(str, shared_ids))[:3]}")
+        raise ValueError(
+            f"calibration split overlaps test: {len(shared_ids)} shared query ids, "
+            f"e.g. {sorted(map(str, shared_ids))[:3]}"
+        )
     shared = _open_prompts(calib, closed) & _open_prompts(test, closed)
     if shared:
         raise ValueError(f"calibration split overlaps test: {len(shared)} shared prompts, e.g. {sorted(shared)[:3]}")
@@ -229,8 +274,11 @@ def _ids(queries: Sequence) -> set:
 
 def _open_prompts(queries: Sequence, closed: set) -> set[str]:
     """Prompt texts, leaving out queries of closed-prompt-space families (plain strings always count)."""
-    return {q if isinstance(q, str) else q.prompt for q in queries
-            if isinstance(q, str) or getattr(q, "family", None) not in closed}
+    return {
+        q if isinstance(q, str) else q.prompt
+        for q in queries
+        if isinstance(q, str) or getattr(q, "family", None) not in closed
+    }
 
 
 #: Margin methods :func:`calibrate` builds by name: name -> fit function (see :func:`register_margin`).
@@ -297,8 +345,15 @@ def margin_parameters(method: str) -> list[str]:
     return params[2:]  # after predictions, lengths
 
 
-def calibrate(method: str, predictions, lengths, *, calib_queries: Sequence | None = None,
-              test_queries: Sequence | None = None, **params) -> MarginRule:
+def calibrate(
+    method: str,
+    predictions,
+    lengths,
+    *,
+    calib_queries: Sequence | None = None,
+    test_queries: Sequence | None = None,
+    **params,
+) -> MarginRule:
     """Fit margin rule ``method`` on calibration predictions and own lengths.
 
     Args:

@@ -25,8 +25,8 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
+from collections.abc import Hashable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Hashable, Sequence
 
 import numpy as np
 
@@ -42,8 +42,20 @@ _OTHER = "<other>"  # keyword-bag column of words not in the learned vocabulary
 
 #: Names of the text statistics, in column order (the keyword bag follows them).
 TEXT_STATS = (
-    "n_words", "n_numbers", "num_max", "num_min", "num_sum", "num_range", "num_last", "n_list_items",
-    "from_to_span", "times_n", "log1p_n_list_items", "log1p_from_to_span", "log1p_times_n", "log1p_num_last",
+    "n_words",
+    "n_numbers",
+    "num_max",
+    "num_min",
+    "num_sum",
+    "num_range",
+    "num_last",
+    "n_list_items",
+    "from_to_span",
+    "times_n",
+    "log1p_n_list_items",
+    "log1p_from_to_span",
+    "log1p_times_n",
+    "log1p_num_last",
     "log1p_num_sum",
 )
 
@@ -78,7 +90,7 @@ class FeatureSet:
                 raise ValueError(f"{name} must be an integer >= {lowest}, got {value!r}")
 
     @classmethod
-    def from_dict(cls, d: dict) -> "FeatureSet":
+    def from_dict(cls, d: dict) -> FeatureSet:
         return cls(**d)
 
     def to_dict(self) -> dict:
@@ -97,10 +109,16 @@ def text_statistics(prompt: str) -> list[float]:
     times_n = float(t.group(1)) if t else 0.0
     num_sum = sum(nums)
     stats = [
-        len(words), len(nums),
-        max(nums, default=0.0), min(nums, default=0.0), num_sum,
-        (max(nums) - min(nums)) if nums else 0.0, nums[-1] if nums else 0.0,
-        n_list, span, times_n,
+        len(words),
+        len(nums),
+        max(nums, default=0.0),
+        min(nums, default=0.0),
+        num_sum,
+        (max(nums) - min(nums)) if nums else 0.0,
+        nums[-1] if nums else 0.0,
+        n_list,
+        span,
+        times_n,
     ]
     # log1p of magnitude: a length that grows like n, n / log n or log n is close to linear in log1p(n).
     stats += [math.log1p(abs(v)) for v in (n_list, span, times_n, stats[6], num_sum)]
@@ -118,15 +136,17 @@ def leading_keywords(prompt: str, k: int) -> list[str]:
     return out
 
 
-def prompt_representation(lm, prompts: Sequence[str], callbacks=(), query_ids: Sequence[Hashable] | None = None,
-                          batch_size: int = 64) -> np.ndarray:
+def prompt_representation(
+    lm, prompts: Sequence[str], callbacks=(), query_ids: Sequence[Hashable] | None = None, batch_size: int = 64
+) -> np.ndarray:
     """(N, 2·D) prompt states of ``lm``: mean over real prompt tokens, then the last prompt token's state.
 
     One prompt-only forward pass per batch, reported as a ``"predictor"`` :class:`ForwardEvent` (so its
     FLOPs are counted). Prompts are batched in order of length to keep padding, and so counted FLOPs, low.
     """
-    from ptdlib.models.batching import left_pad  # torch-heavy; imported when the hidden group is used
     import torch
+
+    from ptdlib.models.batching import left_pad  # torch-heavy; imported when the hidden group is used
 
     if query_ids is None:
         query_ids = list(range(len(prompts)))
@@ -137,7 +157,7 @@ def prompt_representation(lm, prompts: Sequence[str], callbacks=(), query_ids: S
     out: list[np.ndarray | None] = [None] * len(prompts)
     device = lm.device
     for start in range(0, len(order), batch_size):
-        rows = order[start:start + batch_size]
+        rows = order[start : start + batch_size]
         ids, attn = left_pad([encoded[i] for i in rows], lm.pad_id)
         lm.check_length(ids.shape[1])
         hidden = lm.last_hidden(ids.to(device), attn.to(device)).float().cpu()
@@ -174,7 +194,7 @@ class FeatureExtractor:
     def uses_hidden(self) -> bool:
         return "hidden" in self.feature_set.groups
 
-    def fit(self, prompts: Sequence[str]) -> "FeatureExtractor":
+    def fit(self, prompts: Sequence[str]) -> FeatureExtractor:
         if len(prompts) == 0:
             raise ValueError("cannot fit features on an empty list of prompts")
         fs = self.feature_set
@@ -233,8 +253,9 @@ class FeatureExtractor:
             if lm is None:
                 raise ValueError("the 'hidden' feature group needs the D-LLM (lm=...) for its prompt pass")
             if self.model_id is not None and lm.model_id != self.model_id:
-                raise ValueError(f"predictor's hidden features come from model {self.model_id!r}, "
-                                 f"got model {lm.model_id!r}")
+                raise ValueError(
+                    f"predictor's hidden features come from model {self.model_id!r}, got model {lm.model_id!r}"
+                )
             hidden = prompt_representation(lm, prompts, callbacks, query_ids, self.feature_set.batch_size)
             if self.hidden_dim is not None and hidden.shape[1] != self.hidden_dim:
                 raise ValueError(f"hidden features have width {hidden.shape[1]}, predictor expects {self.hidden_dim}")
@@ -245,8 +266,11 @@ class FeatureExtractor:
                 raise ValueError("the 'probe' feature group needs the D-LLM (lm=...) for its probe pass")
             from ptdlib.predictor.probe import probe_representation
 
-            blocks.append(probe_representation(lm, prompts, self.feature_set.probe_canvas, callbacks, query_ids,
-                                               self.feature_set.batch_size))
+            blocks.append(
+                probe_representation(
+                    lm, prompts, self.feature_set.probe_canvas, callbacks, query_ids, self.feature_set.batch_size
+                )
+            )
         return np.hstack(blocks)
 
     def _check_fitted(self) -> None:

@@ -15,14 +15,24 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 #: numeric statistics of a prompt, in column order (the word and character n-grams follow them)
 GENERIC_STATS = (
-    "n_chars", "n_words", "n_lines", "n_sentences", "n_numbers", "n_distinct_words", "log1p_num_max",
-    "log1p_num_sum", "n_list_lines", "n_code_lines", "log1p_n_chars", "log1p_n_words",
+    "n_chars",
+    "n_words",
+    "n_lines",
+    "n_sentences",
+    "n_numbers",
+    "n_distinct_words",
+    "log1p_num_max",
+    "log1p_num_sum",
+    "n_list_lines",
+    "n_code_lines",
+    "log1p_n_chars",
+    "log1p_n_words",
 )
 _WORD = re.compile(r"\w+")
 _NUMBER = re.compile(r"[-+]?\d[\d,]*(?:\.\d+)?")
@@ -42,10 +52,18 @@ def generic_statistics(prompt: str) -> list[float]:
             continue
     lines = prompt.splitlines() or [""]
     stats = [
-        len(prompt), len(words), len(lines), max(1, len(_SENTENCE_END.findall(prompt))), len(numbers),
-        len({w.lower() for w in words}), math.log1p(max(numbers, default=0.0)), math.log1p(sum(numbers)),
-        sum(bool(_LIST_LINE.match(line)) for line in lines), sum(bool(_CODE_LINE.search(line)) for line in lines),
-        math.log1p(len(prompt)), math.log1p(len(words)),
+        len(prompt),
+        len(words),
+        len(lines),
+        max(1, len(_SENTENCE_END.findall(prompt))),
+        len(numbers),
+        len({w.lower() for w in words}),
+        math.log1p(max(numbers, default=0.0)),
+        math.log1p(sum(numbers)),
+        sum(bool(_LIST_LINE.match(line)) for line in lines),
+        sum(bool(_CODE_LINE.search(line)) for line in lines),
+        math.log1p(len(prompt)),
+        math.log1p(len(words)),
     ]
     return [float(v) for v in stats]
 
@@ -53,10 +71,22 @@ def generic_statistics(prompt: str) -> list[float]:
 def _vectorizers(max_word: int, max_char: int, word_vocab=None, char_vocab=None):
     from sklearn.feature_extraction.text import TfidfVectorizer
 
-    word = TfidfVectorizer(analyzer="word", ngram_range=(1, 2), max_features=max_word, sublinear_tf=True,
-                           lowercase=True, vocabulary=word_vocab)
-    char = TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 4), max_features=max_char, sublinear_tf=True,
-                           lowercase=True, vocabulary=char_vocab)
+    word = TfidfVectorizer(
+        analyzer="word",
+        ngram_range=(1, 2),
+        max_features=max_word,
+        sublinear_tf=True,
+        lowercase=True,
+        vocabulary=word_vocab,
+    )
+    char = TfidfVectorizer(
+        analyzer="char_wb",
+        ngram_range=(2, 4),
+        max_features=max_char,
+        sublinear_tf=True,
+        lowercase=True,
+        vocabulary=char_vocab,
+    )
     return word, char
 
 
@@ -78,7 +108,7 @@ class GenericTextFeatures:
     def is_fitted(self) -> bool:
         return self._word is not None
 
-    def fit(self, prompts: Sequence[str]) -> "GenericTextFeatures":
+    def fit(self, prompts: Sequence[str]) -> GenericTextFeatures:
         if len(prompts) == 0:
             raise ValueError("cannot fit generic text features on an empty list of prompts")
         self._word, self._char = _vectorizers(self.max_word, self.max_char)
@@ -89,32 +119,41 @@ class GenericTextFeatures:
     def transform(self, prompts: Sequence[str]) -> np.ndarray:
         if not self.is_fitted:
             raise ValueError("generic text features are not fitted; call fit(prompts) first")
-        stats = np.array([generic_statistics(p) for p in prompts], dtype=float).reshape(len(prompts), len(GENERIC_STATS))
+        stats = np.array([generic_statistics(p) for p in prompts], dtype=float).reshape(
+            len(prompts), len(GENERIC_STATS)
+        )
         return np.hstack([stats, self._word.transform(prompts).toarray(), self._char.transform(prompts).toarray()])
 
     @property
     def feature_names(self) -> list[str]:
         if not self.is_fitted:
             raise ValueError("generic text features are not fitted; call fit(prompts) first")
-        return (list(GENERIC_STATS) + [f"w={t}" for t in self._word.get_feature_names_out()]
-                + [f"c={t}" for t in self._char.get_feature_names_out()])
+        return (
+            list(GENERIC_STATS)
+            + [f"w={t}" for t in self._word.get_feature_names_out()]
+            + [f"c={t}" for t in self._char.get_feature_names_out()]
+        )
 
     def state(self) -> dict:
         """What was learned, as plain JSON-able data."""
         if not self.is_fitted:
             raise ValueError("generic text features are not fitted; nothing to save")
-        return {"max_word_features": self.max_word, "max_char_features": self.max_char,
-                "word_vocabulary": {k: int(v) for k, v in self._word.vocabulary_.items()},
-                "word_idf": [float(x) for x in self._word.idf_],
-                "char_vocabulary": {k: int(v) for k, v in self._char.vocabulary_.items()},
-                "char_idf": [float(x) for x in self._char.idf_]}
+        return {
+            "max_word_features": self.max_word,
+            "max_char_features": self.max_char,
+            "word_vocabulary": {k: int(v) for k, v in self._word.vocabulary_.items()},
+            "word_idf": [float(x) for x in self._word.idf_],
+            "char_vocabulary": {k: int(v) for k, v in self._char.vocabulary_.items()},
+            "char_idf": [float(x) for x in self._char.idf_],
+        }
 
     @classmethod
-    def from_state(cls, state: dict) -> "GenericTextFeatures":
+    def from_state(cls, state: dict) -> GenericTextFeatures:
         """Rebuild from :meth:`state` (no refitting, no pickle)."""
         obj = cls(state["max_word_features"], state["max_char_features"])
-        obj._word, obj._char = _vectorizers(obj.max_word, obj.max_char, state["word_vocabulary"],
-                                            state["char_vocabulary"])
+        obj._word, obj._char = _vectorizers(
+            obj.max_word, obj.max_char, state["word_vocabulary"], state["char_vocabulary"]
+        )
         obj._word.idf_ = np.asarray(state["word_idf"], dtype=float)
         obj._char.idf_ = np.asarray(state["char_idf"], dtype=float)
         return obj

@@ -25,7 +25,13 @@ from collections import deque
 import numpy as np
 
 from ptdlib.predictor.conformal import (
-    MarginRule, bound, check_alpha, check_predictions, check_scale, conformal_quantile, conformal_scores,
+    MarginRule,
+    bound,
+    check_alpha,
+    check_predictions,
+    check_scale,
+    conformal_quantile,
+    conformal_scores,
 )
 from ptdlib.predictor.regressors import check_lengths
 
@@ -33,8 +39,9 @@ from ptdlib.predictor.regressors import check_lengths
 class AdaptiveConformalMargin(MarginRule):
     """Online one-sided conformal margin with ``.margin()``, ``.canvas(...)`` and ``.update(pred, length)``."""
 
-    def __init__(self, alpha: float = 0.05, gamma: float = 0.005, window: int = 500, scale: str = "additive",
-                 scores=()):
+    def __init__(
+        self, alpha: float = 0.05, gamma: float = 0.005, window: int = 500, scale: str = "additive", scores=()
+    ):
         """Set up the online margin.
 
         Args:
@@ -56,8 +63,9 @@ class AdaptiveConformalMargin(MarginRule):
         self.errors: list[int] = []  # err_t of every update, in order
 
     @classmethod
-    def from_calibration(cls, predictions, lengths, alpha: float = 0.05, gamma: float = 0.005, window: int = 500,
-                         scale: str = "additive") -> "AdaptiveConformalMargin":
+    def from_calibration(
+        cls, predictions, lengths, alpha: float = 0.05, gamma: float = 0.005, window: int = 500, scale: str = "additive"
+    ) -> AdaptiveConformalMargin:
         """Start from the scores of a calibration split (the last ``window`` of them)."""
         return cls(alpha, gamma, window, scale, conformal_scores(predictions, lengths, scale))
 
@@ -72,8 +80,7 @@ class AdaptiveConformalMargin(MarginRule):
     def upper(self, predictions) -> np.ndarray:
         return bound(check_predictions(predictions), self.margin(), self.scale)
 
-    def update(self, prediction: float, length: float, canvas: int | None = None,
-               missed: bool | None = None) -> int:
+    def update(self, prediction: float, length: float, canvas: int | None = None, missed: bool | None = None) -> int:
         """Observe one query's length; return ``err_t`` and move ``α_t``.
 
         ``err_t`` is, in order of precedence: ``missed`` when given (what the server saw, e.g. the first

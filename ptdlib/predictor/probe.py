@@ -20,14 +20,22 @@ fitting cost and not counted.
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Sequence
 from types import SimpleNamespace
-from typing import Hashable, Sequence
 
 import numpy as np
 
 #: Names of the probe features, in column order.
-PROBE_FEATURES = ("probe_tau50", "probe_tau90", "probe_tau99", "probe_product90", "probe_expected", "probe_peak",
-                  "log1p_probe_tau90", "log1p_probe_expected")
+PROBE_FEATURES = (
+    "probe_tau50",
+    "probe_tau90",
+    "probe_tau99",
+    "probe_product90",
+    "probe_expected",
+    "probe_peak",
+    "log1p_probe_tau90",
+    "log1p_probe_expected",
+)
 
 
 def _crossing(ended: np.ndarray, tau: float) -> np.ndarray:
@@ -43,13 +51,27 @@ def probe_features(p_eos) -> np.ndarray:
     run = np.maximum.accumulate(p, axis=1)
     prod = 1.0 - np.cumprod(1.0 - p, axis=1)
     tau90, expected = _crossing(run, 0.9), (1.0 - run).sum(axis=1)
-    cols = [_crossing(run, 0.5), tau90, _crossing(run, 0.99), _crossing(prod, 0.9), expected, p.max(axis=1),
-            np.log1p(tau90), np.log1p(expected)]
+    cols = [
+        _crossing(run, 0.5),
+        tau90,
+        _crossing(run, 0.99),
+        _crossing(prod, 0.9),
+        expected,
+        p.max(axis=1),
+        np.log1p(tau90),
+        np.log1p(expected),
+    ]
     return np.stack(cols, axis=1)
 
 
-def probe_representation(lm, prompts: Sequence[str], canvas: int, callbacks=(),
-                         query_ids: Sequence[Hashable] | None = None, batch_size: int = 64) -> np.ndarray:
+def probe_representation(
+    lm,
+    prompts: Sequence[str],
+    canvas: int,
+    callbacks=(),
+    query_ids: Sequence[Hashable] | None = None,
+    batch_size: int = 64,
+) -> np.ndarray:
     """Probe features of ``prompts``: one counted ``probe`` pass per batch over prompt + ``canvas`` masks."""
     from ptdlib.canvas.policies import eos_probabilities  # the canvas package imports the predictor
 

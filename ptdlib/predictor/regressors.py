@@ -78,7 +78,7 @@ class PredictorConfig:
         return {**asdict(self), "features": self.features.to_dict()}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "PredictorConfig":
+    def from_dict(cls, d: dict) -> PredictorConfig:
         return cls(**d)
 
 
@@ -121,6 +121,7 @@ def register_regressor(name: str, *, flops: Callable):
     Raises:
         ValueError: If ``name`` is already registered.
     """
+
     def add(build: Callable) -> Callable:
         REGRESSORS.register(name)(Regressor(build, flops))
         return build
@@ -158,7 +159,10 @@ def _boosting(cfg: PredictorConfig, **loss):
     from sklearn.ensemble import HistGradientBoostingRegressor
 
     return HistGradientBoostingRegressor(
-        **loss, max_iter=cfg.max_iter, max_depth=cfg.max_depth, learning_rate=cfg.learning_rate,
+        **loss,
+        max_iter=cfg.max_iter,
+        max_depth=cfg.max_depth,
+        learning_rate=cfg.learning_rate,
         random_state=cfg.seed,
     )
 
@@ -200,7 +204,7 @@ class LengthPredictor:
     def _build(self):
         return REGRESSORS.lookup(self.config.regressor).build(self.config)
 
-    def fit(self, features, lengths) -> "LengthPredictor":
+    def fit(self, features, lengths) -> LengthPredictor:
         """Fit on a (N, d) feature matrix and N own lengths (tokens, >= 0)."""
         X = self._check_features(features, fitting=True)
         y = check_lengths(lengths)
@@ -227,7 +231,7 @@ class LengthPredictor:
         prompts, ids = _prompts_and_ids(items, query_ids)
         return self.extractor.transform(prompts, lm, callbacks, ids)
 
-    def fit_prompts(self, items: Sequence, lengths, lm=None, callbacks=(), query_ids=None) -> "LengthPredictor":
+    def fit_prompts(self, items: Sequence, lengths, lm=None, callbacks=(), query_ids=None) -> LengthPredictor:
         """Learn the keyword vocabulary, compute features (one counted pass if hidden) and fit."""
         prompts, ids = _prompts_and_ids(items, query_ids)
         y = check_lengths(lengths)
@@ -280,18 +284,31 @@ class LengthPredictor:
         out.mkdir(parents=True, exist_ok=True)
         skops.io.dump(self.model, out / MODEL_FILE)
         ex = self.extractor
-        state = {"format": _FORMAT, "config": self.config.to_dict(), "n_features": self.n_features,
-                 "extractor": {"keywords": ex.keywords, "model_id": ex.model_id, "hidden_dim": ex.hidden_dim,
-                               "generic": ex.generic.state() if ex.generic is not None else None},
-                 "metrics": self.metrics}
+        state = {
+            "format": _FORMAT,
+            "config": self.config.to_dict(),
+            "n_features": self.n_features,
+            "extractor": {
+                "keywords": ex.keywords,
+                "model_id": ex.model_id,
+                "hidden_dim": ex.hidden_dim,
+                "generic": ex.generic.state() if ex.generic is not None else None,
+            },
+            "metrics": self.metrics,
+        }
         (out / STATE_FILE).write_text(json.dumps(state, indent=2, default=float) + "\n")
-        summary = {"config": self.config.to_dict(), "n_features": self.n_features,
-                   "hidden_model_id": self.extractor.model_id, "cost": self.model_flops(), "metrics": self.metrics}
+        summary = {
+            "config": self.config.to_dict(),
+            "n_features": self.n_features,
+            "hidden_model_id": self.extractor.model_id,
+            "cost": self.model_flops(),
+            "metrics": self.metrics,
+        }
         (out / METRICS_FILE).write_text(json.dumps(summary, indent=2, default=float) + "\n")
         return out
 
     @classmethod
-    def load(cls, directory: str | Path) -> "LengthPredictor":
+    def load(cls, directory: str | Path) -> LengthPredictor:
         """A predictor saved by :meth:`save`, read without unpickling anything.
 
         Raises FileNotFoundError if a file is absent; ValueError if a file is unreadable, of another format,
@@ -303,8 +320,11 @@ class LengthPredictor:
         model_path, state_path = folder / MODEL_FILE, folder / STATE_FILE
         for path in (state_path, model_path):
             if not path.exists():
-                legacy = " (a predictor.joblib pickle is no longer read: train it again)" \
-                    if (folder / "predictor.joblib").exists() else ""
+                legacy = (
+                    " (a predictor.joblib pickle is no longer read: train it again)"
+                    if (folder / "predictor.joblib").exists()
+                    else ""
+                )
                 raise FileNotFoundError(f"no saved predictor at {path}{legacy}")
         try:
             state = json.loads(state_path.read_text())
@@ -315,8 +335,9 @@ class LengthPredictor:
             raise ValueError(f"{state_path} is not a saved LengthPredictor (format {_FORMAT})")
         refused = sorted(set(untrusted) - set(TRUSTED_TYPES))
         if refused:
-            raise ValueError(f"{model_path} holds types a length predictor never has: {', '.join(refused)}; "
-                             "it is not loaded")
+            raise ValueError(
+                f"{model_path} holds types a length predictor never has: {', '.join(refused)}; it is not loaded"
+            )
         try:
             model = skops.io.load(model_path, trusted=list(untrusted))
         except Exception as e:
@@ -324,7 +345,10 @@ class LengthPredictor:
         obj = cls(PredictorConfig.from_dict(state["config"]))
         ex = state["extractor"]
         obj.extractor.keywords, obj.extractor.model_id, obj.extractor.hidden_dim = (
-            ex["keywords"], ex["model_id"], ex["hidden_dim"])
+            ex["keywords"],
+            ex["model_id"],
+            ex["hidden_dim"],
+        )
         if ex.get("generic") is not None:  # the "generic" group's vocabularies and IDF weights (plain JSON)
             from ptdlib.predictor.generic import GenericTextFeatures
 
@@ -335,8 +359,9 @@ class LengthPredictor:
     # ------------------------------------------------------------------ checks
     def _check_fitted(self) -> None:
         if not self.is_fitted:
-            raise ValueError("untrained predictor: call fit(...) or fit_prompts(...) before predicting, "
-                             "or LengthPredictor.load(dir)")
+            raise ValueError(
+                "untrained predictor: call fit(...) or fit_prompts(...) before predicting, or LengthPredictor.load(dir)"
+            )
 
     def _check_features(self, features, fitting: bool = False) -> np.ndarray:
         X = np.asarray(features, dtype=float)
@@ -365,5 +390,9 @@ def predictor_cost_report(predictor_flops, baseline_flops, strategy_flops) -> di
             raise ValueError(f"{name} must be finite and >= 0")
     saved = float(b.sum() - s.sum())
     cost = float(p.sum())
-    return {"n": len(p), "predictor_flops": cost, "saved_flops": saved,
-            "fraction": cost / saved if saved > 0 else float("inf")}
+    return {
+        "n": len(p),
+        "predictor_flops": cost,
+        "saved_flops": saved,
+        "fraction": cost / saved if saved > 0 else float("inf"),
+    }

@@ -11,8 +11,8 @@ a sampler.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -43,14 +43,26 @@ def length_metrics(predictions, lengths) -> dict:
         raise ValueError(f"got {len(pred)} predictions but {len(y)} lengths")
     rho = spearmanr(pred, y).statistic if np.ptp(pred) > 0 and np.ptp(y) > 0 else float("nan")
     err = pred - y
-    return {"n": int(len(y)), "mae": float(np.abs(err).mean()), "median_ae": float(np.median(np.abs(err))),
-            "spearman": float(rho), "under_rate": float(np.mean(y > pred)), "bias": float(err.mean()),
-            "mean_length": float(y.mean())}
+    return {
+        "n": int(len(y)),
+        "mae": float(np.abs(err).mean()),
+        "median_ae": float(np.median(np.abs(err))),
+        "spearman": float(rho),
+        "under_rate": float(np.mean(y > pred)),
+        "bias": float(err.mean()),
+        "mean_length": float(y.mean()),
+    }
 
 
-def fit_and_evaluate(lm, train_queries: Sequence, train_lengths, calib_queries: Sequence, calib_lengths,
-                     config: PredictorConfig = PredictorConfig(),
-                     callbacks=()) -> tuple[LengthPredictor, dict, np.ndarray]:
+def fit_and_evaluate(
+    lm,
+    train_queries: Sequence,
+    train_lengths,
+    calib_queries: Sequence,
+    calib_lengths,
+    config: PredictorConfig = PredictorConfig(),
+    callbacks=(),
+) -> tuple[LengthPredictor, dict, np.ndarray]:
     """Fit on ``train``, evaluate on ``calib``: ``(predictor, metrics, calib predictions)``.
 
     Raises ValueError if the two splits share query ids or (open-space) prompts.
@@ -82,12 +94,22 @@ def fit_and_evaluate(lm, train_queries: Sequence, train_lengths, calib_queries: 
     return predictor, metrics, calib_pred
 
 
-def save_run(predictor: LengthPredictor, metrics: dict, out_dir: str | Path, calib_queries: Sequence,
-             calib_predictions, calib_lengths) -> Path:
+def save_run(
+    predictor: LengthPredictor,
+    metrics: dict,
+    out_dir: str | Path,
+    calib_queries: Sequence,
+    calib_predictions,
+    calib_lengths,
+) -> Path:
     """Save predictor + metrics JSON, and the calib (qid, prediction, length) triples as ``calib.npz``."""
     out = predictor.save(out_dir, metrics)
-    np.savez(out / CALIB_FILE, qid=np.array([q.qid for q in calib_queries]),
-             prediction=np.asarray(calib_predictions, float), length=check_lengths(calib_lengths))
+    np.savez(
+        out / CALIB_FILE,
+        qid=np.array([q.qid for q in calib_queries]),
+        prediction=np.asarray(calib_predictions, float),
+        length=check_lengths(calib_lengths),
+    )
     return out
 
 

@@ -95,9 +95,13 @@ def report_config(path: Path, *, smoke: bool, model, results: Path):
         path = model.path if model.path == "embedded" else str(Path(model.path).resolve())
         changes["model"] = dataclasses.replace(model, path=path)
     if smoke:
-        changes.update(splits={s: min(n, SMOKE_QUERIES) for s, n in cfg.splits.items()},
-                       train=min(cfg.train, SMOKE_TRAIN), calib=min(cfg.calib, SMOKE_CALIB),
-                       batch_size=min(cfg.batch_size, SMOKE_BATCH), chunk_size=None)
+        changes.update(
+            splits={s: min(n, SMOKE_QUERIES) for s, n in cfg.splits.items()},
+            train=min(cfg.train, SMOKE_TRAIN),
+            calib=min(cfg.calib, SMOKE_CALIB),
+            batch_size=min(cfg.batch_size, SMOKE_BATCH),
+            chunk_size=None,
+        )
     return dataclasses.replace(cfg, **changes)  # a new instance: validated again, grid expanded again
 
 
@@ -116,22 +120,32 @@ def build_tables(results: Path, *, resamples: int) -> dict:
         ValueError: If chunks of the grid are missing.
     """
     from ptdlib.analysis.overview import overview_markdown, strategy_overview
-    from ptdlib.experiment.results import load_results
     from ptdlib.experiment.config import RunConfig
     from ptdlib.experiment.merge import separate_recoveries
+    from ptdlib.experiment.results import load_results
     from ptdlib.stats.summary import Baseline, summary_table, to_markdown
 
     rows = load_results(results)
     run = rows.attrs["run"]
     if rows.attrs["missing_chunks"]:
-        raise ValueError(f"{results}: {len(rows.attrs['missing_chunks'])} chunks of the grid are missing; run the "
-                         f"grid first (without --skip-grid)")
+        raise ValueError(
+            f"{results}: {len(rows.attrs['missing_chunks'])} chunks of the grid are missing; run the "
+            f"grid first (without --skip-grid)"
+        )
     cfg = RunConfig.from_dict(run["config"])
-    summary = summary_table(separate_recoveries(rows), Baseline(*cfg.baseline_arm), correction="holm",
-                            n_resamples=resamples)
+    summary = summary_table(
+        separate_recoveries(rows), Baseline(*cfg.baseline_arm), correction="holm", n_resamples=resamples
+    )
     overview = strategy_overview(rows, cfg.limits.max_canvas)
-    return {"rows": rows, "run": run, "config": cfg, "summary": summary, "overview": overview,
-            "summary_md": to_markdown(summary), "overview_md": overview_markdown(overview)}
+    return {
+        "rows": rows,
+        "run": run,
+        "config": cfg,
+        "summary": summary,
+        "overview": overview,
+        "summary_md": to_markdown(summary),
+        "overview_md": overview_markdown(overview),
+    }
 
 
 def write_tables(tables: dict, folder: Path) -> list[Path]:

@@ -10,8 +10,8 @@ import os
 import re
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from ptdlib import REPO_ROOT
 from ptdlib.report.workers import _pool
@@ -43,8 +43,10 @@ def select_notebooks(spec: str | None, folder: Path = NOTEBOOK_DIR) -> list[Path
     have = {p.name[:2]: p for p in found}
     unknown = [w for w in wanted if w not in have]
     if unknown or not wanted:
-        raise ValueError(f"--notebooks: no notebook numbered {', '.join(unknown) or repr(spec)}; "
-                         f"have {', '.join(sorted(have)) or 'none'}")
+        raise ValueError(
+            f"--notebooks: no notebook numbered {', '.join(unknown) or repr(spec)}; "
+            f"have {', '.join(sorted(have)) or 'none'}"
+        )
     return [have[w] for w in wanted]
 
 
@@ -92,18 +94,30 @@ def _notebook_job(path: str, out_dir: str, staging: str, params: dict) -> dict:
     t0 = time.perf_counter()
     error = None
     try:
-        papermill.execute_notebook(str(path), str(Path(out_dir) / path.name), parameters=given, kernel_name=KERNEL,
-                                   progress_bar=False, cwd=str(path.parent))
+        papermill.execute_notebook(
+            str(path),
+            str(Path(out_dir) / path.name),
+            parameters=given,
+            kernel_name=KERNEL,
+            progress_bar=False,
+            cwd=str(path.parent),
+        )
     except Exception as e:  # papermill raises PapermillExecutionError and kernel errors of several types
         text = str(e).strip()
         error = f"{type(e).__name__}: {text.splitlines()[-1] if text else ''}"
     files = sorted(staging_dir.glob("*"), key=lambda p: p.stat().st_mtime_ns) if staging_dir.is_dir() else []
-    return {"name": path.name, "title": notebook_title(path), "seconds": time.perf_counter() - t0,
-            "files": [str(f) for f in files], "error": error}
+    return {
+        "name": path.name,
+        "title": notebook_title(path),
+        "seconds": time.perf_counter() - t0,
+        "files": [str(f) for f in files],
+        "error": error,
+    }
 
 
-def run_notebooks(notebooks: list[Path], out: Path, figures: Path, params: dict, workers: int,
-                  log: Callable[[str], None]) -> list[dict]:
+def run_notebooks(
+    notebooks: list[Path], out: Path, figures: Path, params: dict, workers: int, log: Callable[[str], None]
+) -> list[dict]:
     """Execute ``notebooks`` with papermill on ``workers`` processes; move each one's figures into ``figures``.
 
     Each notebook gets only the parameters it declares, plus its own figures folder; a failing notebook is
@@ -129,8 +143,10 @@ def run_notebooks(notebooks: list[Path], out: Path, figures: Path, params: dict,
     shutil.rmtree(staging, ignore_errors=True)
     results = {}
     with _pool(max(1, min(workers, len(notebooks)))) as pool:
-        futures = {pool.submit(_notebook_job, str(p), str(out / "notebooks"), str(staging / p.stem), params): p
-                   for p in notebooks}
+        futures = {
+            pool.submit(_notebook_job, str(p), str(out / "notebooks"), str(staging / p.stem), params): p
+            for p in notebooks
+        }
         for k, future in enumerate(as_completed(futures), 1):
             res = future.result()
             moved = []

@@ -27,23 +27,30 @@ def key_findings(tables: dict, level: float = 0.05) -> list[str]:
     for split in summary["split"].unique():
         o = ov[(ov["split"] == split) & (ov["strategy"] == "oracle")]
         if len(o):
-            lines.append(f"* {split}: the oracle canvas (own length + EOS, not deployable) costs "
-                         f"{o['flops_vs_fixed'].iloc[0]:.2f} of the fixed {cfg.limits.max_canvas}-token canvas's "
-                         f"FLOPs.")
+            lines.append(
+                f"* {split}: the oracle canvas (own length + EOS, not deployable) costs "
+                f"{o['flops_vs_fixed'].iloc[0]:.2f} of the fixed {cfg.limits.max_canvas}-token canvas's "
+                f"FLOPs."
+            )
         t = summary[summary["split"] == split].reset_index(drop=True)
         t = t.assign(arm=short_arm_labels(t))
-        ok = t[t["quality_delta"].notna() & ~t["strategy"].map(lambda n: get_policy_class(n).oracle)
-               & ((t["p_adjusted"] >= level) | (t["quality_delta"] >= 0))]
+        ok = t[
+            t["quality_delta"].notna()
+            & ~t["strategy"].map(lambda n: get_policy_class(n).oracle)
+            & ((t["p_adjusted"] >= level) | (t["quality_delta"] >= 0))
+        ]
         if ok.empty:
             lines.append(f"* {split}: every deployable strategy loses quality significantly (Holm, {level:g}).")
             continue
         best = ok.loc[ok["flops_saved_pct"].idxmax()]
-        lines.append(f"* {split}: the largest saving without a significant quality loss (Holm, {level:g}) is "
-                     f"**{best['arm']}**: {best['flops_saved_pct']:.1f} % of the FLOPs saved "
-                     f"[{best['flops_saved_low']:.1f}, {best['flops_saved_high']:.1f}], quality Δ "
-                     f"{best['quality_delta']:.1f} [{best['quality_delta_low']:.1f}, {best['quality_delta_high']:.1f}] "
-                     f"{'pp' if summary.attrs.get('quality_delta') == 'points' else '%'}. No significant loss is not "
-                     f"equivalence: notebook 06 tests non-inferiority against a margin.")
+        lines.append(
+            f"* {split}: the largest saving without a significant quality loss (Holm, {level:g}) is "
+            f"**{best['arm']}**: {best['flops_saved_pct']:.1f} % of the FLOPs saved "
+            f"[{best['flops_saved_low']:.1f}, {best['flops_saved_high']:.1f}], quality Δ "
+            f"{best['quality_delta']:.1f} [{best['quality_delta_low']:.1f}, {best['quality_delta_high']:.1f}] "
+            f"{'pp' if summary.attrs.get('quality_delta') == 'points' else '%'}. No significant loss is not "
+            f"equivalence: notebook 06 tests non-inferiority against a margin."
+        )
     return lines
 
 
@@ -51,8 +58,7 @@ def _rel(path: Path, start: Path) -> str:
     return Path(os.path.relpath(path, start)).as_posix()
 
 
-def render_page(tables: dict, notebooks: list[dict], *, page_dir: Path, results: Path, steps: dict,
-                smoke: bool) -> str:
+def render_page(tables: dict, notebooks: list[dict], *, page_dir: Path, results: Path, steps: dict, smoke: bool) -> str:
     """The report page in Markdown; every number comes from ``tables`` (the run's result rows).
 
     Args:
@@ -111,8 +117,12 @@ def render_page(tables: dict, notebooks: list[dict], *, page_dir: Path, results:
         lines += ["## Notebooks", ""]
     for nb in notebooks:
         executed = _rel(nb["executed"], page_dir)
-        lines += [f"### {nb['title']}", "",
-                  f"`{nb['name']}` — executed copy: [{executed}]({executed}) ({nb['seconds']:.0f} s)", ""]
+        lines += [
+            f"### {nb['title']}",
+            "",
+            f"`{nb['name']}` — executed copy: [{executed}]({executed}) ({nb['seconds']:.0f} s)",
+            "",
+        ]
         if nb["error"]:
             lines += [f"**This notebook failed:** `{nb['error']}`", ""]
         for fig in nb["figures"]:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 
 def _pool(workers: int):
@@ -38,14 +38,20 @@ def _worker_model(cfg):
 
 def _label_job(cfg_dict: dict, split: str, n: int, start: int, stop: int) -> int:
     """Worker: label queries ``start:stop`` of ``split`` (of ``n``) into the shared label cache."""
-    from ptdlib.experiment.labels import label_queries
     from ptdlib.experiment.config import RunConfig
+    from ptdlib.experiment.labels import label_queries
     from ptdlib.tasks import make_split
 
     cfg = RunConfig.from_dict(cfg_dict)
     queries = make_split(split, n, seed=cfg.data_seed)[start:stop]
-    label_queries(_worker_model(cfg), queries, canvas=cfg.limits.max_canvas, sampler=cfg.sampler,
-                  seed=cfg.label_seed, batch_size=cfg.batch_size)
+    label_queries(
+        _worker_model(cfg),
+        queries,
+        canvas=cfg.limits.max_canvas,
+        sampler=cfg.sampler,
+        seed=cfg.label_seed,
+        batch_size=cfg.batch_size,
+    )
     return len(queries)
 
 
@@ -91,8 +97,8 @@ def run_grid(cfg, results: Path, workers: int, log: Callable[[str], None]) -> No
     """
     from concurrent.futures import FIRST_COMPLETED, as_completed, wait
 
-    from ptdlib.experiment.results import finished_chunks, missing_chunks, open_run
     from ptdlib.experiment.config import plan_chunks
+    from ptdlib.experiment.results import finished_chunks, missing_chunks, open_run
     from ptdlib.experiment.runner import run
 
     if workers == 1:

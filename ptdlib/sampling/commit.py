@@ -13,7 +13,7 @@ tokens committed last by :data:`DEMOTION`), :func:`select_top_k` and :func:`sele
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -102,8 +102,14 @@ def check_remasking(name: str) -> None:
         raise ValueError(f"unknown remasking {name!r}; choose from {', '.join(REMASKING)}")
 
 
-def confidence(remasking: str, logits: torch.Tensor, x0: torch.Tensor, masked: torch.Tensor,
-               uniforms: torch.Tensor | None = None, last_ids: Sequence[int] = ()) -> torch.Tensor:
+def confidence(
+    remasking: str,
+    logits: torch.Tensor,
+    x0: torch.Tensor,
+    masked: torch.Tensor,
+    uniforms: torch.Tensor | None = None,
+    last_ids: Sequence[int] = (),
+) -> torch.Tensor:
     """The confidence of each candidate.
 
     Candidates whose token is in ``last_ids`` are lowered by :data:`DEMOTION`, below every other candidate
@@ -165,10 +171,19 @@ def select_above_threshold(conf: torch.Tensor, masked: torch.Tensor, threshold: 
     return masked & ((conf >= threshold) | best)
 
 
-def commit_step(logits: torch.Tensor, block: torch.Tensor, mask_id: int, *, k: torch.Tensor | None,
-                temperature: float, remasking: str, threshold: float | None = None,
-                gumbel_uniforms: torch.Tensor | None = None, remask_uniforms: torch.Tensor | None = None,
-                last_ids: Sequence[int] = ()) -> tuple[torch.Tensor, torch.Tensor]:
+def commit_step(
+    logits: torch.Tensor,
+    block: torch.Tensor,
+    mask_id: int,
+    *,
+    k: torch.Tensor | None,
+    temperature: float,
+    remasking: str,
+    threshold: float | None = None,
+    gumbel_uniforms: torch.Tensor | None = None,
+    remask_uniforms: torch.Tensor | None = None,
+    last_ids: Sequence[int] = (),
+) -> tuple[torch.Tensor, torch.Tensor]:
     """One step of the commit rule on a block.
 
     Args:

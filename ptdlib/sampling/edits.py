@@ -15,8 +15,9 @@ really had, so the FLOP ledger charges the extra positions.
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
-from typing import Hashable, Protocol, Sequence
+from typing import Protocol
 
 import torch
 
@@ -89,18 +90,22 @@ def apply_edit(tokens: list[int], edit: Edit, mask_id: int, max_length: int) -> 
     n = len(tokens)
     if isinstance(edit, InsertMasks):
         if not 0 <= edit.position <= n:
-            raise ValueError(f"query {edit.query_id!r}: insertion position {edit.position} is outside its "
-                             f"canvas of {n} tokens (allowed 0..{n})")
+            raise ValueError(
+                f"query {edit.query_id!r}: insertion position {edit.position} is outside its "
+                f"canvas of {n} tokens (allowed 0..{n})"
+            )
         if edit.count < 1:
             raise ValueError(f"query {edit.query_id!r}: must insert at least one mask, got count {edit.count}")
-        out = tokens[:edit.position] + [mask_id] * edit.count + tokens[edit.position:]
+        out = tokens[: edit.position] + [mask_id] * edit.count + tokens[edit.position :]
     elif isinstance(edit, Resize):
         if edit.length < 1:
             raise ValueError(f"query {edit.query_id!r}: canvas length must be >= 1, got {edit.length}")
-        out = tokens[:edit.length] + [mask_id] * max(0, edit.length - n)
+        out = tokens[: edit.length] + [mask_id] * max(0, edit.length - n)
     else:
         raise ValueError(f"unknown canvas edit {edit!r}; use InsertMasks or Resize")
     if len(out) > max_length:
-        raise ValueError(f"query {edit.query_id!r}: the edit makes a canvas of {len(out)} tokens, more than the "
-                         f"{max_length} its prompt leaves in the model's positions")
+        raise ValueError(
+            f"query {edit.query_id!r}: the edit makes a canvas of {len(out)} tokens, more than the "
+            f"{max_length} its prompt leaves in the model's positions"
+        )
     return out

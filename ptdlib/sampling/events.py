@@ -10,8 +10,9 @@ A callback is any object with an ``on_forward(event)`` method and, optionally, `
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
-from typing import Hashable, Iterable, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import torch
 
@@ -77,8 +78,9 @@ def emit_step(callbacks: Iterable, event: StepEvent) -> None:
             cb.on_step(event)
 
 
-def counted_logits(lm, ids: torch.Tensor, attention_mask: torch.Tensor, kind: str, query_ids, callbacks,
-                   step: int | None = None) -> torch.Tensor:
+def counted_logits(
+    lm, ids: torch.Tensor, attention_mask: torch.Tensor, kind: str, query_ids, callbacks, step: int | None = None
+) -> torch.Tensor:
     """``lm.logits(ids, attention_mask)``, reported to ``callbacks`` as one forward pass of ``kind``.
 
     Args:

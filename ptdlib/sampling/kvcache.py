@@ -45,12 +45,16 @@ def check_cacheable(lm, mode: str) -> None:
     if mode == "none":
         return
     if not getattr(lm.network, "supports_kv_cache", False):
-        raise ValueError(f"cache mode {mode!r} needs a network that runs with cached keys and values "
-                         f"(use_cache / past_key_values / cache_start, as the embedded model); "
-                         f"{lm.model_id} ({type(lm.network).__name__}) has none; use cache 'none'")
+        raise ValueError(
+            f"cache mode {mode!r} needs a network that runs with cached keys and values "
+            f"(use_cache / past_key_values / cache_start, as the embedded model); "
+            f"{lm.model_id} ({type(lm.network).__name__}) has none; use cache 'none'"
+        )
     if getattr(lm, "logits_shift", 0) or not getattr(lm, "batch_invariant", True):
-        raise ValueError(f"cache mode {mode!r} is not supported for {lm.model_id}: its logits are shifted or it "
-                         "cannot be batched; use cache 'none'")
+        raise ValueError(
+            f"cache mode {mode!r} is not supported for {lm.model_id}: its logits are shifted or it "
+            "cannot be batched; use cache 'none'"
+        )
 
 
 class BlockForward:
@@ -110,7 +114,7 @@ class CachedBlockForward(BlockForward):
         where = torch.searchsorted(self.rows, rows)  # the sampler's rows come sorted (from nonzero())
         cache = self.cache.select(where.to(x.device), trim - self.first)
         with torch.no_grad():
-            out = self.lm.network(input_ids=x[:, s - trim:end - trim], past_key_values=cache, cache_start=s - trim)
+            out = self.lm.network(input_ids=x[:, s - trim : end - trim], past_key_values=cache, cache_start=s - trim)
         emit_forward(self.callbacks, ForwardEvent(self.kind, tuple(qids), int(width), step, query_len=end - s))
         return out.logits, s
 

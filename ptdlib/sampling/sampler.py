@@ -18,20 +18,20 @@ docs/design.md §4; per-query seeding (a query's tokens never depend on its batc
 from __future__ import annotations
 
 import hashlib
-import warnings
 import numbers
+import warnings
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
-from typing import Hashable, Sequence
 
 import torch
 
 from ptdlib.cost.plans import WINDOWS, sampler_batches, sampler_steps
+from ptdlib.models.base import DiffusionLM
+from ptdlib.models.batching import left_pad
 from ptdlib.sampling.commit import RANDOM_REMASKING, check_remasking, commit_step, transfer_schedule
 from ptdlib.sampling.edits import StepView, apply_edit
 from ptdlib.sampling.events import FORWARD_KINDS, StepEvent, counted_logits, emit_step
 from ptdlib.sampling.kvcache import block_forward, check_cache_mode
-from ptdlib.models.base import DiffusionLM
-from ptdlib.models.batching import left_pad
 
 
 @dataclass(frozen=True)
@@ -45,10 +45,14 @@ class SamplerConfig:
     cfg_scale: float = 0.0  # unsupervised classifier-free guidance (prompt masked in the unconditional branch)
     suppress_eos: bool = False  # the reference's logits_eos_inf: EOS logit -inf (EOS only; end-of-turn stays allowed)
     confidence_eos_eot_inf: bool = False  # the reference's option of that name: EOS/EOT candidates committed last
-    threshold: float | None = None  # Fast-dLLM: commit every masked position at or above this confidence (>= 1 per step)
+    threshold: float | None = (
+        None  # Fast-dLLM: commit every masked position at or above this confidence (>= 1 per step)
+    )
     stop_after_eos_block: bool = False  # stop a query once a fully committed block holds EOS (EOS-led growth)
     window: str = "full"  # one of WINDOWS: the whole canvas, or dLLM-Var's growing window (stops after the EOS block)
-    cache: str = "none"  # one of ptdlib.sampling.kvcache.CACHE_MODES: none, or Fast-dLLM's prefix / dual cache per block
+    cache: str = (
+        "none"  # one of ptdlib.sampling.kvcache.CACHE_MODES: none, or Fast-dLLM's prefix / dual cache per block
+    )
 
     @property
     def stops_after_eos_block(self) -> bool:
@@ -60,8 +64,10 @@ class SamplerConfig:
             raise ValueError(f"unknown window {self.window!r}; choose from {', '.join(WINDOWS)}")
         check_cache_mode(self.cache)
         if self.cache != "none" and self.cfg_scale > 0:
-            raise ValueError(f"cache {self.cache!r} does not combine with guidance (cfg_scale {self.cfg_scale}); "
-                             "use cache 'none' or cfg_scale 0")
+            raise ValueError(
+                f"cache {self.cache!r} does not combine with guidance (cfg_scale {self.cfg_scale}); "
+                "use cache 'none' or cfg_scale 0"
+            )
         if self.steps is not None and (not isinstance(self.steps, numbers.Integral) or self.steps <= 0):
             raise ValueError(f"steps must be a positive integer or None (= canvas length), got {self.steps!r}")
         if not isinstance(self.block_length, numbers.Integral) or self.block_length <= 0:
@@ -119,7 +125,14 @@ class _Batch:
 
     def __init__(self, lm, cfg, prompts, canvases, qids, gens, kind, callbacks, bar, editor=None):
         self.lm, self.cfg, self.qids, self.gens, self.kind, self.callbacks, self.bar = (
-            lm, cfg, qids, gens, kind, callbacks, bar)
+            lm,
+            cfg,
+            qids,
+            gens,
+            kind,
+            callbacks,
+            bar,
+        )
         self.editor = editor  # a CanvasEditor (ptdlib.sampling.edits) or None: canvases then change between steps
         self.prompt_lens = [len(p) for p in prompts]
         dev = lm.device
@@ -164,7 +177,7 @@ class _Batch:
                     self._step(rows, None, b, s, e, step)
                     step += 1
             if cfg.stops_after_eos_block:
-                ended = torch.isin(self.x[:, self.P:e], self.end_ids).any(1).cpu()
+                ended = torch.isin(self.x[:, self.P : e], self.end_ids).any(1).cpu()
                 self.active &= ~ended
 
     def _run_editable(self) -> None:
@@ -185,16 +198,19 @@ class _Batch:
         while True:
             stuck = self.active & (torch.tensor(self.steps_run) >= cap)
             if stuck.any():
-                warnings.warn(f"queries {[self.qids[r] for r in stuck.nonzero().squeeze(1).tolist()]} stopped after "
-                              f"as many steps as they have positions: the canvas editor kept re-opening them",
-                              RuntimeWarning, stacklevel=2)
+                warnings.warn(
+                    f"queries {[self.qids[r] for r in stuck.nonzero().squeeze(1).tolist()]} stopped after "
+                    f"as many steps as they have positions: the canvas editor kept re-opening them",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
                 self.active &= ~stuck
             masked = (self.x[:, P:] == mask_id).cpu() & self.active[:, None]
             todo = masked.any(1)
             if not todo.any():
                 break
             b = int(masked.float().argmax(1)[todo].min()) // bl  # argmax of a bool row: its first mask
-            rows = masked[:, b * bl:(b + 1) * bl].any(1).nonzero().squeeze(1)
+            rows = masked[:, b * bl : (b + 1) * bl].any(1).nonzero().squeeze(1)
             # rows whose canvases span the same number of blocks share a pass, as fresh canvases of one length
             # do (sample() groups queries by canvas length): a row is not padded to a much longer neighbour
             width = (self.lens[rows] + bl - 1) // bl
@@ -229,20 +245,21 @@ class _Batch:
         attn = (self.attn if every else self.attn[idx])[:, trim:right]
         # an editor sees the logits of whole canvases; the commit rule those of the current block
         lo, hi = (self.P - trim, right - trim) if self.editor is not None else (s - trim, e - trim)
-        before = x[:, self.P - trim:].clone() if self.editor is not None else None
+        before = x[:, self.P - trim :].clone() if self.editor is not None else None
         qids = tuple(self.qids[r] for r in rows.tolist())
         if cfg.cfg_scale > 0:
             is_prompt = (self.is_prompt if every else self.is_prompt[idx])[:, trim:right]
             uncond = x.masked_fill(is_prompt, lm.mask_id)
-            logits = counted_logits(lm, torch.cat([x, uncond]), torch.cat([attn, attn]), self.kind,
-                                    qids + qids, self.callbacks, step)
+            logits = counted_logits(
+                lm, torch.cat([x, uncond]), torch.cat([attn, attn]), self.kind, qids + qids, self.callbacks, step
+            )
             cond, unc = logits[:, lo:hi].chunk(2)
             logits = unc + (cfg.cfg_scale + 1) * (cond - unc)
         else:
             logits, first = self.forward.logits(x, attn, rows, trim, block, s, e, qids, step)
-            logits = logits[:, lo + trim - first:hi + trim - first]  # a cached pass starts at the block
+            logits = logits[:, lo + trim - first : hi + trim - first]  # a cached pass starts at the block
         canvas_logits = logits
-        logits = logits[:, s - trim - lo:e - trim - lo]
+        logits = logits[:, s - trim - lo : e - trim - lo]
         if cfg.suppress_eos:  # logits_eos_inf: EOS only, as the reference
             logits = logits.clone()
             logits[..., lm.eos_id] = float("-inf")
@@ -250,12 +267,19 @@ class _Batch:
         bl, V = logits.shape[1], logits.shape[2]
         gumbel = self._draw(row_list, (bl, V)) if cfg.temperature > 0 else None
         remask = self._draw(row_list, (bl,)) if cfg.remasking in RANDOM_REMASKING else None
-        block_tokens = x[:, s - trim:e - trim]
+        block_tokens = x[:, s - trim : e - trim]
         transfer, x0 = commit_step(
-            logits, block_tokens, lm.mask_id, k=None if k is None else k.to(logits.device),
-            temperature=cfg.temperature, remasking=cfg.remasking, threshold=cfg.threshold,
-            gumbel_uniforms=gumbel, remask_uniforms=remask,
-            last_ids=lm.end_ids if cfg.confidence_eos_eot_inf else ())
+            logits,
+            block_tokens,
+            lm.mask_id,
+            k=None if k is None else k.to(logits.device),
+            temperature=cfg.temperature,
+            remasking=cfg.remasking,
+            threshold=cfg.threshold,
+            gumbel_uniforms=gumbel,
+            remask_uniforms=remask,
+            last_ids=lm.end_ids if cfg.confidence_eos_eot_inf else (),
+        )
         new = torch.where(transfer, x0, block_tokens)
         if every:
             self.x[:, s:e] = new
@@ -279,16 +303,25 @@ class _Batch:
     def _edit(self, rows: torch.Tensor, step: int, s: int, e: int, before: torch.Tensor, logits) -> None:
         """Show the editor this step's rows and apply the edits it returns (canvases may grow or shrink)."""
         P, mask_id, row_list = self.P, self.lm.mask_id, rows.tolist()
-        view = StepView(step, s - P, e - P, tuple(self.qids[r] for r in row_list),
-                        tuple(int(self.lens[r]) for r in row_list), before,
-                        self.x[rows.to(self.x.device), P:P + before.shape[1]], logits, mask_id, self.lm.end_ids)
+        view = StepView(
+            step,
+            s - P,
+            e - P,
+            tuple(self.qids[r] for r in row_list),
+            tuple(int(self.lens[r]) for r in row_list),
+            before,
+            self.x[rows.to(self.x.device), P : P + before.shape[1]],
+            logits,
+            mask_id,
+            self.lm.end_ids,
+        )
         where = {self.qids[r]: r for r in row_list}
         edited: dict[int, list[int]] = {}
         for ed in self.editor.edit(view) or ():
             r = where.get(ed.query_id)
             if r is None:
                 raise ValueError(f"canvas edit for query {ed.query_id!r}, which took no part in step {step}")
-            tokens = edited.get(r, self.x[r, P:P + int(self.lens[r])].tolist())
+            tokens = edited.get(r, self.x[r, P : P + int(self.lens[r])].tolist())
             edited[r] = apply_edit(tokens, ed, mask_id, self.lm.max_positions - self.prompt_lens[r])
         if not edited:
             return
@@ -301,20 +334,30 @@ class _Batch:
         for r, tokens in edited.items():
             n = len(tokens)
             self.x[r, P:] = self.lm.pad_id
-            self.x[r, P:P + n] = torch.tensor(tokens, dtype=torch.long, device=self.x.device)
+            self.x[r, P : P + n] = torch.tensor(tokens, dtype=torch.long, device=self.x.device)
             self.attn[r, P:] = 0
-            self.attn[r, P:P + n] = 1
+            self.attn[r, P : P + n] = 1
             self.lens[r] = n
 
     def outputs(self) -> list[SampleOutput]:
         out = []
         for r in range(self.B):
             n = int(self.lens[r])  # the canvas length (edits may have changed it)
-            tokens = self.x[r, self.P:self.P + n].tolist()
+            tokens = self.x[r, self.P : self.P + n].tolist()
             end = _end_position(tokens, self.lm.end_ids)
             length = n if end is None else end
-            out.append(SampleOutput(self.qids[r], n, tokens, self.lm.decode(tokens[:length]), length,
-                                    end is None, self.passes[r], self.steps_run[r]))
+            out.append(
+                SampleOutput(
+                    self.qids[r],
+                    n,
+                    tokens,
+                    self.lm.decode(tokens[:length]),
+                    length,
+                    end is None,
+                    self.passes[r],
+                    self.steps_run[r],
+                )
+            )
         return out
 
 
@@ -322,11 +365,21 @@ def _prompt_ids(lm: DiffusionLM, prompts) -> list[list[int]]:
     return [lm.encode_prompt(p) if isinstance(p, str) else [int(t) for t in p] for p in prompts]
 
 
-def sample(lm: DiffusionLM, prompts: Sequence[str | list[int]], canvas: int | Sequence[int],
-           cfg: SamplerConfig = SamplerConfig(), *, seed: int = 0, callbacks=(), kind: str = "denoise",
-           query_ids: Sequence | None = None, batch_size: int = 32,
-           init_canvas: Sequence[list[int] | None] | None = None, progress: bool = False,
-           editor=None) -> list[SampleOutput]:
+def sample(
+    lm: DiffusionLM,
+    prompts: Sequence[str | list[int]],
+    canvas: int | Sequence[int],
+    cfg: SamplerConfig = SamplerConfig(),
+    *,
+    seed: int = 0,
+    callbacks=(),
+    kind: str = "denoise",
+    query_ids: Sequence | None = None,
+    batch_size: int = 32,
+    init_canvas: Sequence[list[int] | None] | None = None,
+    progress: bool = False,
+    editor=None,
+) -> list[SampleOutput]:
     """Denoise a canvas after each prompt, with LLaDA's semantics (docs/design.md §4).
 
     Reproduces ``generate()`` of the LLaDA reference code (Nie et al., 2025), batched, with a canvas length per
@@ -382,10 +435,14 @@ def sample(lm: DiffusionLM, prompts: Sequence[str | list[int]], canvas: int | Se
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     if editor is not None:
         if cfg.window != "full" or cfg.cache != "none":
-            raise ValueError(f"a canvas editor needs window 'full' and cache 'none', got window {cfg.window!r} and "
-                             f"cache {cfg.cache!r}")
+            raise ValueError(
+                f"a canvas editor needs window 'full' and cache 'none', got window {cfg.window!r} and "
+                f"cache {cfg.cache!r}"
+            )
         if cfg.steps is not None and cfg.threshold is None:
-            raise ValueError(f"a canvas editor needs steps=None (one token per step) or a threshold, got steps={cfg.steps}")
+            raise ValueError(
+                f"a canvas editor needs steps=None (one token per step) or a threshold, got steps={cfg.steps}"
+            )
         if lm.pad_id == lm.mask_id:
             raise ValueError(f"a canvas editor needs a pad id distinct from the mask id {lm.mask_id} (filler columns)")
         bad = [L for L in lengths if not isinstance(L, numbers.Integral) or L <= 0]
@@ -398,8 +455,10 @@ def sample(lm: DiffusionLM, prompts: Sequence[str | list[int]], canvas: int | Se
     canvases = []
     for q, p, L, init in zip(qids, ids, lengths, inits):
         if len(p) + L > lm.max_positions:
-            raise ValueError(f"query {q!r}: prompt of {len(p)} tokens + canvas of {L} = {len(p) + L} exceeds the "
-                             f"model's {lm.max_positions} positions; the canvas can be at most {lm.max_positions - len(p)}")
+            raise ValueError(
+                f"query {q!r}: prompt of {len(p)} tokens + canvas of {L} = {len(p) + L} exceeds the "
+                f"model's {lm.max_positions} positions; the canvas can be at most {lm.max_positions - len(p)}"
+            )
         if init is not None and len(init) != L:
             raise ValueError(f"query {q!r}: init_canvas has {len(init)} tokens but its canvas length is {L}")
         canvases.append([lm.mask_id] * L if init is None else [int(t) for t in init])
@@ -409,17 +468,29 @@ def sample(lm: DiffusionLM, prompts: Sequence[str | list[int]], canvas: int | Se
     bar = None
     if progress:
         from tqdm.auto import tqdm
+
         # one tick per forward pass; the threshold rule's number of passes is not known in advance
-        total = None if cfg.threshold is not None or editor is not None else sum(plans[lengths[m[0]]][0] * plans[lengths[m[0]]][1]
-                                                            for m in batches)
+        total = (
+            None
+            if cfg.threshold is not None or editor is not None
+            else sum(plans[lengths[m[0]]][0] * plans[lengths[m[0]]][1] for m in batches)
+        )
         bar = tqdm(total=total, desc="denoising passes", unit="pass")
     results: list[SampleOutput | None] = [None] * n
     try:
         for members in batches:
-            batch = _Batch(lm, cfg, [ids[i] for i in members], [canvases[i] for i in members],
-                           [qids[i] for i in members],
-                           [torch.Generator().manual_seed(_query_seed(seed, qids[i])) for i in members],
-                           kind, callbacks, bar, editor)
+            batch = _Batch(
+                lm,
+                cfg,
+                [ids[i] for i in members],
+                [canvases[i] for i in members],
+                [qids[i] for i in members],
+                [torch.Generator().manual_seed(_query_seed(seed, qids[i])) for i in members],
+                kind,
+                callbacks,
+                bar,
+                editor,
+            )
             with torch.no_grad():
                 batch.run()
             for i, out in zip(members, batch.outputs()):

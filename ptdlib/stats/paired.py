@@ -207,8 +207,9 @@ def _mean_diff(x, y, axis=-1):
     return np.mean(x - y, axis=axis)
 
 
-def sign_flip_test(x, y, *, alternative: str = "two-sided", n_resamples: int = DEFAULT_RESAMPLES,
-                   seed: int = 0) -> TestResult:
+def sign_flip_test(
+    x, y, *, alternative: str = "two-sided", n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0
+) -> TestResult:
     """Paired sign-flip permutation test of mean(x - y) = 0 (Fisher 1935).
 
     Under H0 each pair's two values are exchangeable, so swapping them (flipping the sign of the difference)
@@ -234,14 +235,27 @@ def sign_flip_test(x, y, *, alternative: str = "two-sided", n_resamples: int = D
     d = x - y
     if not d.any():  # every flip gives the same statistic: no evidence of a difference at all
         return TestResult("sign_flip", 0.0, 1.0, len(x), alternative)
-    res = sps.permutation_test((x, y), _mean_diff, permutation_type="samples", vectorized=True,
-                               n_resamples=n_resamples, alternative=alternative,
-                               rng=np.random.default_rng(seed))
+    res = sps.permutation_test(
+        (x, y),
+        _mean_diff,
+        permutation_type="samples",
+        vectorized=True,
+        n_resamples=n_resamples,
+        alternative=alternative,
+        rng=np.random.default_rng(seed),
+    )
     return TestResult("sign_flip", float(res.statistic), float(res.pvalue), len(x), alternative)
 
 
-def wilcoxon_test(x, y, *, alternative: str = "two-sided", zero_method: str = "wilcox",
-                  n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> TestResult:
+def wilcoxon_test(
+    x,
+    y,
+    *,
+    alternative: str = "two-sided",
+    zero_method: str = "wilcox",
+    n_resamples: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
+) -> TestResult:
     """Wilcoxon signed-rank test of paired differences x - y (Wilcoxon 1945), via ``scipy.stats.wilcoxon``.
 
     It tests whether the differences are symmetric about zero (a location shift), not whether the means
@@ -284,8 +298,7 @@ def wilcoxon_test(x, y, *, alternative: str = "two-sided", zero_method: str = "w
 
 
 # ---------------------------------------------------------------- bootstrap intervals
-def _bootstrap(data: tuple[np.ndarray, ...], statistic, *, confidence: float, n_resamples: int,
-               seed: int) -> Interval:
+def _bootstrap(data: tuple[np.ndarray, ...], statistic, *, confidence: float, n_resamples: int, seed: int) -> Interval:
     """Paired BCa bootstrap; falls back to the percentile interval when BCa is undefined."""
     _check_confidence(confidence)
     estimate = float(statistic(*data, axis=-1))
@@ -294,9 +307,16 @@ def _bootstrap(data: tuple[np.ndarray, ...], statistic, *, confidence: float, n_
         # differences equal); scipy warns and returns NaN, handled just below.
         warnings.simplefilter("ignore", sps.DegenerateDataWarning)
         warnings.simplefilter("ignore", RuntimeWarning)
-        res = sps.bootstrap(data, statistic, paired=True, vectorized=True, method="BCa",
-                            confidence_level=confidence, n_resamples=n_resamples,
-                            rng=np.random.default_rng(seed))
+        res = sps.bootstrap(
+            data,
+            statistic,
+            paired=True,
+            vectorized=True,
+            method="BCa",
+            confidence_level=confidence,
+            n_resamples=n_resamples,
+            rng=np.random.default_rng(seed),
+        )
     low, high = float(res.confidence_interval.low), float(res.confidence_interval.high)
     if np.isfinite(low) and np.isfinite(high):
         return Interval(estimate, low, high, confidence, "bca")
@@ -308,8 +328,9 @@ def _bootstrap(data: tuple[np.ndarray, ...], statistic, *, confidence: float, n_
     return Interval(estimate, float(low), float(high), confidence, "percentile")
 
 
-def bootstrap_mean_diff(x, y, *, confidence: float = 0.95, n_resamples: int = DEFAULT_RESAMPLES,
-                        seed: int = 0) -> Interval:
+def bootstrap_mean_diff(
+    x, y, *, confidence: float = 0.95, n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0
+) -> Interval:
     """Paired BCa bootstrap interval of mean(x - y) (Efron 1987), via ``scipy.stats.bootstrap(paired=True)``.
 
     For binary scores only discordant pairs carry information, and with few of them every bootstrap
@@ -338,8 +359,9 @@ def _saved_pct(x, y, axis=-1):
     return 100.0 * (1.0 - np.sum(x, axis=axis) / np.sum(y, axis=axis))
 
 
-def bootstrap_saved_pct(x, y, *, confidence: float = 0.95, n_resamples: int = DEFAULT_RESAMPLES,
-                        seed: int = 0) -> Interval:
+def bootstrap_saved_pct(
+    x, y, *, confidence: float = 0.95, n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0
+) -> Interval:
     """Paired BCa bootstrap interval of ``100 (1 - sum(x) / sum(y))``, e.g. FLOPs saved % against a baseline.
 
     A saving over a query set is a ratio of sums (total cost), not a mean of per-query ratios, so the ratio
@@ -371,8 +393,9 @@ def _ratio_pct(x, y, axis=-1):
     return 100.0 * (np.sum(x, axis=axis) / np.sum(y, axis=axis) - 1.0)
 
 
-def bootstrap_relative_diff(x, y, *, confidence: float = 0.95, n_resamples: int = DEFAULT_RESAMPLES,
-                            seed: int = 0) -> Interval:
+def bootstrap_relative_diff(
+    x, y, *, confidence: float = 0.95, n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0
+) -> Interval:
     """Paired BCa bootstrap interval of the relative change ``100 (mean(x) / mean(y) - 1)`` in percent.
 
     Args:
@@ -396,8 +419,16 @@ def bootstrap_relative_diff(x, y, *, confidence: float = 0.95, n_resamples: int 
 
 
 # ---------------------------------------------------------------- non-inferiority
-def noninferiority(x, y, *, margin: float, alpha: float = 0.05, confidence: float = 0.95,
-                   n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> NonInferiority:
+def noninferiority(
+    x,
+    y,
+    *,
+    margin: float,
+    alpha: float = 0.05,
+    confidence: float = 0.95,
+    n_resamples: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
+) -> NonInferiority:
     """One-sided non-inferiority test of the strategy ``x`` against the baseline ``y`` (Wellek 2010, ch. 2).
 
     H0: Δ <= -margin (the strategy loses at least ``margin``) against H1: Δ > -margin, with

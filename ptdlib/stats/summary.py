@@ -50,8 +50,11 @@ def _wilcoxon(x, y, *, n_resamples: int, seed: int) -> stats.TestResult:
 @QUALITY_DELTAS.register("points")
 def _points(x, y, *, binary: bool, confidence: float, n_resamples: int, seed: int) -> stats.Interval:
     """100 (mean x - mean y), percentage points: Newcombe's paired interval on binary scores, else BCa."""
-    d = (stats.paired_proportion_diff(x, y, confidence=confidence) if binary
-         else stats.bootstrap_mean_diff(x, y, confidence=confidence, n_resamples=n_resamples, seed=seed))
+    d = (
+        stats.paired_proportion_diff(x, y, confidence=confidence)
+        if binary
+        else stats.bootstrap_mean_diff(x, y, confidence=confidence, n_resamples=n_resamples, seed=seed)
+    )
     return stats.Interval(100 * d.estimate, 100 * d.low, 100 * d.high, d.confidence, d.method)
 
 
@@ -118,17 +121,24 @@ def _mismatch(split, arm, base_keys: set, arm_keys: set) -> str | None:
     only_base, only_arm = sorted(base_keys - arm_keys), sorted(arm_keys - base_keys)
     if not only_base and not only_arm:
         return None
+
     def examples(keys):
         return ", ".join(f"{q}/seed {s}" for q, s in keys[:_EXAMPLES]) + (", ..." if len(keys) > _EXAMPLES else "")
-    text = (f"strategy {arm[0]} {arm[1]} on split {split!r}: {len(only_base)} (qid, seed) pair(s) of the "
-            f"baseline missing from the strategy, {len(only_arm)} of the strategy missing from the baseline")
-    parts = [f"baseline only: {examples(only_base)}" if only_base else "",
-             f"strategy only: {examples(only_arm)}" if only_arm else ""]
+
+    text = (
+        f"strategy {arm[0]} {arm[1]} on split {split!r}: {len(only_base)} (qid, seed) pair(s) of the "
+        f"baseline missing from the strategy, {len(only_arm)} of the strategy missing from the baseline"
+    )
+    parts = [
+        f"baseline only: {examples(only_base)}" if only_base else "",
+        f"strategy only: {examples(only_arm)}" if only_arm else "",
+    ]
     return text + " (" + "; ".join(p for p in parts if p) + ")"
 
 
-def pair_with_baseline(rows: pd.DataFrame, baseline: Baseline = DEFAULT_BASELINE, *,
-                       values: tuple[str, ...] = ("score", "flops_total")) -> pd.DataFrame:
+def pair_with_baseline(
+    rows: pd.DataFrame, baseline: Baseline = DEFAULT_BASELINE, *, values: tuple[str, ...] = ("score", "flops_total")
+) -> pd.DataFrame:
     """Join every non-baseline arm with the baseline on (split, qid, seed).
 
     Returns one row per (split, strategy, params, qid, seed) with each column of ``values`` twice: ``v``
@@ -140,8 +150,10 @@ def pair_with_baseline(rows: pd.DataFrame, baseline: Baseline = DEFAULT_BASELINE
     for v in values:
         bad = ~np.isfinite(pd.to_numeric(rows[v], errors="coerce").astype(float))
         if bad.any():
-            raise ValueError(f"pair_with_baseline: column {v!r} holds {int(bad.sum())} missing or non-finite "
-                             f"value(s), e.g. in the row of {rows.loc[bad, ['strategy', 'qid']].iloc[0].to_dict()}")
+            raise ValueError(
+                f"pair_with_baseline: column {v!r} holds {int(bad.sum())} missing or non-finite "
+                f"value(s), e.g. in the row of {rows.loc[bad, ['strategy', 'qid']].iloc[0].to_dict()}"
+            )
     is_base = (rows["strategy"] == baseline.strategy) & (rows["params"] == baseline.params)
     if not is_base.any():
         arms = sorted({f"{s} {p}" for s, p in zip(rows["strategy"], rows["params"])})
@@ -149,8 +161,10 @@ def pair_with_baseline(rows: pd.DataFrame, baseline: Baseline = DEFAULT_BASELINE
     dup = rows.duplicated([*PAIR_KEYS, *ARM_KEYS], keep=False)
     if dup.any():
         first = rows.loc[dup, [*ARM_KEYS, *PAIR_KEYS]].iloc[0].to_dict()
-        raise ValueError(f"{int(dup.sum())} result rows repeat one (strategy, params, split, qid, seed), "
-                         f"e.g. {first}; each measurement must appear once")
+        raise ValueError(
+            f"{int(dup.sum())} result rows repeat one (strategy, params, split, qid, seed), "
+            f"e.g. {first}; each measurement must appear once"
+        )
     base, others = rows[is_base], rows[~is_base]
     if others.empty:
         raise ValueError(f"only the baseline {baseline.label} is present; nothing to compare with it")
@@ -161,8 +175,10 @@ def pair_with_baseline(rows: pd.DataFrame, baseline: Baseline = DEFAULT_BASELINE
         if problem:
             problems.append(problem)
     if problems:
-        raise ValueError("compared strategies were run on different queries than the baseline "
-                         f"{baseline.label}:\n  " + "\n  ".join(problems))
+        raise ValueError(
+            "compared strategies were run on different queries than the baseline "
+            f"{baseline.label}:\n  " + "\n  ".join(problems)
+        )
     base = base[[*PAIR_KEYS, *values]].rename(columns={v: f"{v}_base" for v in values})
     keep = ["split", *ARM_KEYS, "qid", "seed", *values]
     return others[keep].merge(base, on=list(PAIR_KEYS), how="inner", validate="many_to_one")
@@ -173,15 +189,26 @@ def _arm_order(rows: pd.DataFrame, baseline: Baseline) -> list[tuple[str, str, s
     """(split, strategy, params) in order of first appearance, the baseline first within each split."""
     seen = list(dict.fromkeys(zip(rows["split"], rows["strategy"], rows["params"])))
     splits = list(dict.fromkeys(s for s, _, _ in seen))
+
     def is_base(k):
         return (k[1], k[2]) == (baseline.strategy, baseline.params)
+
     return [k for s in splits for k in sorted((k for k in seen if k[0] == s), key=lambda k: not is_base(k))]
 
 
-def summary_table(rows: pd.DataFrame, baseline: Baseline = DEFAULT_BASELINE, *, correction: str,
-                  quality_delta: str = "points", continuous_test: str = "sign_flip", confidence: float = 0.95,
-                  n_resamples: int = stats.DEFAULT_RESAMPLES, seed: int = 0, margin: float | None = None,
-                  alpha: float = 0.05) -> pd.DataFrame:
+def summary_table(
+    rows: pd.DataFrame,
+    baseline: Baseline = DEFAULT_BASELINE,
+    *,
+    correction: str,
+    quality_delta: str = "points",
+    continuous_test: str = "sign_flip",
+    confidence: float = 0.95,
+    n_resamples: int = stats.DEFAULT_RESAMPLES,
+    seed: int = 0,
+    margin: float | None = None,
+    alpha: float = 0.05,
+) -> pd.DataFrame:
     """Per (split, strategy, params): processed length, score, FLOPs saved %, quality Δ with tests.
 
     * ``avg_len``: mean of prompt_len + final_canvas, the length every denoising pass processes.
@@ -206,8 +233,9 @@ def summary_table(rows: pd.DataFrame, baseline: Baseline = DEFAULT_BASELINE, *, 
         raise ValueError(f"unknown correction method {correction!r}; choose from {', '.join(stats.CORRECTIONS)}")
     delta_interval = QUALITY_DELTAS.lookup(quality_delta)
     continuous = CONTINUOUS_TESTS.lookup(continuous_test)
-    rows = _require(rows, (*PAIR_KEYS, *ARM_KEYS, "score", "metric", "flops_total", "prompt_len", "final_canvas"),
-                    "summary_table")
+    rows = _require(
+        rows, (*PAIR_KEYS, *ARM_KEYS, "score", "metric", "flops_total", "prompt_len", "final_canvas"), "summary_table"
+    )
     pairs = pair_with_baseline(rows, baseline, values=("score", "flops_total"))
     per_query = pairs.groupby(["split", *ARM_KEYS, "qid"]).mean(numeric_only=True)  # sorted: fast .loc
     rows["processed_len"] = rows["prompt_len"] + rows["final_canvas"]
@@ -217,9 +245,15 @@ def summary_table(rows: pd.DataFrame, baseline: Baseline = DEFAULT_BASELINE, *, 
     for key in _arm_order(rows, baseline):
         split, strategy, params = key
         arm = rows[(rows["split"] == split) & (rows["strategy"] == strategy) & (rows["params"] == params)]
-        rec = dict(split=split, strategy=strategy, params=params, n=arm["qid"].nunique(),
-                   avg_len=arm["processed_len"].mean(), metric="+".join(sorted(arm["metric"].unique())),
-                   score=arm["score"].mean())
+        rec = dict(
+            split=split,
+            strategy=strategy,
+            params=params,
+            n=arm["qid"].nunique(),
+            avg_len=arm["processed_len"].mean(),
+            metric="+".join(sorted(arm["metric"].unique())),
+            score=arm["score"].mean(),
+        )
         if (strategy, params) != (baseline.strategy, baseline.params):
             q = per_query.loc[key]
             x, y = q["score"].to_numpy(), q["score_base"].to_numpy()
@@ -227,22 +261,34 @@ def summary_table(rows: pd.DataFrame, baseline: Baseline = DEFAULT_BASELINE, *, 
             binary = stats.is_binary(x) and stats.is_binary(y)
             d = delta_interval(x, y, binary=binary, **opts)
             test = stats.mcnemar_exact(x, y) if binary else continuous(x, y, n_resamples=n_resamples, seed=seed)
-            rec.update(flops_saved_pct=flops.estimate, flops_saved_low=flops.low, flops_saved_high=flops.high,
-                       quality_delta=d.estimate, quality_delta_low=d.low, quality_delta_high=d.high,
-                       quality_ci=d.method, test=test.test, p_value=test.p_value)
+            rec.update(
+                flops_saved_pct=flops.estimate,
+                flops_saved_low=flops.low,
+                flops_saved_high=flops.high,
+                quality_delta=d.estimate,
+                quality_delta_low=d.low,
+                quality_delta_high=d.high,
+                quality_ci=d.method,
+                test=test.test,
+                p_value=test.p_value,
+            )
             if margin is not None:
                 ni = stats.noninferiority(x, y, margin=margin, alpha=alpha, **opts)
                 rec.update(ni_p_value=ni.p_value)
         out.append(rec)
     table = pd.DataFrame(out)
-    table.insert(table.columns.get_loc("p_value") + 1, "p_adjusted",
-                 stats.adjust_pvalues(table["p_value"], correction))
+    table.insert(table.columns.get_loc("p_value") + 1, "p_adjusted", stats.adjust_pvalues(table["p_value"], correction))
     table.insert(table.columns.get_loc("p_adjusted") + 1, "stars", table["p_adjusted"].map(stats.stars))
     if margin is not None:
         table["ni_p_adjusted"] = stats.adjust_pvalues(table["ni_p_value"], correction)
         table["non_inferior"] = [None if np.isnan(p) else bool(p < alpha) for p in table["ni_p_adjusted"]]
-    table.attrs.update(baseline=baseline.label, correction=correction, quality_delta=quality_delta,
-                       confidence=confidence, margin=margin)
+    table.attrs.update(
+        baseline=baseline.label,
+        correction=correction,
+        quality_delta=quality_delta,
+        confidence=confidence,
+        margin=margin,
+    )
     return table
 
 
@@ -261,21 +307,27 @@ def format_summary(table: pd.DataFrame, digits: int = 1) -> pd.DataFrame:
     """The summary as display strings: score in %, intervals in brackets, stars after the quality Δ."""
     unit = "pp" if table.attrs.get("quality_delta", "points") == "points" else "%"
     conf = round(100 * table.attrs.get("confidence", 0.95))
-    shown = pd.DataFrame({
-        "split": table["split"],
-        "strategy": table["strategy"],
-        "params": table["params"].map(params_label),
-        "n": table["n"].astype(int).astype(str),
-        "avg length": table["avg_len"].map(lambda v: _fmt(v, digits)),
-        "metric": table["metric"],
-        "score %": (100 * table["score"]).map(lambda v: _fmt(v, digits)),
-        f"FLOPs saved % [{conf}% CI]": [_with_ci(e, lo, hi, digits) for e, lo, hi in
-                                         zip(table["flops_saved_pct"], table["flops_saved_low"],
-                                             table["flops_saved_high"])],
-        f"quality Δ {unit} [{conf}% CI]": [_with_ci(e, lo, hi, digits, s) for e, lo, hi, s in
-                                          zip(table["quality_delta"], table["quality_delta_low"],
-                                              table["quality_delta_high"], table["stars"])],
-    })
+    shown = pd.DataFrame(
+        {
+            "split": table["split"],
+            "strategy": table["strategy"],
+            "params": table["params"].map(params_label),
+            "n": table["n"].astype(int).astype(str),
+            "avg length": table["avg_len"].map(lambda v: _fmt(v, digits)),
+            "metric": table["metric"],
+            "score %": (100 * table["score"]).map(lambda v: _fmt(v, digits)),
+            f"FLOPs saved % [{conf}% CI]": [
+                _with_ci(e, lo, hi, digits)
+                for e, lo, hi in zip(table["flops_saved_pct"], table["flops_saved_low"], table["flops_saved_high"])
+            ],
+            f"quality Δ {unit} [{conf}% CI]": [
+                _with_ci(e, lo, hi, digits, s)
+                for e, lo, hi, s in zip(
+                    table["quality_delta"], table["quality_delta_low"], table["quality_delta_high"], table["stars"]
+                )
+            ],
+        }
+    )
     if "non_inferior" in table:
         shown["non-inferior"] = table["non_inferior"].map(lambda v: "" if pd.isna(v) else ("yes" if v else "no"))
     return shown
@@ -283,8 +335,10 @@ def format_summary(table: pd.DataFrame, digits: int = 1) -> pd.DataFrame:
 
 def _footnote(table: pd.DataFrame) -> str:
     a = table.attrs
-    text = (f"Baseline: {a.get('baseline', '?')}. Stars: * p<0.05, ** p<0.01, *** p<0.001 after "
-            f"{stats.CORRECTIONS.get(a.get('correction'), a.get('correction'))}.")
+    text = (
+        f"Baseline: {a.get('baseline', '?')}. Stars: * p<0.05, ** p<0.01, *** p<0.001 after "
+        f"{stats.CORRECTIONS.get(a.get('correction'), a.get('correction'))}."
+    )
     if a.get("margin") is not None:
         text += f" Non-inferiority margin: {a['margin']} (score units)."
     return text
@@ -296,8 +350,13 @@ def to_markdown(table: pd.DataFrame, digits: int = 1) -> str:
     return md + "\n\n" + _footnote(table) + "\n"
 
 
-_LATEX_SPECIAL = {c: "\\" + c for c in "&%$#_{}"} | {"~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-                                                      "\\": r"\textbackslash{}", "Δ": r"$\Delta$", "—": "---"}
+_LATEX_SPECIAL = {c: "\\" + c for c in "&%$#_{}"} | {
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "\\": r"\textbackslash{}",
+    "Δ": r"$\Delta$",
+    "—": "---",
+}
 
 
 def _latex_escape(text: str) -> str:

@@ -67,14 +67,29 @@ def score_responses(queries, responses, *, allow_code_execution: bool = False) -
 
         for name, idx in groups.items():
             bench = get_benchmark(name)
-            scores = bench.score([query_record(queries[i]) for i in idx], [responses[i] for i in idx],
-                                 allow_code_execution=allow_code_execution)
+            scores = bench.score(
+                [query_record(queries[i]) for i in idx],
+                [responses[i] for i in idx],
+                allow_code_execution=allow_code_execution,
+            )
             for i, s in zip(idx, scores):
                 out[i] = {"score": float(s[bench.primary]), "metric": bench.primary, "scores": s}
     return out
 
 
 __all__ = [
-    "FAMILIES", "HELDOUT_FAMILY", "SPLITS", "SYNTHETIC", "Query", "TaskFamily", "get_family", "iter_split",
-    "load_queries", "make_split", "metric_of", "save_queries", "score", "score_responses",
+    "FAMILIES",
+    "HELDOUT_FAMILY",
+    "SPLITS",
+    "SYNTHETIC",
+    "Query",
+    "TaskFamily",
+    "get_family",
+    "iter_split",
+    "load_queries",
+    "make_split",
+    "metric_of",
+    "save_queries",
+    "score",
+    "score_responses",
 ]

@@ -16,15 +16,14 @@ Numbers are single tokens from ``0`` to ``MAX_NUMBER``, so every family keeps it
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 MAX_NUMBER = 199  # largest number token; every family keeps its values at or below it
 
 # Word lists. Short, distinct, and disjoint from the task keywords so that scoring is unambiguous.
 ITEMS = (
-    "cat dog sun moon tree rock fish bird star lamp door cup book key ship rain "
-    "snow fire leaf road ring bell coin hat"
+    "cat dog sun moon tree rock fish bird star lamp door cup book key ship rain snow fire leaf road ring bell coin hat"
 ).split()
 REPEAT_WORDS = "apple pear plum kiwi lime fig date grape melon lemon".split()
 SPELL_WORDS = (
@@ -209,9 +208,7 @@ FAMILIES: dict[str, TaskFamily] = {
         TaskFamily("divisors", "hard", _divisors, has_long=False),
         TaskFamily("primes", "hard", _primes, has_long=False),
         TaskFamily("binary", "hard", _binary, has_long=False),
-        TaskFamily(
-            "animals", "random", _animals, _score_animals, metric="validity", open_space=False, has_long=False
-        ),
+        TaskFamily("animals", "random", _animals, _score_animals, metric="validity", open_space=False, has_long=False),
     ]
 }
 

@@ -31,7 +31,7 @@ def read_predictions(path: str | Path) -> list[tuple[str, str, str]]:
     for where, rec in read_records(path):
         for key in ("id", "response"):
             if key not in rec:
-                raise ValueError(f"{where}: missing field {key!r}; a prediction is {{\"id\": ..., \"response\": ...}}")
+                raise ValueError(f'{where}: missing field {key!r}; a prediction is {{"id": ..., "response": ...}}')
         if not isinstance(rec["response"], str):
             raise ValueError(f"{where}: response must be a string, got {type(rec['response']).__name__}")
         rid = str(rec["id"])
@@ -44,8 +44,9 @@ def read_predictions(path: str | Path) -> list[tuple[str, str, str]]:
     return out
 
 
-def score_predictions(task: str, predictions: str | Path, data: str | Path | None = None, *,
-                      allow_code_execution: bool = False, **options) -> dict:
+def score_predictions(
+    task: str, predictions: str | Path, data: str | Path | None = None, *, allow_code_execution: bool = False, **options
+) -> dict:
     """Score a predictions file for benchmark ``task`` against the records of ``data``.
 
     Args:
@@ -76,8 +77,10 @@ def score_predictions(task: str, predictions: str | Path, data: str | Path | Non
     missing = [(where, rid) for where, rid, _ in preds if rid not in records]
     if missing:
         where, rid = missing[0]
-        raise ValueError(f"{where}: no {task} record has id {rid!r} ({len(missing)} such predictions; record ids "
-                         f"look like {', '.join(map(repr, list(records)[:3]))})")
+        raise ValueError(
+            f"{where}: no {task} record has id {rid!r} ({len(missing)} such predictions; record ids "
+            f"look like {', '.join(map(repr, list(records)[:3]))})"
+        )
     recs = [records[rid] for _, rid, _ in preds]
     scores = bench.score(recs, [resp for _, _, resp in preds], allow_code_execution=allow_code_execution)
     return {"task": task, "n": len(preds), "metric": bench.primary, "metrics": bench.aggregate(scores)}

@@ -84,8 +84,10 @@ class SourceSpec:
                 raise ValueError(f"{where}.fractions.{split} must be a positive number, got {share!r}")
         for split in self._shared_splits():
             if split not in self.fractions:
-                raise ValueError(f"{where}: split {split!r} shares a file with other splits but has no fraction; "
-                                 f"fractions has {', '.join(self.fractions)}")
+                raise ValueError(
+                    f"{where}: split {split!r} shares a file with other splits but has no fraction; "
+                    f"fractions has {', '.join(self.fractions)}"
+                )
         allowed = [*ROLES, *bench.meta_fields]
         if not isinstance(self.fields, Mapping):
             raise ValueError(f"{where}.fields must map roles to field names, got {self.fields!r}")
@@ -233,9 +235,11 @@ def to_record(spec: SourceSpec, where: str, rec: dict, position: int) -> Record:
         if name not in rec:
             if not required:
                 return None
-            raise ValueError(f"{where}: missing field {name!r} (the {role} of a {bench.name} record); the record "
-                             f"has {', '.join(map(repr, rec)) or 'no fields'}; map another field with "
-                             f"fields: {{{role}: ...}}")
+            raise ValueError(
+                f"{where}: missing field {name!r} (the {role} of a {bench.name} record); the record "
+                f"has {', '.join(map(repr, rec)) or 'no fields'}; map another field with "
+                f"fields: {{{role}: ...}}"
+            )
         return rec[name]
 
     rid = get("id")
@@ -309,10 +313,18 @@ def record_query(spec: SourceSpec, split: str, record: Record, shots=()) -> Quer
     Returns:
         The :class:`Query` (qid ``source/record id``).
     """
-    meta = json.dumps({"id": record.id, "prompt": record.prompt, "meta": dict(record.meta), "where": record.where},
-                      sort_keys=True)
-    return Query(f"{spec.name}/{record.id}", split, spec.benchmark, spec.adapter.format_prompt(record, shots),
-                 record.reference or "", source=spec.name, meta=meta)
+    meta = json.dumps(
+        {"id": record.id, "prompt": record.prompt, "meta": dict(record.meta), "where": record.where}, sort_keys=True
+    )
+    return Query(
+        f"{spec.name}/{record.id}",
+        split,
+        spec.benchmark,
+        spec.adapter.format_prompt(record, shots),
+        record.reference or "",
+        source=spec.name,
+        meta=meta,
+    )
 
 
 def query_record(query: Query) -> Record:
@@ -341,8 +353,9 @@ def load_source(spec: SourceSpec) -> dict[str, list[Query]]:
     if spec.few_shot:
         train = records.get("train", [])
         if len(train) < spec.few_shot:
-            raise ValueError(f"source {spec.name!r}: few_shot {spec.few_shot} needs that many train records, it has "
-                             f"{len(train)}")
+            raise ValueError(
+                f"source {spec.name!r}: few_shot {spec.few_shot} needs that many train records, it has {len(train)}"
+            )
         shots = tuple(train[: spec.few_shot])
     return {split: [record_query(spec, split, r, shots) for r in recs] for split, recs in records.items()}
 
@@ -410,8 +423,10 @@ def source_queries(sources, split: str, n: int, cache: dict | None = None) -> li
             cache[spec.name] = load_source(spec)
         have = cache[spec.name].get(split, [])
         if split not in FIT_PARTS and len(have) < n:
-            raise ValueError(f"source {spec.name!r} has {len(have)} {split} queries, fewer than the {n} the run "
-                             f"evaluates per source; lower splits.{split} or give {split} a larger share")
+            raise ValueError(
+                f"source {spec.name!r} has {len(have)} {split} queries, fewer than the {n} the run "
+                f"evaluates per source; lower splits.{split} or give {split} a larger share"
+            )
         out += have[:n]
     return out
 
@@ -431,8 +446,9 @@ def check_prompts(lm, queries, max_canvas: int) -> None:
     """
     unk = getattr(lm.tokenizer, "unk_token_id", None)
     if max_canvas >= lm.max_positions:
-        raise ValueError(f"limits.max_canvas {max_canvas} leaves no room for a prompt in the model's "
-                         f"{lm.max_positions} positions")
+        raise ValueError(
+            f"limits.max_canvas {max_canvas} leaves no room for a prompt in the model's {lm.max_positions} positions"
+        )
     for q in queries:
         if not q.prompt.strip():
             raise ValueError(f"query {q.qid!r}: the prompt is empty")
@@ -443,12 +459,16 @@ def check_prompts(lm, queries, max_canvas: int) -> None:
         if not ids:
             raise ValueError(f"query {q.qid!r}: the prompt encodes to no tokens")
         if unk is not None and unk in ids:
-            raise ValueError(f"query {q.qid!r}: the model's tokenizer maps part of the prompt to its unknown token "
-                             f"{lm.tokenizer.convert_ids_to_tokens(unk)!r}")
+            raise ValueError(
+                f"query {q.qid!r}: the model's tokenizer maps part of the prompt to its unknown token "
+                f"{lm.tokenizer.convert_ids_to_tokens(unk)!r}"
+            )
         if len(ids) + max_canvas > lm.max_positions:
-            raise ValueError(f"query {q.qid!r}: prompt of {len(ids)} tokens + the maximum canvas of {max_canvas} "
-                             f"exceeds the model's {lm.max_positions} positions (limits.max_canvas can be at most "
-                             f"{lm.max_positions - len(ids)} for it)")
+            raise ValueError(
+                f"query {q.qid!r}: prompt of {len(ids)} tokens + the maximum canvas of {max_canvas} "
+                f"exceeds the model's {lm.max_positions} positions (limits.max_canvas can be at most "
+                f"{lm.max_positions - len(ids)} for it)"
+            )
 
 
 def check_code_execution(sources, allowed: bool) -> None:

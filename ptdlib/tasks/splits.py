@@ -15,9 +15,9 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator
 
 from ptdlib.tasks.families import FAMILIES, HELDOUT_FAMILY, get_family
 
@@ -95,8 +95,10 @@ def iter_split(split: str, seed: int = 0, family_weights: dict[str, float] | Non
     if family_weights:
         unknown = sorted(set(family_weights) - set(weights))
         if unknown:
-            raise ValueError(f"family weights name {unknown}, which split {split!r} does not contain; "
-                             f"its families: {', '.join(weights)}")
+            raise ValueError(
+                f"family weights name {unknown}, which split {split!r} does not contain; "
+                f"its families: {', '.join(weights)}"
+            )
         bad = {f: w for f, w in family_weights.items() if not w >= 0}
         if bad or not any(family_weights.get(f, 1.0) > 0 for f in weights):
             raise ValueError(f"family weights must be >= 0 and not all zero, got {family_weights}")

@@ -45,5 +45,14 @@ def get_benchmark(name: str, **options) -> Benchmark:
         raise ValueError(f"bad options {options} for benchmark {name!r}: {e}") from None
 
 
-__all__ = ["BENCHMARKS", "Benchmark", "CodeExecutionRefused", "GSM8K", "HumanEval", "IFEval", "Record", "ReferenceQA",
-           "get_benchmark"]
+__all__ = [
+    "BENCHMARKS",
+    "Benchmark",
+    "CodeExecutionRefused",
+    "GSM8K",
+    "HumanEval",
+    "IFEval",
+    "Record",
+    "ReferenceQA",
+    "get_benchmark",
+]

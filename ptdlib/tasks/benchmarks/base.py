@@ -9,8 +9,9 @@ turns a list of them into the benchmark's reported figures (a mean by default).
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Mapping, Sequence
+from typing import ClassVar
 
 
 @dataclass(frozen=True)
@@ -61,8 +62,9 @@ class Benchmark:
         """The user message for ``record`` (``shots``: solved examples placed before it, few-shot)."""
         return record.prompt
 
-    def score(self, records: Sequence[Record], responses: Sequence[str], *,
-              allow_code_execution: bool = False) -> list[dict]:
+    def score(
+        self, records: Sequence[Record], responses: Sequence[str], *, allow_code_execution: bool = False
+    ) -> list[dict]:
         """Score responses.
 
         Args:

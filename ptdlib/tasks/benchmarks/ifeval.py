@@ -28,8 +28,8 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from ptdlib import DATA_DIR
 from ptdlib.tasks.benchmarks.base import Benchmark, Record
@@ -88,19 +88,25 @@ class IFEval(Benchmark):
     def check_record(self, record: Record) -> None:
         ids, kwargs = record.meta.get("instruction_id_list"), record.meta.get("kwargs")
         if not isinstance(ids, list) or not ids:
-            raise ValueError(f"{record.where}: record {record.id!r}: instruction_id_list must be a non-empty list, "
-                             f"got {ids!r}")
+            raise ValueError(
+                f"{record.where}: record {record.id!r}: instruction_id_list must be a non-empty list, got {ids!r}"
+            )
         if not isinstance(kwargs, list) or len(kwargs) != len(ids) or not all(isinstance(k, dict) for k in kwargs):
-            raise ValueError(f"{record.where}: record {record.id!r}: kwargs must be a list of {len(ids)} mappings "
-                             f"(one per instruction), got {kwargs!r}")
+            raise ValueError(
+                f"{record.where}: record {record.id!r}: kwargs must be a list of {len(ids)} mappings "
+                f"(one per instruction), got {kwargs!r}"
+            )
         known = _registry()
         unknown = [i for i in ids if i not in known]
         if unknown:
-            raise ValueError(f"{record.where}: record {record.id!r}: unknown IFEval instruction(s) {unknown}; "
-                             f"known: {', '.join(sorted(known))}")
+            raise ValueError(
+                f"{record.where}: record {record.id!r}: unknown IFEval instruction(s) {unknown}; "
+                f"known: {', '.join(sorted(known))}"
+            )
 
-    def score(self, records: Sequence[Record], responses: Sequence[str], *,
-              allow_code_execution: bool = False) -> list[dict]:
+    def score(
+        self, records: Sequence[Record], responses: Sequence[str], *, allow_code_execution: bool = False
+    ) -> list[dict]:
         """Strict and loose accuracy per response, prompt- and instruction-level, plus ``n_instructions``."""
         from if_verifiable.common import evaluate_instructions
 
@@ -111,11 +117,15 @@ class IFEval(Benchmark):
             results, _ = evaluate_instructions(response, ids, list(r.meta["kwargs"]), r.prompt, registry)
             strict = [x.strict_pass for x in results] or [False] * len(ids)  # an empty response follows nothing
             loose = [x.loose_pass for x in results] or [False] * len(ids)
-            out.append({
-                "prompt_level_strict_acc": float(all(strict)), "prompt_level_loose_acc": float(all(loose)),
-                "inst_level_strict_acc": sum(strict) / len(ids), "inst_level_loose_acc": sum(loose) / len(ids),
-                "n_instructions": len(ids),
-            })
+            out.append(
+                {
+                    "prompt_level_strict_acc": float(all(strict)),
+                    "prompt_level_loose_acc": float(all(loose)),
+                    "inst_level_strict_acc": sum(strict) / len(ids),
+                    "inst_level_loose_acc": sum(loose) / len(ids),
+                    "n_instructions": len(ids),
+                }
+            )
         return out
 
     def aggregate(self, scores: Sequence[dict]) -> dict:

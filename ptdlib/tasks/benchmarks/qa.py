@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
-from typing import Sequence
+from collections.abc import Sequence
 
 from ptdlib.tasks.benchmarks.base import Benchmark, Record
 
@@ -45,8 +45,9 @@ def references_of(reference: str, where: str = "reference") -> list[str]:
         except json.JSONDecodeError:
             refs = None
         if not isinstance(refs, list) or not refs or not all(isinstance(r, str) and r.strip() for r in refs):
-            raise ValueError(f"{where}: a reference that starts with '[' must be a JSON list of non-empty strings, "
-                             f"got {text[:60]!r}")
+            raise ValueError(
+                f"{where}: a reference that starts with '[' must be a JSON list of non-empty strings, got {text[:60]!r}"
+            )
         return refs
     return [reference]
 
@@ -62,8 +63,9 @@ class ReferenceQA(Benchmark):
         super().check_record(record)
         references_of(record.reference, f"{record.where}: record {record.id!r}")
 
-    def score(self, records: Sequence[Record], responses: Sequence[str], *,
-              allow_code_execution: bool = False) -> list[dict]:
+    def score(
+        self, records: Sequence[Record], responses: Sequence[str], *, allow_code_execution: bool = False
+    ) -> list[dict]:
         """ROUGE-1 and ROUGE-L F1 per response, each the best over the record's references."""
         scorer = _scorer()
         out = []
