@@ -45,6 +45,15 @@ def test_bad_input_to_every_command_exits_2_with_one_line_naming_the_value(argv,
     _one_line_error(capsys, prog, *named)
 
 
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_bench_help_lists_every_benchmark_and_exits_0(flag, capsys):
+    from ptdlib.cli.bench import BENCHES
+
+    assert ptd(["bench", flag]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in BENCHES), out
+
+
 def test_debug_flag_prints_the_traceback_and_keeps_the_exit_code(capsys):
     assert ptd(["--debug", "run", "no-such-config.yaml"]) == EXIT_BAD_INPUT
     err = capsys.readouterr().err

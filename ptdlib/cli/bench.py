@@ -19,6 +19,10 @@ BENCHES = {
 
 def main(argv: list[str] | None = None) -> int:
     args, debug = split_debug(sys.argv[1:] if argv is None else argv)
+    if args[:1] in (["-h"], ["--help"]):
+        print(f"usage: ptd bench {{{','.join(BENCHES)}}} [options]   (ptd bench <name> --help for its options)")
+        print("Each benchmark prints its figures and, as its last line, one JSON object.")
+        return 0
     if not args or args[0] not in BENCHES:
         got = repr(args[0]) if args else "nothing"
         print(f"ptd bench: error: unknown benchmark {got}; choose from {', '.join(BENCHES)}", file=sys.stderr)
