@@ -195,6 +195,16 @@ def test_ptdlib_result_rows_give_reruns_final_truncation_own_lengths_and_the_run
     assert result["baseline"]["flops_per_query"] == pytest.approx((128 * f(138) + 128 * f(148)) / 2)  # canvas 128
 
 
+def test_cli_notes_say_which_side_of_the_comparison_has_a_kv_cache(capsys):
+    base = ["--model", "llada-8b", "--hardware", "h100", "--strategy", "predicted", "--queries", "20", "--boot", "10"]
+    assert main(base + ["--cache", "dual"]) == 0
+    out = capsys.readouterr().out
+    assert "predicted with the dual KV cache, the fixed baseline without a KV cache" in out
+    assert "each a full forward pass" not in out
+    assert main(base) == 0
+    assert "each a full forward pass over prompt + canvas" in capsys.readouterr().out
+
+
 def test_cli_prints_the_cost_table_and_rejects_bad_input(capsys):
     assert (
         main(["--model", "llada-8b", "--hardware", "h100", "--strategy", "oracle", "--queries", "200", "--boot", "100"])

@@ -192,9 +192,19 @@ def _notes(args) -> list[str]:
             f"synthetic workload: {args.queries} queries, log-normal prompt (mean {args.prompt_mean:g}) and "
             f"answer (mean {args.response_mean:g}) lengths, coefficient of variation {args.spread:g}"
         )
+    if args.results or (args.cache == "none" and args.baseline_cache == "none"):
+        passes = "each a full forward pass over prompt + canvas"
+    else:
+
+        def described(name: str, cache: str) -> str:
+            return f"{name} without a KV cache" if cache == "none" else f"{name} with the {cache} KV cache"
+
+        passes = (
+            f"{described(args.strategy, args.cache)}, {described('the fixed baseline', args.baseline_cache)} "
+            "(--cache, --baseline-cache); a cached block is a full refresh pass, then cached passes"
+        )
     notes.append(
-        f"steps = {args.steps_per_token:g} x canvas, each a full forward pass over prompt + canvas; "
-        f"batches of {args.batch} same-length rows; bf16 weights"
+        f"steps = {args.steps_per_token:g} x canvas, {passes}; batches of {args.batch} same-length rows; bf16 weights"
     )
     if args.mfu is None:
         notes.append(
