@@ -284,13 +284,16 @@ def _distribution_shift() -> NotebookParams:
 
 
 def _quality_significance() -> NotebookParams:
+    from ptdlib.stats.paired import CORRECTIONS
+    from ptdlib.stats.summary import QUALITY_DELTAS
+
     return NotebookParams(
         {
             "smoke": Param(bool),
             "results_dir": Param(str),
             **_FIGURES,
-            "correction": Param(str, choices=["holm", "fdr_bh"]),
-            "quality_delta": Param(str, choices=["points", "relative"]),
+            "correction": Param(str, choices=list(CORRECTIONS)),
+            "quality_delta": Param(str, choices=list(QUALITY_DELTAS)),
             "ni_margin": Param(float, 0, 1),
             "confidence": Param(float, 0.5, 0.999),
             "test_level": Param(float, 1e-4, 0.5),

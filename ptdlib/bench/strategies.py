@@ -21,6 +21,7 @@ import yaml
 
 from ptdlib import REPO_ROOT
 from ptdlib.cli.contract import ArgumentParser
+from ptdlib.cost.plans import CACHE_MODES
 from ptdlib.models.spec import add_model_arguments, spec_from_args
 
 #: The bench's grids (``--config`` defaults to it): named lists of run-config strategies, one per ``--arms`` value.
@@ -141,7 +142,7 @@ def main(argv: list[str]) -> int:
         "--caches",
         nargs="+",
         default=None,
-        choices=("none", "prefix", "dual"),
+        choices=CACHE_MODES,
         help="KV-cache modes of the arm comparison (the uncached run is always included)",
     )
     p.add_argument(

@@ -9,6 +9,7 @@ import numpy as np
 
 from ptdlib.cli.contract import ArgumentParser, command, finite_float, positive_int
 from ptdlib.cost.hardware import ASSUMED_MFU, hardware
+from ptdlib.cost.plans import CACHE_MODES
 from ptdlib.cost.pricing import CostEstimate, estimate
 from ptdlib.cost.shapes import model_shape
 from ptdlib.cost.workload import (
@@ -71,13 +72,13 @@ def parser() -> ArgumentParser:
     ap.add_argument(
         "--cache",
         default=d.cache,
-        choices=("none", "prefix", "dual"),
+        choices=CACHE_MODES,
         help="synthetic plans: the strategy's Fast-dLLM KV cache, refreshed per block",
     )
     ap.add_argument(
         "--baseline-cache",
         default="none",
-        choices=("none", "prefix", "dual"),
+        choices=CACHE_MODES,
         help="synthetic plans: the fixed-canvas baseline's KV cache (default none: a cache's saving "
         "shows in the comparison)",
     )

@@ -10,19 +10,21 @@ from ptdlib.cli.contract import ArgumentParser, command
 
 def parser() -> ArgumentParser:
     from ptdlib.experiment import merge as summarize
+    from ptdlib.stats.paired import CORRECTIONS
+    from ptdlib.stats.summary import QUALITY_DELTAS
 
     p = ArgumentParser(prog="ptd summarize", description=summarize.__doc__.split("\n\n")[0])
     p.add_argument("dirs", nargs="+", help="run directories (shards of one run)")
     p.add_argument(
         "--correction",
         default="holm",
-        choices=("holm", "fdr_bh"),
+        choices=tuple(CORRECTIONS),
         help="multiple-comparison correction of the stars (default: holm)",
     )
     p.add_argument(
         "--quality-delta",
         default="points",
-        choices=("points", "relative"),
+        choices=tuple(QUALITY_DELTAS),
         help="quality difference in percentage points or percent of the baseline",
     )
     p.add_argument("--margin", type=float, help="non-inferiority margin in score units (e.g. 0.02)")

@@ -28,7 +28,7 @@ from functools import partial
 
 import numpy as np
 
-from ptdlib.cost.plans import CACHE_MODES, block_plan, canvas_plan, query_plans, round_to_block, run_plan
+from ptdlib.cost.plans import CACHE_MODES, WINDOWS, block_plan, canvas_plan, query_plans, round_to_block, run_plan
 
 __all__ = [
     "PLAN_CACHE_MODES",
@@ -72,8 +72,8 @@ class StrategyParams:
             raise ValueError(f"steps_per_token must be > 0, got {self.steps_per_token}")
         if self.cache not in PLAN_CACHE_MODES:
             raise ValueError(f"unknown cache mode {self.cache!r}; choose from {', '.join(PLAN_CACHE_MODES)}")
-        if self.growth_window not in ("full", "growing"):
-            raise ValueError(f"growth_window must be full or growing, got {self.growth_window!r}")
+        if self.growth_window not in WINDOWS:
+            raise ValueError(f"growth_window must be {' or '.join(WINDOWS)}, got {self.growth_window!r}")
 
 
 def check_lengths(name: str, values) -> np.ndarray:
