@@ -155,7 +155,7 @@ def test_a_serial_run_cut_short_is_completed_by_a_ray_run(env, reference):
 @pytest.mark.ray
 def test_a_worker_whose_model_is_not_the_runs_refuses_and_the_chunk_is_reported(env, reference, tmp_path):
     from ptdlib.experiment.results import RUN_FILE
-    from ptdlib.experiment.runner import SharedWork
+    from ptdlib.experiment.work import SharedWork
 
     out = tmp_path / "other-weights"
     (out / "chunks").mkdir(parents=True)
@@ -195,7 +195,7 @@ def test_a_model_that_does_not_load_on_a_worker_stops_the_run_with_the_loading_e
     from dataclasses import replace
 
     from ptdlib.experiment.results import RUN_FILE
-    from ptdlib.experiment.runner import SharedWork
+    from ptdlib.experiment.work import SharedWork
 
     out = tmp_path / "no-model"
     (out / "chunks").mkdir(parents=True)
