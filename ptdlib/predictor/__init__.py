@@ -24,19 +24,21 @@ from ptdlib.predictor.calibration import (
     MARGIN_METHODS,
     PRICED_RECOVERIES,
     AdditiveMargin,
-    ConformalMargin,
     CostOptimalMargin,
     FixedMargin,
-    MarginRule,
     PercentileMargin,
     calibrate,
-    canvas_from_upper,
     check_disjoint,
-    conformal_quantile,
     expected_cost,
     margin_parameters,
     quadratic_cost,
     register_margin,
+)
+from ptdlib.predictor.conformal import (
+    ConformalMargin,
+    MarginRule,
+    canvas_from_upper,
+    conformal_quantile,
     truncation_rate,
 )
 from ptdlib.predictor.features import FEATURE_GROUPS, FeatureExtractor, FeatureSet, prompt_representation

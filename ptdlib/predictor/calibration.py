@@ -35,19 +35,13 @@ from inspect import signature
 import numpy as np
 
 from ptdlib.cost.plans import RERUN_RECOVERIES, attempts
-from ptdlib.predictor.conformal import (  # noqa: F401  (re-exported: the margin API's names live here too)
-    SCALES,
+from ptdlib.predictor.conformal import (
     ConformalMargin,
     MarginRule,
-    bound,
     calibration_pair,
     canvas_from_upper,
-    check_alpha,
     check_canvas_args,
     check_predictions,
-    conformal_quantile,
-    conformal_scores,
-    truncation_rate,
 )
 from ptdlib.predictor.online import AdaptiveConformalMargin
 from ptdlib.predictor.regressors import check_lengths
